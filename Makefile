@@ -1,0 +1,39 @@
+# medfuse — two commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.medfuse-installed
+# The CPU wheel of torch lies on local disk; asking for plain `torch` would pull a 5 GB CUDA build.
+TORCH  := torch==2.13.0
+SAMPLE := sample_cases/chest_ct_0001
+OUT    := out
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(STAMP)
+	mkdir -p $(OUT)
+	$(VENV)/bin/medfuse info $(SAMPLE)
+	$(VENV)/bin/medfuse info $(SAMPLE) --json > $(OUT)/chest_ct_0001_info.json
+	$(VENV)/bin/medfuse convert $(SAMPLE) $(OUT)/chest_ct_0001.nii.gz
+	@echo "demo outputs written to $(OUT)/"
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/load.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check medfuse tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -1,0 +1,50 @@
+"""medfuse: multimodal (3D image + radiology report) medical imaging analysis.
+
+The public API is imported lazily, so ``import medfuse`` is instant and loads neither torch
+nor MONAI::
+
+    import medfuse
+    study = medfuse.read_study("path/to/dicom_folder")   # headers only, series selected
+    vol = study.volume                                    # decodes the selected series
+    print(vol.shape, vol.spacing, vol.orientation)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "read_study": "medfuse.io.study",
+    "read_volume": "medfuse.io.study",
+    "Study": "medfuse.types",
+    "Series": "medfuse.types",
+    "Volume": "medfuse.types",
+    "Report": "medfuse.types",
+    "Finding": "medfuse.types",
+    "Case": "medfuse.types",
+    "MedfuseError": "medfuse.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:
+    from .errors import MedfuseError
+    from .io.study import read_study, read_volume
+    from .types import Case, Finding, Report, Series, Study, Volume
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'medfuse' has no attribute {name!r}")
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,1 @@
+"""The ``medfuse`` command line (typer). Heavy modules are imported inside each command."""

@@ -1,0 +1,286 @@
+"""Typed objects passed between medfuse's stages.
+
+Arrays follow the nibabel convention: ``Volume.array[i, j, k]`` is the voxel whose centre is at
+``Volume.affine @ [i, j, k, 1]`` in RAS+ millimetres (x to the patient's Right→Left is *negative*:
+R = -x_LPS). For a DICOM series, ``i`` runs along a row (DICOM column index), ``j`` along a column
+(DICOM row index) and ``k`` along the slice normal.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # keep `import medfuse` light
+    import numpy as np
+
+__all__ = [
+    "Case",
+    "Finding",
+    "FindingStatus",
+    "Report",
+    "Series",
+    "Study",
+    "Volume",
+]
+
+
+@dataclass(eq=False)
+class Volume:
+    """A geometry-correct image volume (3D, or 4D with the extra axis last)."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    modality: str = "OT"
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    frame_of_reference_uid: str | None = None
+    series_description: str = ""
+    source_files: tuple[str, ...] = ()
+    #: What the values mean, e.g. "HU" for CT after rescale; "" when unknown.
+    units: str = ""
+    #: Names of the entries along a 4th axis (time points, echoes, image types).
+    volume_labels: tuple[str, ...] = ()
+    #: Non-fatal issues found while reading, in words (recorded, never silent).
+    warnings: list[str] = field(default_factory=list)
+    #: Non-identifying acquisition facts (manufacturer, patient position, kernel, ...).
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import numpy as np
+
+        self.affine = np.asarray(self.affine, dtype=np.float64)
+        if self.affine.shape != (4, 4):
+            raise ValueError(f"affine must be 4x4, got {self.affine.shape}")
+        if self.array.ndim not in (3, 4):
+            raise ValueError(f"array must be 3D or 4D, got shape {self.array.shape}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along i, j, k (norms of the affine's columns)."""
+        import numpy as np
+
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    @property
+    def orientation(self) -> str:
+        """Axis codes in the nibabel sense, e.g. ``"LAS"``: where i, j, k point to."""
+        from nibabel.orientations import aff2axcodes
+
+        return "".join(aff2axcodes(self.affine))
+
+    @property
+    def origin(self) -> tuple[float, float, float]:
+        """RAS mm of the centre of voxel (0, 0, 0)."""
+        return tuple(float(v) for v in self.affine[:3, 3])
+
+    def voxel_to_world(self, ijk) -> np.ndarray:
+        """RAS mm of voxel index/indices ``ijk`` (shape (3,) or (N, 3))."""
+        import numpy as np
+
+        ijk = np.asarray(ijk, dtype=np.float64)
+        return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+    def world_to_voxel(self, ras) -> np.ndarray:
+        """Continuous voxel index of RAS mm point(s) ``ras`` (shape (3,) or (N, 3))."""
+        import numpy as np
+
+        inv = np.linalg.inv(self.affine)
+        ras = np.asarray(ras, dtype=np.float64)
+        return ras @ inv[:3, :3].T + inv[:3, 3]
+
+    def to_nifti(self):
+        """This volume as a ``nibabel.Nifti1Image`` (float32 data, affine as sform and qform)."""
+        import nibabel as nib
+        import numpy as np
+
+        img = nib.Nifti1Image(np.asarray(self.array, dtype=np.float32), self.affine)
+        img.header.set_xyzt_units("mm", "sec")
+        img.set_sform(self.affine, code=1)
+        img.set_qform(self.affine, code=1)
+        return img
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write NIfTI (``.nii`` / ``.nii.gz``) atomically; returns the path written."""
+        from .io.volumes import write_nifti
+
+        return write_nifti(self, path)
+
+    def __repr__(self) -> str:
+        sp = "×".join(f"{s:.3g}" for s in self.spacing)
+        return (
+            f"Volume({self.modality}, shape={self.shape}, spacing={sp} mm, "
+            f"orientation={self.orientation}, series={self.series_instance_uid})"
+        )
+
+
+@dataclass(eq=False)
+class Series:
+    """One readable image stack found in a study (header facts only until loaded)."""
+
+    series_instance_uid: str
+    modality: str
+    description: str
+    files: tuple[str, ...]
+    #: "slices" (single-frame images), "mosaic" (Siemens), "enhanced" (multi-frame), "volume" (NIfTI/NRRD)
+    kind: str
+    rows: int
+    columns: int
+    #: Number of slices in one volume (after un-tiling a mosaic / splitting multi-frame).
+    n_slices: int
+    #: Number of volumes (time points, echoes, image types) in the stack.
+    n_volumes: int = 1
+    image_type: tuple[str, ...] = ()
+    series_number: int | None = None
+    study_instance_uid: str | None = None
+    #: ImageOrientationPatient (6 floats, LPS direction cosines), when known.
+    orientation_patient: tuple[float, ...] | None = None
+    pixel_spacing: tuple[float, float] | None = None
+    #: Estimated slice step in mm (from positions), when known.
+    slice_spacing: float | None = None
+    #: Orientation code of the volume this series gives ("LAS", ...), when known.
+    orientation: str = ""
+    transfer_syntax_uid: str = ""
+    #: Split index when one SeriesInstanceUID held several incompatible stacks.
+    part: int = 0
+    selected: bool = False
+    #: Why this series was or was not selected, in words.
+    reason: str = ""
+    #: Parsed headers (pydicom datasets without pixel data), kept for the loader.
+    headers: list[Any] = field(default_factory=list, repr=False)
+
+    @property
+    def key(self) -> str:
+        """Unique key: the SeriesInstanceUID, with ``#part`` when a UID was split."""
+        return self.series_instance_uid + (f"#{self.part}" if self.part else "")
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly description (no PHI)."""
+        return {
+            "series_instance_uid": self.series_instance_uid,
+            "key": self.key,
+            "series_number": self.series_number,
+            "description": self.description,
+            "modality": self.modality,
+            "kind": self.kind,
+            "files": len(self.files),
+            "rows": self.rows,
+            "columns": self.columns,
+            "slices": self.n_slices,
+            "volumes": self.n_volumes,
+            "pixel_spacing": list(self.pixel_spacing) if self.pixel_spacing else None,
+            "slice_spacing": self.slice_spacing,
+            "orientation": self.orientation,
+            "image_type": list(self.image_type),
+            "transfer_syntax_uid": self.transfer_syntax_uid,
+            "selected": self.selected,
+            "reason": self.reason,
+        }
+
+
+@dataclass(eq=False)
+class Study:
+    """What was found at a path: its image series, which one was selected, and what was skipped."""
+
+    path: str
+    study_instance_uid: str | None
+    series: list[Series]
+    #: (file, reason) for every file that was not used (not DICOM, DICOMDIR, SR, ...).
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    _volumes: dict[str, Volume] = field(default_factory=dict, repr=False)
+
+    @property
+    def selected(self) -> Series | None:
+        return next((s for s in self.series if s.selected), None)
+
+    def get_series(self, key: str) -> Series:
+        """Find a series by SeriesInstanceUID / key, or by (case-insensitive) description."""
+        from .io.select import find_series
+
+        return find_series(self, key)
+
+    def load(self, series: str | Series | None = None, *, workers: int | None = None) -> Volume:
+        """Decode one series (the selected one by default) into a :class:`Volume`; cached."""
+        from .io.study import load_series
+
+        s = series if isinstance(series, Series) else (self.get_series(series) if series else None)
+        if s is None:
+            s = self.selected
+            if s is None:
+                from .errors import DicomError
+
+                raise DicomError(
+                    "no series could be selected", path=self.path, hint="run `medfuse info` on it"
+                )
+        if s.key not in self._volumes:
+            self._volumes[s.key] = load_series(s, workers=workers)
+        return self._volumes[s.key]
+
+    @property
+    def volume(self) -> Volume:
+        """The selected series as a volume."""
+        return self.load()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "study_instance_uid": self.study_instance_uid,
+            "series": [s.summary() for s in self.series],
+            "selected": self.selected.key if self.selected else None,
+            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+            "warnings": list(self.warnings),
+        }
+
+
+class FindingStatus(str, enum.Enum):
+    PRESENT = "present"
+    ABSENT = "absent"
+    UNCERTAIN = "uncertain"
+
+
+@dataclass
+class Finding:
+    """One mention of a finding in a report."""
+
+    code: str
+    text: str
+    start: int
+    end: int
+    status: FindingStatus = FindingStatus.PRESENT
+    historical: bool = False
+    sentence: int = -1
+    section: str = ""
+
+
+@dataclass(eq=False)
+class Report:
+    """A free-text radiology report and what was understood of it."""
+
+    text: str
+    source: str = ""
+    sections: dict[str, str] = field(default_factory=dict)
+    sentences: list[tuple[int, int]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Case:
+    """One study ready for a model: the volume, the report (either may be missing), and metadata."""
+
+    volume: Volume | None
+    report: Report | None = None
+    study: Study | None = None
+    key: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m, v in (("image", self.volume), ("report", self.report)) if v is not None)
