@@ -194,6 +194,8 @@ class Study:
     #: (file, reason) for every file that was not used (not DICOM, DICOMDIR, SR, ...).
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: :class:`medfuse.io.dicom.ReadPolicy` used when loading (None: the default policy).
+    policy: Any = field(default=None, repr=False)
     _volumes: dict[str, Volume] = field(default_factory=dict, repr=False)
 
     @property
@@ -220,7 +222,7 @@ class Study:
                     "no series could be selected", path=self.path, hint="run `medfuse info` on it"
                 )
         if s.key not in self._volumes:
-            self._volumes[s.key] = load_series(s, workers=workers)
+            self._volumes[s.key] = load_series(s, workers=workers, policy=self.policy)
         return self._volumes[s.key]
 
     @property
