@@ -37,7 +37,9 @@ class MedfuseError(Exception):
     """Base class. ``path`` is the file or folder concerned, ``reason`` what is wrong with it and
     ``hint`` (optional) what to do about it."""
 
-    def __init__(self, reason: str, *, path: str | os.PathLike | None = None, hint: str | None = None):
+    def __init__(
+        self, reason: str, *, path: str | os.PathLike | None = None, hint: str | None = None
+    ):
         self.reason = reason
         self.path = os.fspath(path) if path is not None else None
         self.hint = hint

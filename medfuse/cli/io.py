@@ -13,9 +13,15 @@ def register(app: typer.Typer) -> None:
 
 
 def info(
-    path: Path = typer.Argument(..., help="DICOM folder or file, or a .nii/.nii.gz/.nrrd/.mha volume."),
-    series: str = typer.Option(None, "--series", "-s", help="Select this series (UID, UID#part or description)."),
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
+    path: Path = typer.Argument(
+        ..., help="DICOM folder or file, or a .nii/.nii.gz/.nrrd/.mha volume."
+    ),
+    series: str = typer.Option(
+        None, "--series", "-s", help="Select this series (UID, UID#part or description)."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print machine-readable JSON instead of a table."
+    ),
 ) -> None:
     """List the image series found at PATH: description, modality, slices, spacing and orientation,
     which one a model would use, and why every other one was not chosen.
@@ -35,7 +41,19 @@ def info(
     from rich.table import Table
 
     table = Table(title=f"{path}  ({len(study.series)} series, {len(study.skipped)} files skipped)")
-    for col in ("", "#", "uid", "description", "mod", "kind", "slices", "matrix", "spacing mm", "orient", "why"):
+    for col in (
+        "",
+        "#",
+        "uid",
+        "description",
+        "mod",
+        "kind",
+        "slices",
+        "matrix",
+        "spacing mm",
+        "orient",
+        "why",
+    ):
         table.add_column(col, overflow="fold")
     for s in study.series:
         sp = ""
@@ -72,8 +90,12 @@ def info(
 def convert(
     path: Path = typer.Argument(..., help="DICOM folder or file (or another volume format)."),
     out: Path = typer.Argument(..., help="Output file, .nii or .nii.gz."),
-    series: str = typer.Option(None, "--series", "-s", help="Convert this series instead of the selected one."),
-    sidecar: bool = typer.Option(True, help="Also write OUT.json with the geometry and reading warnings."),
+    series: str = typer.Option(
+        None, "--series", "-s", help="Convert this series instead of the selected one."
+    ),
+    sidecar: bool = typer.Option(
+        True, help="Also write OUT.json with the geometry and reading warnings."
+    ),
 ) -> None:
     """Convert the selected series (or --series) to NIfTI with the same world geometry that
     dcm2niix writes. A series whose images are of several types (e.g. magnitude and field map)
@@ -96,7 +118,9 @@ def convert(
         if len(parts) > 1:
             label = _part_label(s, parts)
             name = out.name
-            stem, ext = (name[:-7], ".nii.gz") if name.endswith(".nii.gz") else (out.stem, out.suffix)
+            stem, ext = (
+                (name[:-7], ".nii.gz") if name.endswith(".nii.gz") else (out.stem, out.suffix)
+            )
             target = out.with_name(f"{stem}_{label}{ext}")
         vol = study.load(s)
         vol.save(target)
@@ -112,9 +136,15 @@ def convert(
                 "warnings": vol.warnings,
                 **{k: v for k, v in vol.meta.items() if v not in (None, "", [])},
             }
-            base = str(target)[: -len(".nii.gz")] if str(target).endswith(".nii.gz") else str(target.with_suffix(""))
+            base = (
+                str(target)[: -len(".nii.gz")]
+                if str(target).endswith(".nii.gz")
+                else str(target.with_suffix(""))
+            )
             atomic_write_text(base + ".json", json.dumps(meta, indent=2))
-        typer.echo(f"{target}  {vol.shape}  {vol.orientation}  {'×'.join(f'{v:.4g}' for v in vol.spacing)} mm")
+        typer.echo(
+            f"{target}  {vol.shape}  {vol.orientation}  {'×'.join(f'{v:.4g}' for v in vol.spacing)} mm"
+        )
         for w in vol.warnings:
             typer.secho(f"warning: {w}", fg="yellow", err=True)
 
@@ -124,4 +154,6 @@ def _part_label(s, parts) -> str:
     common = set.intersection(*(set(p.image_type) for p in parts))
     own = [v for v in s.image_type if v not in common]
     label = "_".join(own) if own else f"part{s.part}"
-    return "".join(ch if ch.isalnum() else "_" for ch in label.lower()).strip("_") or f"part{s.part}"
+    return (
+        "".join(ch if ch.isalnum() else "_" for ch in label.lower()).strip("_") or f"part{s.part}"
+    )

@@ -15,9 +15,7 @@ import typer
 from ..errors import MedfuseError
 
 # Modules that add commands; each defines register(app: typer.Typer) -> None.
-COMMAND_MODULES = (
-    "medfuse.cli.io",
-)
+COMMAND_MODULES = ("medfuse.cli.io",)
 
 app = typer.Typer(
     name="medfuse",
@@ -45,7 +43,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv for debug)."),
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="More logging (-vv for debug)."
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),

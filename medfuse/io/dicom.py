@@ -72,7 +72,6 @@ UNCOMPRESSED_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 POSITION_TOL = 1e-2
 
 
-
 @dataclass(frozen=True)
 class ReadPolicy:
     """What to do with imperfect geometry. The defaults refuse anything that would give a wrong
@@ -97,7 +96,9 @@ class ReadPolicy:
         from ..errors import ConfigError
 
         if self.on_nonuniform not in ("error", "warn"):
-            raise ConfigError(f"on_nonuniform must be 'error' or 'warn', not {self.on_nonuniform!r}")
+            raise ConfigError(
+                f"on_nonuniform must be 'error' or 'warn', not {self.on_nonuniform!r}"
+            )
         if self.on_shear not in ("error", "affine"):
             raise ConfigError(f"on_shear must be 'error' or 'affine', not {self.on_shear!r}")
 
@@ -157,7 +158,11 @@ def _sniff(path: Path) -> str | None:
     if len(head) == 132 and head[128:132] == b"DICM":
         return None
     # Old files without the 128-byte preamble start directly with a group 0x0008 element.
-    if len(head) >= 8 and head[:2] == b"\x08\x00" and head[2:4] in (b"\x00\x00", b"\x05\x00", b"\x08\x00", b"\x16\x00"):
+    if (
+        len(head) >= 8
+        and head[:2] == b"\x08\x00"
+        and head[2:4] in (b"\x00\x00", b"\x05\x00", b"\x08\x00", b"\x16\x00")
+    ):
         return None
     return "not a DICOM file"
 
@@ -168,7 +173,16 @@ def read_header(path: Path) -> Dataset:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return pydicom.dcmread(path, stop_before_pixels=True, force=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+    except (
+        InvalidDicomError,
+        EOFError,
+        OSError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        OverflowError,
+    ) as exc:
         raise DicomError(f"unreadable DICOM header: {exc}", path=path) from exc
     except Exception as exc:  # pydicom raises assorted errors on corrupt headers
         raise DicomError(f"corrupt DICOM header ({type(exc).__name__}: {exc})", path=path) from exc
@@ -176,14 +190,20 @@ def read_header(path: Path) -> Dataset:
 
 def non_image_reason(ds: Dataset) -> str | None:
     """Why a header is not a usable image, or None."""
-    sop = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    sop = str(
+        ds.get("SOPClassUID", "")
+        or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")
+        or ""
+    )
     for prefix, what in NON_IMAGE_SOP_CLASSES.items():
         if sop == prefix or sop.startswith(prefix + "."):
             return what
     if "Rows" not in ds or "Columns" not in ds:
         return "no image (Rows/Columns absent)"
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        return f"colour image (SamplesPerPixel={ds.SamplesPerPixel}) cannot form a grey-level volume"
+        return (
+            f"colour image (SamplesPerPixel={ds.SamplesPerPixel}) cannot form a grey-level volume"
+        )
     return None
 
 
@@ -306,7 +326,9 @@ def frames_from_header(path: Path, ds: Dataset) -> tuple[str, list[Frame]]:
         return "mosaic", _mosaic_frames(path, ds)
     for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
         if ds.get(tag) is None:
-            raise GeometryError(f"{tag} is missing, so the slice cannot be placed in space", path=path)
+            raise GeometryError(
+                f"{tag} is missing, so the slice cannot be placed in space", path=path
+            )
     iop = _floats(ds.ImageOrientationPatient, 6, "ImageOrientationPatient", path)
     _check_iop(iop, path)
     spacing = _floats(ds.PixelSpacing, 2, "PixelSpacing", path)
@@ -367,11 +389,14 @@ def _fg(item: Dataset, shared: Dataset | None, seq: str) -> Dataset | None:
 
 def _enhanced_frames(path: Path, ds: Dataset) -> list[Frame]:
     per_frame = ds.PerFrameFunctionalGroupsSequence
-    shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
+    shared = (
+        ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
+    )
     n = int(_num(ds.get("NumberOfFrames", len(per_frame)), len(per_frame)))
     if n != len(per_frame):
         raise DicomError(
-            f"NumberOfFrames is {n} but there are {len(per_frame)} per-frame functional groups", path=path
+            f"NumberOfFrames is {n} but there are {len(per_frame)} per-frame functional groups",
+            path=path,
         )
     rows, cols = int(ds.Rows), int(ds.Columns)
     modality = str(ds.get("Modality", "") or "")
@@ -390,7 +415,9 @@ def _enhanced_frames(path: Path, ds: Dataset) -> list[Frame]:
                 f"frame {f + 1}: plane position, plane orientation or pixel measures are missing",
                 path=path,
             )
-        iop = _floats(ori.ImageOrientationPatient, 6, f"frame {f + 1} ImageOrientationPatient", path)
+        iop = _floats(
+            ori.ImageOrientationPatient, 6, f"frame {f + 1} ImageOrientationPatient", path
+        )
         _check_iop(iop, path)
         spacing = _floats(meas.PixelSpacing, 2, f"frame {f + 1} PixelSpacing", path)
         pvt = _fg(item, shared, "PixelValueTransformationSequence") or ds
@@ -399,7 +426,9 @@ def _enhanced_frames(path: Path, ds: Dataset) -> list[Frame]:
             ftype_item = _fg(item, shared, seq)
             if ftype_item is not None:
                 break
-        image_type = tuple(str(v).upper() for v in (ftype_item.get("FrameType") or ())) if ftype_item else ()
+        image_type = (
+            tuple(str(v).upper() for v in (ftype_item.get("FrameType") or ())) if ftype_item else ()
+        )
         content = _fg(item, shared, "FrameContentSequence")
         dims = list(content.get("DimensionIndexValues") or ()) if content is not None else []
         if isinstance(dims, int):
@@ -425,7 +454,9 @@ def _enhanced_frames(path: Path, ds: Dataset) -> list[Frame]:
             Frame(
                 file=path,
                 ds=ds,
-                ipp=_floats(pos.ImagePositionPatient, 3, f"frame {f + 1} ImagePositionPatient", path),
+                ipp=_floats(
+                    pos.ImagePositionPatient, 3, f"frame {f + 1} ImagePositionPatient", path
+                ),
                 iop=iop,
                 spacing=(float(spacing[0]), float(spacing[1])),
                 rows=rows,
@@ -435,7 +466,9 @@ def _enhanced_frames(path: Path, ds: Dataset) -> list[Frame]:
                 frame=f,
                 image_type=image_type,
                 vol_key=(temporal, *(float(d) for d in dims)),
-                philips_ss=_philips_scale_slope(ds, philips_item) if philips_item is not None else None,
+                philips_ss=_philips_scale_slope(ds, philips_item)
+                if philips_item is not None
+                else None,
                 units=units or _units(ds, modality),
                 sop_uid=str(ds.get("SOPInstanceUID", "")),
             )
@@ -452,19 +485,27 @@ def _mosaic_frames(path: Path, ds: Dataset) -> list[Frame]:
         try:
             csa = csareader.get_csa_header(ds, "image")
         except Exception as exc:  # nibabel raises its own CSAReadError and struct errors
-            raise DicomError(f"Siemens mosaic with an unreadable CSA header ({exc})", path=path) from exc
+            raise DicomError(
+                f"Siemens mosaic with an unreadable CSA header ({exc})", path=path
+            ) from exc
     if not csa:
-        raise DicomError("Siemens mosaic without the CSA image header needed to un-tile it", path=path)
+        raise DicomError(
+            "Siemens mosaic without the CSA image header needed to un-tile it", path=path
+        )
     n_tiles = csareader.get_n_mosaic(csa)
     normal = csareader.get_slice_normal(csa)
     if not n_tiles or normal is None:
-        raise DicomError("mosaic CSA header lacks NumberOfImagesInMosaic or SliceNormalVector", path=path)
+        raise DicomError(
+            "mosaic CSA header lacks NumberOfImagesInMosaic or SliceNormalVector", path=path
+        )
     n_tiles = int(n_tiles)
     normal = np.asarray(normal, dtype=np.float64)
     grid = int(np.ceil(np.sqrt(n_tiles)))
     rows, cols = int(ds.Rows), int(ds.Columns)
     if rows % grid or cols % grid:
-        raise DicomError(f"mosaic of {rows}×{cols} cannot hold a {grid}×{grid} grid of tiles", path=path)
+        raise DicomError(
+            f"mosaic of {rows}×{cols} cannot hold a {grid}×{grid} grid of tiles", path=path
+        )
     t_rows, t_cols = rows // grid, cols // grid
     iop = _floats(ds.ImageOrientationPatient, 6, "ImageOrientationPatient", path)
     _check_iop(iop, path)
@@ -487,11 +528,13 @@ def _mosaic_frames(path: Path, ds: Dataset) -> list[Frame]:
         slope=_num(ds.get("RescaleSlope", 1.0), 1.0) or 1.0,
         intercept=_num(ds.get("RescaleIntercept", 0.0), 0.0),
         image_type=tuple(str(v).upper() for v in ds.ImageType),
-        vol_key=_classic_vol_key(ds) + (_num(ds.get("InstanceNumber", 0), 0),),
+        vol_key=(*_classic_vol_key(ds), _num(ds.get("InstanceNumber", 0), 0)),
         units="",
         sop_uid=str(ds.get("SOPInstanceUID", "")),
     )
-    return [Frame(ipp=ipp0 + t * step * normal, tile=t, tile_grid=grid, **base) for t in range(n_tiles)]
+    return [
+        Frame(ipp=ipp0 + t * step * normal, tile=t, tile_grid=grid, **base) for t in range(n_tiles)
+    ]
 
 
 def _orientation_close(a: np.ndarray, b: np.ndarray, tol: float = 1e-3) -> bool:
@@ -502,7 +545,9 @@ def _description(ds: Dataset) -> str:
     return str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or "").strip()
 
 
-def series_from_headers(headers: Iterable[tuple[Path, Dataset]]) -> tuple[list[Series], list[tuple[str, str]], list[str]]:
+def series_from_headers(
+    headers: Iterable[tuple[Path, Dataset]],
+) -> tuple[list[Series], list[tuple[str, str]], list[str]]:
     """Group headers into series (split into parts where needed).
 
     Returns (series, skipped, warnings). A file whose geometry tags are unusable is skipped with
@@ -538,8 +583,15 @@ def series_from_headers(headers: Iterable[tuple[Path, Dataset]]) -> tuple[list[S
                     break
             else:
                 parts.append(
-                    dict(kind=kind, rows=fr.rows, cols=fr.cols, image_type=fr.image_type,
-                         spacing=fr.spacing, iop=fr.iop, frames=[fr])
+                    dict(
+                        kind=kind,
+                        rows=fr.rows,
+                        cols=fr.cols,
+                        image_type=fr.image_type,
+                        spacing=fr.spacing,
+                        iop=fr.iop,
+                        frames=[fr],
+                    )
                 )
         if len(parts) > 1:
             what = sorted({_split_reason(parts[0], p) for p in parts[1:]})
@@ -594,13 +646,17 @@ def _make_series(uid: str, part: int, p: dict) -> Series:
         n_slices=n_pos,
         n_volumes=n_vol,
         image_type=p["image_type"],
-        series_number=int(_num(ds.get("SeriesNumber"), -1)) if ds.get("SeriesNumber") is not None else None,
+        series_number=int(_num(ds.get("SeriesNumber"), -1))
+        if ds.get("SeriesNumber") is not None
+        else None,
         study_instance_uid=str(ds.get("StudyInstanceUID", "")) or None,
         orientation_patient=tuple(float(v) for v in iop),
         pixel_spacing=tuple(p["spacing"]),
         slice_spacing=slice_spacing,
         orientation="".join(aff2axcodes(LPS_TO_RAS @ affine_guess)),
-        transfer_syntax_uid=str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or ""),
+        transfer_syntax_uid=str(
+            getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or ""
+        ),
         part=part,
         headers=frames,
     )
@@ -646,7 +702,9 @@ def build_geometry(frames: list[Frame], policy: ReadPolicy = DEFAULT_POLICY) -> 
     for fr in frames:
         key = (fr.sop_uid, fr.frame, fr.tile)
         if key in uniq and fr.sop_uid:
-            warns.append(f"{fr.file}: duplicate of SOP instance {fr.sop_uid} (also in {uniq[key].file}); ignored")
+            warns.append(
+                f"{fr.file}: duplicate of SOP instance {fr.sop_uid} (also in {uniq[key].file}); ignored"
+            )
             continue
         uniq[key] = fr
     frames = list(uniq.values())
@@ -689,7 +747,9 @@ def build_geometry(frames: list[Frame], policy: ReadPolicy = DEFAULT_POLICY) -> 
     affine[:3, 3] = pos[0]
     if n == 1:
         ds = f0.ds
-        thick = _num(ds.get("SpacingBetweenSlices"), 0.0) or _num(ds.get("SliceThickness"), 0.0) or 1.0
+        thick = (
+            _num(ds.get("SpacingBetweenSlices"), 0.0) or _num(ds.get("SliceThickness"), 0.0) or 1.0
+        )
         affine[:3, 2] = normal * thick
         warns.append(f"single-slice series: slice step set to {thick:g} mm from the header")
         return Geometry(LPS_TO_RAS @ affine, grid, warns)
@@ -716,21 +776,31 @@ def build_geometry(frames: list[Frame], policy: ReadPolicy = DEFAULT_POLICY) -> 
             f"(mean {mean:.4g} mm)"
         )
         if policy.on_nonuniform == "error":
-            raise GeometryError(msg, path=f0.file, hint="ReadPolicy(on_nonuniform='warn') accepts it with the mean step")
+            raise GeometryError(
+                msg,
+                path=f0.file,
+                hint="ReadPolicy(on_nonuniform='warn') accepts it with the mean step",
+            )
         warns.append(msg + "; the mean step is used")
     # Sideways drift of the positions = sheared stack (gantry tilt or a reformatted oblique).
     lateral = (pos - pos[0]) - np.outer((pos - pos[0]) @ normal, normal)
     drift = float(np.max(np.linalg.norm(lateral, axis=1)))
     if drift > 1e-2 + 1e-3 * n * mean:
-        tilt = float(np.degrees(np.arccos(np.clip(abs(step_vec @ normal) / np.linalg.norm(step_vec), -1, 1))))
+        tilt = float(
+            np.degrees(np.arccos(np.clip(abs(step_vec @ normal) / np.linalg.norm(step_vec), -1, 1)))
+        )
         gtilt = _num(f0.ds.get("GantryDetectorTilt"), 0.0)
         msg = f"sheared stack: slices drift {drift:.3g} mm sideways ({tilt:.2f}° from the normal"
         msg += f", GantryDetectorTilt {gtilt:g}°)" if gtilt else ")"
         if policy.on_shear == "error":
-            raise GeometryError(msg, path=f0.file, hint="ReadPolicy(on_shear='affine') keeps it as a sheared affine")
+            raise GeometryError(
+                msg, path=f0.file, hint="ReadPolicy(on_shear='affine') keeps it as a sheared affine"
+            )
         # Also check the drift is linear, else no affine can represent it.
         resid = pos - (pos[0] + np.outer(np.arange(n), step_vec))
-        if float(np.max(np.linalg.norm(resid, axis=1))) > max(0.05, policy.spacing_tolerance * mean):
+        if float(np.max(np.linalg.norm(resid, axis=1))) > max(
+            0.05, policy.spacing_tolerance * mean
+        ):
             raise GeometryError(msg + " and the slices do not lie on a straight line", path=f0.file)
         affine[:3, 2] = step_vec
         warns.append(msg + "; the affine keeps the true (sheared) slice step")
@@ -740,7 +810,9 @@ def build_geometry(frames: list[Frame], policy: ReadPolicy = DEFAULT_POLICY) -> 
 
 
 def _check_codec(ds: Dataset, path: Path) -> str:
-    ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
+    ts = str(
+        getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2"
+    )
     if ts in UNCOMPRESSED_LE or ts == "1.2.840.10008.1.2.2" or ts == "1.2.840.10008.1.2.1.99":
         return ts
     from pydicom.pixels import get_decoder
@@ -764,7 +836,14 @@ def _check_codec(ds: Dataset, path: Path) -> str:
     return ts
 
 
-_DTYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "<u2", (16, 1): "<i2", (32, 0): "<u4", (32, 1): "<i4"}
+_DTYPES = {
+    (8, 0): "u1",
+    (8, 1): "i1",
+    (16, 0): "<u2",
+    (16, 1): "<i2",
+    (32, 0): "<u4",
+    (32, 1): "<i4",
+}
 
 
 def _fast_pixels(path: Path, ds: Dataset, n_frames: int) -> np.ndarray | None:
@@ -776,7 +855,7 @@ def _fast_pixels(path: Path, ds: Dataset, n_frames: int) -> np.ndarray | None:
     bits, rep = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("PixelRepresentation", 0) or 0)
     stored = int(ds.get("BitsStored", bits) or bits)
     dtype = _DTYPES.get((bits, rep))
-    if dtype is None or stored != bits and rep == 1:
+    if dtype is None or (stored != bits and rep == 1):
         return None  # sign extension of partial bit depths: leave it to pydicom
     rows, cols = int(ds.Rows), int(ds.Columns)
     nbytes = rows * cols * n_frames * bits // 8
@@ -784,7 +863,7 @@ def _fast_pixels(path: Path, ds: Dataset, n_frames: int) -> np.ndarray | None:
         size = path.stat().st_size
     except OSError:
         return None
-    for header_len in ((12, 8) if ts == "1.2.840.10008.1.2.1" else (8,)):
+    for header_len in (12, 8) if ts == "1.2.840.10008.1.2.1" else (8,):
         for pad in (0, nbytes % 2):
             off = size - pad - nbytes - header_len
             if off < 0:
@@ -814,20 +893,28 @@ def _decode_file(path: Path, ds_header: Dataset) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(path, force=True)
-            if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+            if (
+                "PixelData" not in ds
+                and "FloatPixelData" not in ds
+                and "DoubleFloatPixelData" not in ds
+            ):
                 raise DicomError("no pixel data", path=path)
             return ds.pixel_array
     except (DicomError, CodecError):
         raise
     except Exception as exc:  # truncated or corrupt pixel data raises many different errors
-        raise DicomError(f"pixel data cannot be decoded ({type(exc).__name__}: {exc})", path=path) from exc
+        raise DicomError(
+            f"pixel data cannot be decoded ({type(exc).__name__}: {exc})", path=path
+        ) from exc
 
 
 def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> Volume:
     """Decode one series part into a Volume (3D, or 4D when it holds several volumes)."""
     frames: list[Frame] = series.headers
     if not frames:
-        raise DicomError("series has no frames to load", path=series.files[0] if series.files else None)
+        raise DicomError(
+            "series has no frames to load", path=series.files[0] if series.files else None
+        )
     geom = build_geometry(frames, policy)
     grid = geom.grid
     n_k, n_v = len(grid), len(grid[0])
@@ -863,7 +950,9 @@ def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> V
             else:
                 img = px
             if img.shape != (rows, cols):
-                raise DicomError(f"decoded image is {img.shape}, header says {(rows, cols)}", path=path)
+                raise DicomError(
+                    f"decoded image is {img.shape}, header says {(rows, cols)}", path=path
+                )
             dst = out[v, k]
             if fr.philips_ss:
                 # Philips 'precise' floating-point values, as dcm2niix writes by default:

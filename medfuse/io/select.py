@@ -60,11 +60,16 @@ def find_series(study: Study, key: str) -> Series:
     hits = [s for s in study.series if key.lower() in s.description.lower()]
     if len(hits) == 1:
         return hits[0]
-    available = "; ".join(f"{s.key} ({s.description or 'no description'})" for s in study.series) or "none"
+    available = (
+        "; ".join(f"{s.key} ({s.description or 'no description'})" for s in study.series) or "none"
+    )
     if not hits:
-        raise DicomError(f"no series matches {key!r}", path=study.path, hint=f"available: {available}")
+        raise DicomError(
+            f"no series matches {key!r}", path=study.path, hint=f"available: {available}"
+        )
     raise DicomError(
-        f"{len(hits)} series match {key!r}; give the SeriesInstanceUID", path=study.path,
+        f"{len(hits)} series match {key!r}; give the SeriesInstanceUID",
+        path=study.path,
         hint=f"available: {available}",
     )
 
@@ -82,7 +87,9 @@ def select_series(
     if series:
         chosen = find_series(study, series)
         for s in study.series:
-            s.reason = "selected by the user" if s is chosen else "not the series the user asked for"
+            s.reason = (
+                "selected by the user" if s is chosen else "not the series the user asked for"
+            )
         chosen.selected = True
         return chosen
     eligible = []
@@ -96,7 +103,9 @@ def select_series(
     eligible.sort(key=lambda s: _rank(s, modalities))
     chosen = eligible[0]
     chosen.selected = True
-    chosen.reason = "selected" + (f" (best of {len(eligible)} eligible)" if len(eligible) > 1 else "")
+    chosen.reason = "selected" + (
+        f" (best of {len(eligible)} eligible)" if len(eligible) > 1 else ""
+    )
     for s in eligible[1:]:
         s.reason = "eligible, ranked below the selected one"
     return chosen

@@ -40,10 +40,19 @@ def read_study(
     if fmt is not None:
         vol = read_nifti(p) if fmt == "nifti" else read_itk(p)
         s = Series(
-            series_instance_uid=p.name, modality=vol.modality, description=p.name, files=(str(p),),
-            kind="volume", rows=vol.shape[1], columns=vol.shape[0], n_slices=vol.shape[2],
-            n_volumes=vol.shape[3] if vol.array.ndim == 4 else 1, pixel_spacing=vol.spacing[:2],
-            slice_spacing=vol.spacing[2], orientation=vol.orientation, selected=True,
+            series_instance_uid=p.name,
+            modality=vol.modality,
+            description=p.name,
+            files=(str(p),),
+            kind="volume",
+            rows=vol.shape[1],
+            columns=vol.shape[0],
+            n_slices=vol.shape[2],
+            n_volumes=vol.shape[3] if vol.array.ndim == 4 else 1,
+            pixel_spacing=vol.spacing[:2],
+            slice_spacing=vol.spacing[2],
+            orientation=vol.orientation,
+            selected=True,
             reason="the only volume in the file",
         )
         study = Study(path=str(p), study_instance_uid=None, series=[s])
@@ -61,13 +70,20 @@ def read_study(
     if len(study_uids) > 1:
         warns.append(f"{len(study_uids)} different StudyInstanceUIDs under one path")
     study = Study(
-        path=str(p), study_instance_uid=study_uids[0] if len(study_uids) == 1 else None,
-        series=all_series, skipped=skipped, warnings=warns, policy=policy,
+        path=str(p),
+        study_instance_uid=study_uids[0] if len(study_uids) == 1 else None,
+        series=all_series,
+        skipped=skipped,
+        warnings=warns,
+        policy=policy,
     )
     if select_series(study, series, modalities=modalities) is None and series is None:
         reasons = "; ".join(f"{s.key}: {s.reason}" for s in all_series)
-        raise DicomError(f"no series is suitable for a model ({reasons})", path=p,
-                         hint="pass series=... to choose one explicitly")
+        raise DicomError(
+            f"no series is suitable for a model ({reasons})",
+            path=p,
+            hint="pass series=... to choose one explicitly",
+        )
     for w in warns:
         log.info("%s: %s", p, w)
     return study

@@ -12,7 +12,14 @@ from .._atomic import atomic_path
 from ..errors import ExportError, VolumeError
 from ..types import Volume
 
-__all__ = ["ITK_SUFFIXES", "NIFTI_SUFFIXES", "read_itk", "read_nifti", "volume_format", "write_nifti"]
+__all__ = [
+    "ITK_SUFFIXES",
+    "NIFTI_SUFFIXES",
+    "read_itk",
+    "read_nifti",
+    "volume_format",
+    "write_nifti",
+]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -20,7 +27,7 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def volume_format(path: str | os.PathLike) -> str | None:
-    """"nifti", "itk" or None, from the file name."""
+    """ "nifti", "itk" or None, from the file name."""
     name = str(path).lower()
     if name.endswith(NIFTI_SUFFIXES):
         return "nifti"
@@ -53,12 +60,18 @@ def read_nifti(path: str | os.PathLike) -> Volume:
     except FileNotFoundError:
         raise VolumeError("file not found", path=path) from None
     except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors, ...
-        raise VolumeError(f"not a readable NIfTI file ({type(exc).__name__}: {exc})", path=path) from exc
+        raise VolumeError(
+            f"not a readable NIfTI file ({type(exc).__name__}: {exc})", path=path
+        ) from exc
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise VolumeError("the affine is singular or not finite", path=path)
     return Volume(
-        array=_check(array, path), affine=affine, modality="OT", source_files=(str(path),),
-        series_description=path.name, meta={"format": "nifti"},
+        array=_check(array, path),
+        affine=affine,
+        modality="OT",
+        source_files=(str(path),),
+        series_description=path.name,
+        meta={"format": "nifti"},
     )
 
 
@@ -91,8 +104,12 @@ def read_itk(path: str | os.PathLike) -> Volume:
     lps[:sdim, :sdim] = direction * spacing
     lps[:sdim, 3] = origin
     return Volume(
-        array=_check(array, path), affine=LPS_TO_RAS @ lps, modality="OT", source_files=(str(path),),
-        series_description=path.name, meta={"format": path.suffix.lstrip(".").lower()},
+        array=_check(array, path),
+        affine=LPS_TO_RAS @ lps,
+        modality="OT",
+        source_files=(str(path),),
+        series_description=path.name,
+        meta={"format": path.suffix.lstrip(".").lower()},
     )
 
 

@@ -1,0 +1,82 @@
+"""NIfTI and NRRD/MHA reading into Volume, NIfTI writing, Volume coordinate helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import medfuse
+from medfuse.errors import ExportError, InputError, VolumeError
+from medfuse.types import Volume
+
+
+def _oblique_affine() -> np.ndarray:
+    theta = np.radians(20)
+    rot = np.array(
+        [[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]]
+    )
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([0.8, 0.9, 2.5])
+    aff[:3, 3] = [-40.0, 12.5, 7.0]
+    return aff
+
+
+def test_volume_properties_and_coordinates():
+    vol = Volume(array=np.zeros((4, 5, 6), np.float32), affine=np.diag([-2.0, 3.0, 4.0, 1.0]))
+    assert vol.spacing == (2.0, 3.0, 4.0)
+    assert vol.orientation == "LAS"
+    pts = np.array([[1, 2, 3], [0, 0, 0]])
+    np.testing.assert_allclose(vol.world_to_voxel(vol.voxel_to_world(pts)), pts)
+    with pytest.raises(ValueError):
+        Volume(array=np.zeros((4, 5)), affine=np.eye(4))
+
+
+def test_nifti_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    arr = rng.normal(size=(7, 8, 9)).astype(np.float32)
+    vol = Volume(array=arr, affine=_oblique_affine(), modality="CT")
+    path = vol.save(tmp_path / "sub" / "v.nii.gz")
+    assert not list((tmp_path / "sub").glob(".*tmp*")), "temporary file left behind"
+    back = medfuse.read_volume(path)
+    np.testing.assert_array_equal(back.array, arr)
+    np.testing.assert_allclose(back.affine, vol.affine, atol=1e-5)
+    study = medfuse.read_study(path)
+    assert study.selected.kind == "volume" and study.selected.n_slices == 9
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_itk_formats_world_coordinates_agree_with_simpleitk(tmp_path, suffix):
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(1)
+    zyx = rng.integers(-100, 100, size=(6, 5, 4)).astype(np.int16)
+    img = sitk.GetImageFromArray(zyx)
+    img.SetSpacing((0.7, 1.1, 3.0))
+    img.SetOrigin((10.0, -20.0, 30.0))
+    c, s = np.cos(0.3), np.sin(0.3)
+    img.SetDirection((c, 0, s, 0, 1, 0, -s, 0, c))
+    path = tmp_path / f"v{suffix}"
+    sitk.WriteImage(img, str(path))
+    vol = medfuse.read_volume(path)
+    assert vol.shape == (4, 5, 6)
+    for ijk in [(0, 0, 0), (3, 4, 5), (1, 2, 3)]:
+        lps = np.array(img.TransformIndexToPhysicalPoint(tuple(int(v) for v in ijk)))
+        ras = lps * [-1, -1, 1]
+        np.testing.assert_allclose(vol.voxel_to_world(ijk), ras, atol=1e-6)
+        assert vol.array[ijk] == zyx[ijk[2], ijk[1], ijk[0]]
+
+
+def test_bad_volume_files(tmp_path):
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"this is not gzip")
+    with pytest.raises(VolumeError, match="broken.nii.gz"):
+        medfuse.read_study(bad)
+    bad_nrrd = tmp_path / "broken.nrrd"
+    bad_nrrd.write_text("NRRD0004\ntype: float\ndimension: 3\nsizes: 4 4\n")
+    with pytest.raises(VolumeError, match="broken.nrrd"):
+        medfuse.read_study(bad_nrrd)
+    with pytest.raises(InputError, match="no such file"):
+        medfuse.read_study(tmp_path / "absent")
+    vol = Volume(array=np.zeros((2, 2, 2), np.float32), affine=np.eye(4))
+    with pytest.raises(ExportError, match=".nii"):
+        vol.save(tmp_path / "x.png")
