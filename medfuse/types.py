@@ -27,6 +27,28 @@ __all__ = [
 ]
 
 
+def axcodes(affine) -> str:
+    """Orientation code of a RAS affine (``"LAS"``: i points Left, j Anterior, k Superior).
+
+    Each voxel axis gets the world axis it is closest to, the strongest pairings first, so an
+    oblique affine still gets three distinct letters (as ``nibabel.aff2axcodes`` does).
+    """
+    import numpy as np
+
+    m = np.asarray(affine, dtype=np.float64)[:3, :3]
+    m = m / np.maximum(np.linalg.norm(m, axis=0), 1e-12)
+    labels = (("L", "R"), ("P", "A"), ("I", "S"))
+    codes = [""] * 3
+    free_world, free_voxel = {0, 1, 2}, {0, 1, 2}
+    for flat in np.argsort(-np.abs(m), axis=None):
+        w, v = divmod(int(flat), 3)
+        if w in free_world and v in free_voxel:
+            codes[v] = labels[w][int(m[w, v] > 0)]
+            free_world.discard(w)
+            free_voxel.discard(v)
+    return "".join(codes)
+
+
 @dataclass(eq=False)
 class Volume:
     """A geometry-correct image volume (3D, or 4D with the extra axis last)."""
@@ -71,9 +93,7 @@ class Volume:
     @property
     def orientation(self) -> str:
         """Axis codes in the nibabel sense, e.g. ``"LAS"``: where i, j, k point to."""
-        from nibabel.orientations import aff2axcodes
-
-        return "".join(aff2axcodes(self.affine))
+        return axcodes(self.affine)
 
     @property
     def origin(self) -> tuple[float, float, float]:

@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from ..errors import CodecError, DicomError, GeometryError
-from ..types import Series, Volume
+from ..types import Series, Volume, axcodes
 
 log = logging.getLogger(__name__)
 
@@ -632,8 +632,6 @@ def _make_series(uid: str, part: int, p: dict) -> Series:
     affine_guess[:3, 0] = iop[:3]
     affine_guess[:3, 1] = iop[3:]
     affine_guess[:3, 2] = normal
-    from nibabel.orientations import aff2axcodes
-
     files = tuple(dict.fromkeys(str(fr.file) for fr in frames))
     return Series(
         series_instance_uid=uid,
@@ -653,7 +651,7 @@ def _make_series(uid: str, part: int, p: dict) -> Series:
         orientation_patient=tuple(float(v) for v in iop),
         pixel_spacing=tuple(p["spacing"]),
         slice_spacing=slice_spacing,
-        orientation="".join(aff2axcodes(LPS_TO_RAS @ affine_guess)),
+        orientation=axcodes(LPS_TO_RAS @ affine_guess),
         transfer_syntax_uid=str(
             getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or ""
         ),

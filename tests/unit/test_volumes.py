@@ -80,3 +80,16 @@ def test_bad_volume_files(tmp_path):
     vol = Volume(array=np.zeros((2, 2, 2), np.float32), affine=np.eye(4))
     with pytest.raises(ExportError, match=".nii"):
         vol.save(tmp_path / "x.png")
+
+
+def test_axcodes_agree_with_nibabel_for_random_rotations():
+    import nibabel as nib
+    from scipy.spatial.transform import Rotation
+
+    from medfuse.types import axcodes
+
+    rots = Rotation.random(200, random_state=3).as_matrix()
+    for i, rot in enumerate(rots):
+        aff = np.eye(4)
+        aff[:3, :3] = rot @ np.diag([0.5 + i % 3, 1.0, 2.0]) * (-1 if i % 2 else 1)
+        assert axcodes(aff) == "".join(nib.aff2axcodes(aff)), aff
