@@ -1,0 +1,49 @@
+"""Seeded synthetic studies: phantoms, genuine DICOM series, reports and ground truth.
+
+Nothing here is imported by ``import medfuse``; the submodules import numpy / pydicom at module
+level, so import them only where they are used::
+
+    from medfuse.synth.cohort import make_study, make_cohort, make_samples, write_ct_series
+    from medfuse.synth.geometry import make_geometry
+    from medfuse.synth.phantom import chest_ct_phantom, head_mr_phantom, Lesion
+    from medfuse.synth.dicom_write import write_series
+
+Everything is deterministic per seed: the same arguments give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> submodule that defines it (resolved lazily)
+_LAZY = {
+    "Geometry": "geometry",
+    "make_geometry": "geometry",
+    "Lesion": "phantom",
+    "ChestPhantom": "phantom",
+    "HeadPhantom": "phantom",
+    "chest_ct_phantom": "phantom",
+    "head_mr_phantom": "phantom",
+    "write_series": "dicom_write",
+    "TRANSFER_SYNTAXES": "dicom_write",
+    "make_study": "cohort",
+    "make_cohort": "cohort",
+    "make_samples": "cohort",
+    "write_ct_series": "cohort",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    sub = _LAZY.get(name)
+    if sub is None:
+        raise AttributeError(f"module 'medfuse.synth' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{sub}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
