@@ -15,7 +15,10 @@ import typer
 from ..errors import MedfuseError
 
 # Modules that add commands; each defines register(app: typer.Typer) -> None.
-COMMAND_MODULES = ("medfuse.cli.io",)
+COMMAND_MODULES = (
+    "medfuse.cli.io",
+    "medfuse.cli.cohort",
+)
 
 app = typer.Typer(
     name="medfuse",

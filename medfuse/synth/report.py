@@ -24,12 +24,18 @@ _HISTORIES_CT = (
 _HISTORIES_MR = ("Headache.", "Dizziness.", "Follow-up.", "Seizure.")
 
 
+def _a(n: int) -> str:
+    """English article before a spoken number: "an 8 mm", "an 18 mm", "a 12 mm"."""
+    s = str(n)
+    return "an" if s.startswith("8") or s in ("11", "18") else "a"
+
+
 def _lesion_phrase(les: dict) -> str:
     d = les["diameter_mm"]
     img = f" (series {les['series_number']}, image {les['instance_number']})"
     if les["kind"] == "mass":
-        return f"There is a {d} mm spiculated mass in the {les['location']}{img}."
-    return f"There is a {d} mm solid pulmonary nodule in the {les['location']}{img}."
+        return f"There is {_a(d)} {d} mm spiculated mass in the {les['location']}{img}."
+    return f"There is {_a(d)} {d} mm solid pulmonary nodule in the {les['location']}{img}."
 
 
 def chest_ct_report(
@@ -124,7 +130,7 @@ def mr_brain_report(
     impression: list[str] = []
     for les in lesions:
         findings.append(
-            f"There is a {les['diameter_mm']} mm T1-hyperintense focal lesion in the "
+            f"There is {_a(les['diameter_mm'])} {les['diameter_mm']} mm T1-hyperintense focal lesion in the "
             f"{les['location']} (series {les['series_number']}, image {les['instance_number']})."
         )
         impression.append(
