@@ -23,14 +23,18 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from ..errors import CodecError, DicomError, GeometryError
 from ..types import Series, Volume, axcodes
+from .fastheader import read_fast_header
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+# pydicom (0.3 s to import) is imported only when a file needs it: headers the fast reader
+# declines, compressed pixel data, and layouts other than plain little-endian pixels.
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +172,11 @@ def _sniff(path: Path) -> str | None:
 
 
 def read_header(path: Path) -> Dataset:
-    """Header of one DICOM file (no pixel data); DicomError naming the file when unreadable."""
+    """Header of one DICOM file (no pixel data) read by pydicom; DicomError naming the file
+    when unreadable. (The scan tries :mod:`.fastheader` first.)"""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -213,10 +221,12 @@ def scan_dicom(root: str | os.PathLike) -> tuple[list[tuple[Path, Dataset]], lis
     kept: list[tuple[Path, Dataset]] = []
     skipped: list[tuple[str, str]] = []
     for path in iter_files(root):
-        why = _sniff(path)
+        # The fast reader checks the preamble itself; only what it declines is sniffed first.
+        fast = read_fast_header(path) if path.name.upper() != "DICOMDIR" else None
+        why = None if fast is not None else _sniff(path)
         if why is None:
             try:
-                ds = read_header(path)
+                ds = fast if fast is not None else read_header(path)
             except DicomError as exc:
                 why = exc.reason
             else:
@@ -814,11 +824,12 @@ def _check_codec(ds: Dataset, path: Path) -> str:
     if ts in UNCOMPRESSED_LE or ts == "1.2.840.10008.1.2.2" or ts == "1.2.840.10008.1.2.1.99":
         return ts
     from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
 
     try:
         dec = get_decoder(ts)
     except NotImplementedError:
-        name = pydicom.uid.UID(ts).name
+        name = UID(ts).name
         raise CodecError(
             f"unsupported transfer syntax {ts} ({name}): no decoder exists for it",
             path=path,
@@ -827,7 +838,7 @@ def _check_codec(ds: Dataset, path: Path) -> str:
     if not dec.is_available:
         pkg = CODEC_HINTS.get(ts, "pylibjpeg with the matching plugin")
         raise CodecError(
-            f"pixel data is compressed as {pydicom.uid.UID(ts).name} ({ts}) and no decoder is installed",
+            f"pixel data is compressed as {UID(ts).name} ({ts}) and no decoder is installed",
             path=path,
             hint=f"pip install {pkg}",
         )
@@ -857,6 +868,19 @@ def _fast_pixels(path: Path, ds: Dataset, n_frames: int) -> np.ndarray | None:
         return None  # sign extension of partial bit depths: leave it to pydicom
     rows, cols = int(ds.Rows), int(ds.Columns)
     nbytes = rows * cols * n_frames * bits // 8
+    count = rows * cols * n_frames
+    offset = getattr(ds, "pixel_offset", None)
+    if offset is not None:  # located by the fast header reader
+        if ds.pixel_length < nbytes:
+            raise DicomError(
+                f"pixel data holds {ds.pixel_length} bytes, the header needs {nbytes}", path=path
+            )
+        arr = np.fromfile(path, dtype=dtype, count=count, offset=offset)
+        if arr.size != count:
+            raise DicomError(
+                f"file truncated: {arr.size * bits // 8} of {nbytes} pixel bytes present", path=path
+            )
+        return arr.reshape(n_frames, rows, cols) if n_frames > 1 else arr.reshape(rows, cols)
     try:
         size = path.stat().st_size
     except OSError:
@@ -874,8 +898,8 @@ def _fast_pixels(path: Path, ds: Dataset, n_frames: int) -> np.ndarray | None:
                 length = int.from_bytes(head[-4:], "little")
                 if length not in (nbytes, nbytes + pad):
                     continue
-                arr = np.fromfile(fh, dtype=dtype, count=rows * cols * n_frames)
-            if arr.size != rows * cols * n_frames:
+                arr = np.fromfile(fh, dtype=dtype, count=count)
+            if arr.size != count:
                 return None
             return arr.reshape(n_frames, rows, cols) if n_frames > 1 else arr.reshape(rows, cols)
     return None
@@ -887,6 +911,8 @@ def _decode_file(path: Path, ds_header: Dataset) -> np.ndarray:
     arr = _fast_pixels(path, ds_header, n_frames)
     if arr is not None:
         return arr
+    import pydicom
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -935,10 +961,16 @@ def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> V
             slots[fr.file].append((k, v, fr))
     out = np.empty((n_v, n_k, rows, cols), dtype=np.float32)
     philips = any(fr.philips_ss for fr in frames)
+    float_pixels: list[Path] = []  # files whose stored values are not integers
+    ranges: list[
+        tuple[float, float]
+    ] = []  # value range of each decoded image (cheap here, in parallel)
 
     def work(item: tuple[Path, list[tuple[int, int, Frame]]]) -> None:
         path, targets = item
         px = _decode_file(path, targets[0][2].ds)
+        if px.dtype.kind not in "iu":
+            float_pixels.append(path)
         for k, v, fr in targets:
             if fr.tile is not None:
                 tr, tc = divmod(fr.tile, fr.tile_grid)
@@ -965,6 +997,7 @@ def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> V
                 np.copyto(dst, img, casting="unsafe")
                 if fr.intercept:
                     dst += fr.intercept
+            ranges.append((float(dst.min()), float(dst.max())))
 
     n_workers = policy.workers or min(8, os.cpu_count() or 1)
     items = list(slots.items())
@@ -992,6 +1025,14 @@ def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> V
     }
     if philips:
         meta["intensity_scaling"] = "philips_floating_point"
+    # Integer stored values with integer rescale give integer values (CT in HU): writers may
+    # then store them exactly as integers.
+    meta["integer_valued"] = (
+        not philips
+        and not float_pixels
+        and all(float(fr.slope).is_integer() and float(fr.intercept).is_integer() for fr in frames)
+    )
+    meta["value_range"] = (min(r[0] for r in ranges), max(r[1] for r in ranges))
     labels: tuple[str, ...] = ()
     if n_v > 1:
         labels = tuple(f"volume {v + 1}" for v in range(n_v))

@@ -93,3 +93,42 @@ def test_axcodes_agree_with_nibabel_for_random_rotations():
         aff = np.eye(4)
         aff[:3, :3] = rot @ np.diag([0.5 + i % 3, 1.0, 2.0]) * (-1 if i % 2 else 1)
         assert axcodes(aff) == "".join(nib.aff2axcodes(aff)), aff
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nifti_header_is_read_back_by_nibabel(tmp_path, seed):
+    """Our hand-written NIfTI-1 header: nibabel recovers sform, qform (no shear) and values."""
+    import nibabel as nib
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(seed)
+    aff = np.eye(4)
+    flip = np.diag([1, 1, -1]) if seed % 2 else np.eye(3)  # left-handed voxel axes too
+    aff[:3, :3] = (
+        Rotation.random(random_state=seed).as_matrix() @ flip @ np.diag(rng.uniform(0.4, 5, 3))
+    )
+    aff[:3, 3] = rng.uniform(-200, 200, 3)
+    integer = seed < 3
+    arr = (
+        rng.integers(-1024, 3000, size=(5, 6, 7)).astype(np.float32)
+        if integer
+        else rng.normal(size=(5, 6, 7, 2)).astype(np.float32)
+    )
+    vol = Volume(array=arr, affine=aff, meta={"integer_valued": integer})
+    out = tmp_path / ("v.nii.gz" if seed == 2 else "v.nii")
+    vol.save(out)
+    img = nib.load(out)
+    assert img.get_data_dtype() == (np.int16 if integer else np.float32)
+    np.testing.assert_allclose(img.get_sform(), aff, atol=1e-4)
+    np.testing.assert_allclose(img.get_qform(), aff, atol=1e-4)
+    np.testing.assert_array_equal(img.get_fdata(dtype=np.float32), arr)
+
+
+def test_nifti_with_sheared_affine_keeps_sform(tmp_path):
+    import nibabel as nib
+
+    aff = np.array([[0.7, 0, 0, 1], [0, 0.7, 0.9, 2], [0, 0, 2.5, 3], [0, 0, 0, 1.0]])
+    Volume(array=np.ones((3, 3, 3), np.float32), affine=aff).save(tmp_path / "s.nii")
+    img = nib.load(tmp_path / "s.nii")
+    assert int(img.header["qform_code"]) == 0 and int(img.header["sform_code"]) == 1
+    np.testing.assert_allclose(img.affine, aff, atol=1e-5)
