@@ -464,3 +464,29 @@ def test_cli_cohort_make(tmp_path):
         ],
     )
     assert res.exit_code != 0
+
+
+# -- committed samples ----------------------------------------------------------------------------
+
+SAMPLE_ROOT = Path(__file__).resolve().parents[2] / "sample_cases"
+
+
+@pytest.mark.skipif(
+    not (SAMPLE_ROOT / "chest_ct_0001").is_dir(), reason="sample_cases/ not present"
+)
+def test_committed_samples_are_reproducible(tmp_path):
+    """`medfuse cohort samples` rewrites sample_cases/ exactly (datasets compared element by
+    element, so a new pydicom ImplementationVersionName alone does not fail this)."""
+    from medfuse.synth.cohort import SAMPLES, make_samples
+
+    make_samples(tmp_path)
+    for name in SAMPLES:
+        new, old = tmp_path / name, SAMPLE_ROOT / name
+        for fname in ("report.txt", "ground_truth.json"):
+            assert (new / fname).read_text() == (old / fname).read_text(), f"{name}/{fname}"
+        new_files = sorted(p.name for p in (new / "dicom").glob("*.dcm"))
+        assert new_files == sorted(p.name for p in (old / "dicom").glob("*.dcm"))
+        for f in new_files:
+            a, b = pydicom.dcmread(new / "dicom" / f), pydicom.dcmread(old / "dicom" / f)
+            assert a == b, f"{name}/{f}"
+            assert a.file_meta.TransferSyntaxUID == b.file_meta.TransferSyntaxUID
