@@ -77,3 +77,10 @@ def test_fast_header_declines_non_dicom_and_truncated(tmp_path):
     trunc = tmp_path / "t.dcm"
     trunc.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI")
     assert read_fast_header(trunc) is None
+
+
+def test_fast_header_matches_pydicom_on_generated_files():
+    root = Path(__file__).resolve().parents[2] / "sample_cases"
+    files = _dicom_files(root)
+    files = [p for p in files if p.suffix == ".dcm"]
+    assert files and all(_check_file(p) for p in files)
