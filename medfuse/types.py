@@ -174,6 +174,9 @@ class Series:
     reason: str = ""
     #: Parsed headers (pydicom datasets without pixel data), kept for the loader.
     headers: list[Any] = field(default_factory=list, repr=False)
+    #: (file, reason) for files of this series that cannot be placed in the volume; loading
+    #: refuses the series while there are any (see ReadPolicy.on_bad_file).
+    rejected: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -201,6 +204,7 @@ class Series:
             "transfer_syntax_uid": self.transfer_syntax_uid,
             "selected": self.selected,
             "reason": self.reason,
+            "rejected_files": [{"file": f, "reason": r} for f, r in self.rejected],
         }
 
 
@@ -242,7 +246,9 @@ class Study:
                     "no series could be selected", path=self.path, hint="run `medfuse info` on it"
                 )
         if s.key not in self._volumes:
-            self._volumes[s.key] = load_series(s, workers=workers, policy=self.policy)
+            self._volumes[s.key] = load_series(
+                s, workers=workers, policy=self.policy, skipped=self.skipped
+            )
         return self._volumes[s.key]
 
     @property
@@ -262,14 +268,38 @@ class Study:
 
 
 class FindingStatus(str, enum.Enum):
+    """What a report says about a finding: there, not there, or maybe."""
+
     PRESENT = "present"
     ABSENT = "absent"
     UNCERTAIN = "uncertain"
 
+    @property
+    def label(self) -> int:
+        """CheXpert-style label value: 1 present, 0 absent, -1 uncertain."""
+        return {"present": 1, "absent": 0, "uncertain": -1}[self.value]
+
+    @classmethod
+    def from_label(cls, value: int) -> FindingStatus:
+        """Inverse of :attr:`label`."""
+        try:
+            return {1: cls.PRESENT, 0: cls.ABSENT, -1: cls.UNCERTAIN}[int(value)]
+        except (KeyError, ValueError):
+            raise ValueError(f"finding label must be 1, 0 or -1, got {value!r}") from None
+
+    def __str__(self) -> str:
+        return self.value
+
 
 @dataclass
 class Finding:
-    """One mention of a finding in a report."""
+    """One mention of a finding in a report.
+
+    ``start``/``end`` are character offsets into :attr:`Report.text`, so that
+    ``report.text[f.start:f.end] == f.text``. ``sentence`` indexes :attr:`Report.sentences`
+    (-1 when unknown) and ``section`` is the canonical section name ("FINDINGS", "IMPRESSION",
+    "INDICATION", ..., "BODY" for text outside any header, "" when unknown).
+    """
 
     code: str
     text: str
@@ -279,18 +309,142 @@ class Finding:
     historical: bool = False
     sentence: int = -1
     section: str = ""
+    #: The trigger that decided the status ("no evidence of", "may represent"); "" when none.
+    cue: str = ""
+    #: The lexicon entry that matched (a synonym or a pattern), or "abbreviation: <long form>".
+    term: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, FindingStatus):
+            self.status = FindingStatus(str(self.status).lower())
+        if not 0 <= self.start <= self.end:
+            raise ValueError(f"bad finding span [{self.start}, {self.end})")
+
+    @property
+    def label(self) -> int:
+        """1 present, 0 absent, -1 uncertain."""
+        return self.status.label
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {
+            "code": self.code,
+            "text": self.text,
+            "start": self.start,
+            "end": self.end,
+            "status": self.status.value,
+            "historical": self.historical,
+            "sentence": self.sentence,
+            "section": self.section,
+            "cue": self.cue,
+            "term": self.term,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
 
 
 @dataclass(eq=False)
 class Report:
-    """A free-text radiology report and what was understood of it."""
+    """A free-text radiology report and what was understood of it.
+
+    ``text`` is the report text as read (decoded, HTML markup removed, line ends normalised);
+    every offset in the report refers to it. When the text is longer than the parser/encoder
+    limit, only ``text[:truncated_at]`` was parsed and is given to text encoders, and a note
+    says so.
+    """
 
     text: str
     source: str = ""
+    #: Canonical section name -> section text (repeated sections joined by a newline).
     sections: dict[str, str] = field(default_factory=dict)
+    #: Sentences as (start, end) character offsets into ``text``.
     sentences: list[tuple[int, int]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    #: Problems met while reading (bad bytes, markup removed, ...), in words.
     warnings: list[str] = field(default_factory=list)
+    #: Sections in order as (name, start, end) offsets into ``text`` (header included).
+    section_spans: list[tuple[str, int, int]] = field(default_factory=list)
+    #: Abbreviations defined in the text: short form -> long form ("PTX" -> "pneumothorax").
+    abbreviations: dict[str, str] = field(default_factory=dict)
+    #: Length of the parsed prefix when the text was truncated, else None.
+    truncated_at: int | None = None
+    #: Informational notes (truncation, ...), in words.
+    notes: list[str] = field(default_factory=list)
+    #: Where the report came from beyond ``source``: CSV row id, DICOM UIDs, encoding, ...
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def encoder_text(self) -> str:
+        """The text given to text encoders (the parsed prefix when truncated)."""
+        return self.text if self.truncated_at is None else self.text[: self.truncated_at]
+
+    def section_at(self, offset: int) -> str:
+        """Canonical name of the section holding character ``offset`` ("" when none)."""
+        for name, start, end in self.section_spans:
+            if start <= offset < end:
+                return name
+        return ""
+
+    def sentence_text(self, index: int) -> str:
+        start, end = self.sentences[index]
+        return self.text[start:end]
+
+    def findings_for(self, code: str) -> list[Finding]:
+        return [f for f in self.findings if f.code == code]
+
+    def labels(self, codes: tuple[str, ...] | None = None) -> dict[str, int | None]:
+        """Report-level labels per finding code: 1 present, 0 absent, -1 uncertain, None not
+        mentioned (see :func:`medfuse.text.labels.report_labels`)."""
+        from .text.labels import report_labels
+
+        return report_labels(self, codes=codes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (labels included)."""
+        return {
+            "source": self.source,
+            "text": self.text,
+            "sections": dict(self.sections),
+            "section_spans": [list(s) for s in self.section_spans],
+            "sentences": [list(s) for s in self.sentences],
+            "findings": [f.to_dict() for f in self.findings],
+            "labels": self.labels(),
+            "abbreviations": dict(self.abbreviations),
+            "truncated_at": self.truncated_at,
+            "warnings": list(self.warnings),
+            "notes": list(self.notes),
+            "meta": dict(self.meta),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """Inverse of :meth:`to_dict` (``labels`` is derived, so it is ignored)."""
+        return cls(
+            text=data["text"],
+            source=data.get("source", ""),
+            sections=dict(data.get("sections", {})),
+            sentences=[tuple(s) for s in data.get("sentences", [])],
+            findings=[Finding.from_dict(f) for f in data.get("findings", [])],
+            warnings=list(data.get("warnings", [])),
+            section_spans=[tuple(s) for s in data.get("section_spans", [])],
+            abbreviations=dict(data.get("abbreviations", {})),
+            truncated_at=data.get("truncated_at"),
+            notes=list(data.get("notes", [])),
+            meta=dict(data.get("meta", {})),
+        )
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for f in self.findings:
+            counts[f.status.value] = counts.get(f.status.value, 0) + 1
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none"
+        return (
+            f"Report({self.source or '<text>'}, {len(self.text)} chars, "
+            f"sections={list(self.sections)}, findings: {summary})"
+        )
 
 
 @dataclass(eq=False)

@@ -90,6 +90,9 @@ class ReadPolicy:
     #: "error" refuses a stack whose positions drift sideways (gantry tilt); "affine" keeps the
     #: exact geometry as a sheared affine and records a warning.
     on_shear: str = "affine"
+    #: "error" refuses a series when any of its files cannot be placed (e.g. no
+    #: ImagePositionPatient); "skip" loads the rest and records a warning per file.
+    on_bad_file: str = "error"
     #: Refuse volumes whose decoded float32 array would exceed this many bytes (checked before
     #: any pixel is decoded).
     max_bytes: int = int(os.environ.get("MEDFUSE_MAX_VOLUME_BYTES", 16 * 2**30))
@@ -103,6 +106,8 @@ class ReadPolicy:
             raise ConfigError(
                 f"on_nonuniform must be 'error' or 'warn', not {self.on_nonuniform!r}"
             )
+        if self.on_bad_file not in ("error", "skip"):
+            raise ConfigError(f"on_bad_file must be 'error' or 'skip', not {self.on_bad_file!r}")
         if self.on_shear not in ("error", "affine"):
             raise ConfigError(f"on_shear must be 'error' or 'affine', not {self.on_shear!r}")
 
@@ -178,9 +183,10 @@ def read_header(path: Path) -> Dataset:
     from pydicom.errors import InvalidDicomError
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open(path, "rb") as fh:
             warnings.simplefilter("ignore")
-            return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+            at_end = not fh.read(1)
     except (
         InvalidDicomError,
         EOFError,
@@ -194,6 +200,15 @@ def read_header(path: Path) -> Dataset:
         raise DicomError(f"unreadable DICOM header: {exc}", path=path) from exc
     except Exception as exc:  # pydicom raises assorted errors on corrupt headers
         raise DicomError(f"corrupt DICOM header ({type(exc).__name__}: {exc})", path=path) from exc
+    # pydicom returns what it read so far from a truncated file. Reading stops *before* the
+    # pixel data, so a file that ended instead, with no sign of being a non-image object,
+    # was cut short.
+    if at_end and non_image_reason(ds) in (None, "no image (Rows/Columns absent)"):
+        raise DicomError(
+            f"truncated: the file ends after {path.stat().st_size} bytes, before its pixel data",
+            path=path,
+        )
+    return ds
 
 
 def non_image_reason(ds: Dataset) -> str | None:
@@ -227,12 +242,14 @@ def scan_dicom(root: str | os.PathLike) -> tuple[list[tuple[Path, Dataset]], lis
         if why is None:
             try:
                 ds = fast if fast is not None else read_header(path)
+                why = non_image_reason(ds)
+                if why is None and not str(ds.get("SeriesInstanceUID", "") or ""):
+                    why = "SeriesInstanceUID is missing"
             except DicomError as exc:
                 why = exc.reason
+            except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+                why = f"invalid header value ({type(exc).__name__}: {exc})"
             else:
-                why = non_image_reason(ds)
-                if why is None and "SeriesInstanceUID" not in ds:
-                    why = "SeriesInstanceUID is missing"
                 if why is None:
                     kept.append((path, ds))
                     continue
@@ -288,6 +305,28 @@ def _num(value, default: float) -> float:
     except (TypeError, ValueError):
         return default
     return v if np.isfinite(v) else default
+
+
+def _rescale(ds: Dataset, path: Path) -> dict[str, float]:
+    """RescaleSlope / RescaleIntercept (1 and 0 when absent); a value that is present but not a
+    usable number is an error, never silently replaced."""
+    out = {}
+    for key, name, default in (
+        ("slope", "RescaleSlope", 1.0),
+        ("intercept", "RescaleIntercept", 0.0),
+    ):
+        raw = ds.get(name)
+        if raw is None or raw == "":
+            out[key] = default
+            continue
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not np.isfinite(value) or (key == "slope" and value == 0):
+            raise DicomError(f"{name} {raw!r} is not a usable number", path=path)
+        out[key] = value
+    return out
 
 
 def _private(ds: Dataset, group: int, creator: str, elem: int):
@@ -353,8 +392,7 @@ def frames_from_header(path: Path, ds: Dataset) -> tuple[str, list[Frame]]:
         spacing=(float(spacing[0]), float(spacing[1])),
         rows=int(ds.Rows),
         cols=int(ds.Columns),
-        slope=_num(ds.get("RescaleSlope", 1.0), 1.0) or 1.0,
-        intercept=_num(ds.get("RescaleIntercept", 0.0), 0.0),
+        **_rescale(ds, path),
         image_type=image_type,
         vol_key=_classic_vol_key(ds),
         philips_ss=_philips_scale_slope(ds, ds),
@@ -471,8 +509,7 @@ def _enhanced_frames(path: Path, ds: Dataset) -> list[Frame]:
                 spacing=(float(spacing[0]), float(spacing[1])),
                 rows=rows,
                 cols=cols,
-                slope=_num(pvt.get("RescaleSlope", 1.0), 1.0) or 1.0,
-                intercept=_num(pvt.get("RescaleIntercept", 0.0), 0.0),
+                **_rescale(pvt, path),
                 frame=f,
                 image_type=image_type,
                 vol_key=(temporal, *(float(d) for d in dims)),
@@ -535,8 +572,7 @@ def _mosaic_frames(path: Path, ds: Dataset) -> list[Frame]:
         spacing=(float(spacing[0]), float(spacing[1])),
         rows=t_rows,
         cols=t_cols,
-        slope=_num(ds.get("RescaleSlope", 1.0), 1.0) or 1.0,
-        intercept=_num(ds.get("RescaleIntercept", 0.0), 0.0),
+        **_rescale(ds, path),
         image_type=tuple(str(v).upper() for v in ds.ImageType),
         vol_key=(*_classic_vol_key(ds), _num(ds.get("InstanceNumber", 0), 0)),
         units="",
@@ -567,14 +603,20 @@ def series_from_headers(
     by_uid: dict[str, list[tuple[str, Frame]]] = defaultdict(list)
     skipped: list[tuple[str, str]] = []
     warns: list[str] = []
+    rejected: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for path, ds in headers:
         try:
             kind, frames = frames_from_header(path, ds)
         except (DicomError, GeometryError) as exc:
-            skipped.append((str(path), exc.reason))
+            reason = exc.reason
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+            reason = f"invalid header value ({type(exc).__name__}: {exc})"
+        else:
+            for fr in frames:
+                by_uid[str(ds.SeriesInstanceUID)].append((kind, fr))
             continue
-        for fr in frames:
-            by_uid[str(ds.SeriesInstanceUID)].append((kind, fr))
+        skipped.append((str(path), reason))
+        rejected[str(ds.SeriesInstanceUID)].append((str(path), reason))
 
     out: list[Series] = []
     for uid, items in by_uid.items():
@@ -612,6 +654,7 @@ def series_from_headers(
         parts.sort(key=lambda p: -len(p["frames"]))
         for i, p in enumerate(parts):
             out.append(_make_series(uid, i, p))
+            out[-1].rejected = list(rejected.get(uid, ()))
     out.sort(key=lambda s: (s.series_number if s.series_number is not None else 10**9, s.key))
     return out, skipped, warns
 
@@ -939,7 +982,15 @@ def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> V
         raise DicomError(
             "series has no frames to load", path=series.files[0] if series.files else None
         )
+    bad_files = [f"{os.path.basename(f)}: {r}" for f, r in series.rejected]
+    if bad_files and policy.on_bad_file == "error":
+        raise GeometryError(
+            f"{len(bad_files)} file(s) of this series cannot be placed in the volume ({'; '.join(bad_files[:3])})",
+            path=series.rejected[0][0],
+            hint="fix or remove them, or use ReadPolicy(on_bad_file='skip') to load the rest",
+        )
     geom = build_geometry(frames, policy)
+    geom.warnings[:0] = [f"file left out: {b}" for b in bad_files]
     grid = geom.grid
     n_k, n_v = len(grid), len(grid[0])
     rows, cols = frames[0].rows, frames[0].cols

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..errors import DicomError, InputError
+from ..errors import DicomError, GeometryError, InputError
 from ..types import Series, Study, Volume
 from .select import DEFAULT_MODALITIES, select_series
 from .volumes import read_itk, read_nifti, volume_format
@@ -107,8 +107,12 @@ def _hint(skipped: list[tuple[str, str]]) -> str | None:
     return None
 
 
-def load_series(series: Series, *, workers: int | None = None, policy=None) -> Volume:
-    """Decode one series (part) of a study into a Volume."""
+def load_series(series: Series, *, workers: int | None = None, policy=None, skipped=()) -> Volume:
+    """Decode one series (part) of a study into a Volume.
+
+    ``skipped`` are the (file, reason) pairs the scan could not use; when the series turns out
+    to have missing slices, the unreadable DICOM files beside it are named in the error, since
+    they are the likely missing ones."""
     from dataclasses import replace
 
     from .dicom import DEFAULT_POLICY, load_frames_volume
@@ -116,7 +120,21 @@ def load_series(series: Series, *, workers: int | None = None, policy=None) -> V
     pol = policy or DEFAULT_POLICY
     if workers is not None:
         pol = replace(pol, workers=workers)
-    return load_frames_volume(series, pol)
+    try:
+        return load_frames_volume(series, pol)
+    except GeometryError as exc:
+        folders = {os.path.dirname(f) for f in series.files}
+        nearby = [
+            (f, r) for f, r in skipped if os.path.dirname(f) in folders and r != "not a DICOM file"
+        ]
+        if not nearby or "missing slice" not in exc.reason:
+            raise
+        named = "; ".join(f"{os.path.basename(f)}: {r}" for f, r in nearby[:3])
+        raise GeometryError(
+            f"{exc.reason}; unusable DICOM file(s) beside the series: {named}",
+            path=nearby[0][0] if len(nearby) == 1 else exc.path,
+            hint=exc.hint,
+        ) from exc
 
 
 def read_volume(path: str | os.PathLike, *, series: str | None = None, policy=None) -> Volume:
