@@ -20,6 +20,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "read_study": "medfuse.io.study",
     "read_volume": "medfuse.io.study",
+    "read_report": "medfuse.io.reports",
+    "parse_report": "medfuse.text.pipeline",
     "Study": "medfuse.types",
     "Series": "medfuse.types",
     "Volume": "medfuse.types",
@@ -33,7 +35,9 @@ __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
     from .errors import MedfuseError
+    from .io.reports import read_report
     from .io.study import read_study, read_volume
+    from .text.pipeline import parse_report
     from .types import Case, Finding, Report, Series, Study, Volume
 
 

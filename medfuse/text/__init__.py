@@ -1,0 +1,66 @@
+"""Radiology report understanding: sections, sentences, abbreviations, findings and their status.
+
+    from medfuse.text import parse_report
+    report = parse_report("FINDINGS: No pneumothorax. Small left pleural effusion.")
+    report.labels()["pleural_effusion"]   # 1
+
+Names are imported lazily so that ``import medfuse.text`` does not load spaCy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "FINDING_CODES": "medfuse.text.lexicon",
+    "Lexicon": "medfuse.text.lexicon",
+    "load_lexicon": "medfuse.text.lexicon",
+    "MAX_REPORT_CHARS": "medfuse.text.pipeline",
+    "build_pipeline": "medfuse.text.pipeline",
+    "get_pipeline": "medfuse.text.pipeline",
+    "parse_report": "medfuse.text.pipeline",
+    "parse_reports": "medfuse.text.pipeline",
+    "report_labels": "medfuse.text.labels",
+    "find_sections": "medfuse.text.sections",
+    "CONTEXT_SECTIONS": "medfuse.text.sections",
+}
+
+__all__ = [
+    "CONTEXT_SECTIONS",
+    "FINDING_CODES",
+    "MAX_REPORT_CHARS",
+    "Lexicon",
+    "build_pipeline",
+    "find_sections",
+    "get_pipeline",
+    "load_lexicon",
+    "parse_report",
+    "parse_reports",
+    "report_labels",
+]
+
+if TYPE_CHECKING:
+    from .labels import report_labels
+    from .lexicon import FINDING_CODES, Lexicon, load_lexicon
+    from .pipeline import (
+        MAX_REPORT_CHARS,
+        build_pipeline,
+        get_pipeline,
+        parse_report,
+        parse_reports,
+    )
+    from .sections import CONTEXT_SECTIONS, find_sections
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'medfuse.text' has no attribute {name!r}")
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
