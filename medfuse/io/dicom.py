@@ -338,8 +338,9 @@ def _private(ds: Dataset, group: int, creator: str, elem: int):
 
 
 def _check_iop(iop: np.ndarray, path: Path) -> None:
-    r, c = iop[:3], iop[3:]
-    if abs(np.linalg.norm(r) - 1) > 1e-2 or abs(np.linalg.norm(c) - 1) > 1e-2 or abs(r @ c) > 1e-2:
+    r0, r1, r2, c0, c1, c2 = (float(v) for v in iop)  # plain floats: called once per file
+    nr, nc = (r0 * r0 + r1 * r1 + r2 * r2) ** 0.5, (c0 * c0 + c1 * c1 + c2 * c2) ** 0.5
+    if abs(nr - 1) > 1e-2 or abs(nc - 1) > 1e-2 or abs(r0 * c0 + r1 * c1 + r2 * c2) > 1e-2:
         raise GeometryError(
             f"ImageOrientationPatient {list(np.round(iop, 5))} is not two orthogonal unit vectors",
             path=path,
@@ -583,8 +584,9 @@ def _mosaic_frames(path: Path, ds: Dataset) -> list[Frame]:
     ]
 
 
-def _orientation_close(a: np.ndarray, b: np.ndarray, tol: float = 1e-3) -> bool:
-    return bool(np.max(np.abs(a - b)) < tol)
+def _close(a, b, tol: float) -> bool:
+    """Element-wise |a - b| < tol, in plain Python (these are 2- and 6-vectors, once per file)."""
+    return all(abs(float(x) - float(y)) < tol for x, y in zip(a, b))
 
 
 def _description(ds: Dataset) -> str:
@@ -628,8 +630,8 @@ def series_from_headers(
                     and p["rows"] == fr.rows
                     and p["cols"] == fr.cols
                     and p["image_type"] == fr.image_type
-                    and np.allclose(p["spacing"], fr.spacing, atol=1e-4)
-                    and _orientation_close(p["iop"], fr.iop)
+                    and _close(p["spacing"], fr.spacing, 1e-4)
+                    and _close(p["iop"], fr.iop, 1e-3)
                 ):
                     p["frames"].append(fr)
                     break
@@ -975,6 +977,19 @@ def _decode_file(path: Path, ds_header: Dataset) -> np.ndarray:
         ) from exc
 
 
+def _value_bounds(frames: list[Frame]) -> tuple[float, float]:
+    """Bounds every value lies within, from BitsStored / PixelRepresentation and the rescale
+    (no pass over the pixels): lets a writer pick an integer type without scanning the data."""
+    lo, hi = np.inf, -np.inf
+    for fr in frames:
+        bits = int(_num(fr.ds.get("BitsStored", fr.ds.get("BitsAllocated", 16)), 16))
+        signed = int(_num(fr.ds.get("PixelRepresentation", 0), 0)) == 1
+        raw = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+        vals = [r * fr.slope + fr.intercept for r in raw]
+        lo, hi = min(lo, *vals), max(hi, *vals)
+    return float(lo), float(hi)
+
+
 def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> Volume:
     """Decode one series part into a Volume (3D, or 4D when it holds several volumes)."""
     frames: list[Frame] = series.headers
@@ -1013,9 +1028,6 @@ def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> V
     out = np.empty((n_v, n_k, rows, cols), dtype=np.float32)
     philips = any(fr.philips_ss for fr in frames)
     float_pixels: list[Path] = []  # files whose stored values are not integers
-    ranges: list[
-        tuple[float, float]
-    ] = []  # value range of each decoded image (cheap here, in parallel)
 
     def work(item: tuple[Path, list[tuple[int, int, Frame]]]) -> None:
         path, targets = item
@@ -1044,11 +1056,8 @@ def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> V
                 np.multiply(img, fr.slope, out=dst, casting="unsafe")
                 if fr.intercept:
                     dst += fr.intercept
-            else:
-                np.copyto(dst, img, casting="unsafe")
-                if fr.intercept:
-                    dst += fr.intercept
-            ranges.append((float(dst.min()), float(dst.max())))
+            else:  # one pass; float32 is exact for integers below 2**24
+                np.add(img, np.float32(fr.intercept), out=dst, casting="unsafe")
 
     n_workers = policy.workers or min(8, os.cpu_count() or 1)
     items = list(slots.items())
@@ -1083,7 +1092,8 @@ def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> V
         and not float_pixels
         and all(float(fr.slope).is_integer() and float(fr.intercept).is_integer() for fr in frames)
     )
-    meta["value_range"] = (min(r[0] for r in ranges), max(r[1] for r in ranges))
+    if meta["integer_valued"]:
+        meta["value_bounds"] = _value_bounds(frames)
     labels: tuple[str, ...] = ()
     if n_v > 1:
         labels = tuple(f"volume {v + 1}" for v in range(n_v))

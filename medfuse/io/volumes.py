@@ -117,7 +117,9 @@ def _storage_dtype(volume: Volume) -> np.dtype:
     """int16 when every value is an integer that fits (CT in HU, most MR), else float32 — the
     choice dcm2niix makes; exact either way."""
     if volume.meta.get("integer_valued") and volume.array.size:
-        lo, hi = volume.meta.get("value_range") or (volume.array.min(), volume.array.max())
+        lo, hi = volume.meta.get("value_bounds") or (-np.inf, np.inf)
+        if not (lo >= -32768 and hi <= 32767):  # the header bounds are too loose: look
+            lo, hi = float(volume.array.min()), float(volume.array.max())
         if lo >= -32768 and hi <= 32767:
             return np.dtype("<i2")
     return np.dtype("<f4")
