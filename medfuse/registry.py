@@ -130,7 +130,9 @@ def load_plugins(force: bool = False) -> list[str]:
 
 # The second argument lists the modules holding medfuse's own entries (imported on first lookup).
 image_encoders: Registry[Callable[..., Any]] = Registry("image_encoders")
-text_encoders: Registry[Callable[..., Any]] = Registry("text_encoders")
+text_encoders: Registry[Callable[..., Any]] = Registry(
+    "text_encoders", ("medfuse.models.encoders.text",)
+)
 fusion: Registry[Callable[..., Any]] = Registry("fusion")
 heads: Registry[Callable[..., Any]] = Registry("heads")
 explainers: Registry[Callable[..., Any]] = Registry("explainers")

@@ -43,6 +43,7 @@ __all__ = [
     "build_pipeline",
     "doc_to_report",
     "get_pipeline",
+    "get_tokenizer",
     "make_tokenizer",
     "parse_report",
     "parse_reports",
@@ -283,6 +284,14 @@ def _cached_pipeline(key: str) -> Language:
 def get_pipeline(lexicon: str | os.PathLike | None = None) -> Language:
     """The parser pipeline for a lexicon file (the shipped one by default), built once."""
     return _cached_pipeline(str(Path(lexicon).resolve()) if lexicon is not None else "")
+
+
+@functools.lru_cache(maxsize=1)
+def get_tokenizer():
+    """The parser's tokenizer alone (scispacy rules on a blank English vocab), built once."""
+    nlp = spacy.blank("en")
+    nlp.max_length = max(nlp.max_length, MAX_REPORT_CHARS + 1)
+    return make_tokenizer(nlp)
 
 
 def _truncate(text: str, max_chars: int | None) -> tuple[str, int | None]:
