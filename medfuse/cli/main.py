@@ -18,6 +18,7 @@ from ..errors import MedfuseError
 COMMAND_MODULES = (
     "medfuse.cli.io",
     "medfuse.cli.cohort",
+    "medfuse.cli.text",
 )
 
 app = typer.Typer(
