@@ -20,6 +20,7 @@ __all__ = [
     "Case",
     "Finding",
     "FindingStatus",
+    "PreprocessingRecord",
     "Report",
     "Series",
     "Study",
@@ -460,3 +461,78 @@ class Case:
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(m for m, v in (("image", self.volume), ("report", self.report)) if v is not None)
+
+
+@dataclass(eq=False)
+class PreprocessingRecord:
+    """What preprocessing did to one volume, and how model voxels map back to original voxels.
+
+    ``steps`` lists every step in order as ``{"name", "params", "shape", "spacing"}`` (shape and
+    spacing *after* the step; shape is channel-first ``[C, X, Y, Z]``). Affines are RAS+ 4x4
+    matrices stored as nested lists (JSON-friendly): ``original_affine`` of the input volume,
+    ``model_affine`` of the model's input grid. :attr:`model_to_original` maps a model voxel
+    index ``(i, j, k, 1)`` to the continuous original voxel index, so that a saliency map on the
+    model grid can be resampled onto the original (DICOM) grid
+    (:func:`medfuse.transforms.to_original_grid`).
+    """
+
+    original_shape: tuple[int, ...]
+    original_affine: list[list[float]]
+    model_affine: list[list[float]]
+    output_shape: tuple[int, ...]
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    #: The preprocessing configuration used (``PreprocessingConfig.to_dict()``).
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_to_original(self) -> np.ndarray:
+        """4x4 matrix: model voxel index -> original voxel index (``inv(A_orig) @ A_model``)."""
+        import numpy as np
+
+        return np.linalg.inv(np.asarray(self.original_affine, dtype=np.float64)) @ np.asarray(
+            self.model_affine, dtype=np.float64
+        )
+
+    @property
+    def original_to_model(self) -> np.ndarray:
+        """4x4 matrix: original voxel index -> model voxel index."""
+        import numpy as np
+
+        return np.linalg.inv(self.model_to_original)
+
+    def map_to_original(self, ijk) -> np.ndarray:
+        """Continuous original voxel index of model voxel index/indices ``ijk`` ((3,) or (N, 3))."""
+        import numpy as np
+
+        m = self.model_to_original
+        return np.asarray(ijk, dtype=np.float64) @ m[:3, :3].T + m[:3, 3]
+
+    def map_to_model(self, ijk) -> np.ndarray:
+        """Continuous model voxel index of original voxel index/indices ``ijk``."""
+        import numpy as np
+
+        m = self.original_to_model
+        return np.asarray(ijk, dtype=np.float64) @ m[:3, :3].T + m[:3, 3]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {
+            "original_shape": list(self.original_shape),
+            "original_affine": [list(map(float, r)) for r in self.original_affine],
+            "model_affine": [list(map(float, r)) for r in self.model_affine],
+            "output_shape": list(self.output_shape),
+            "steps": [dict(s) for s in self.steps],
+            "config": dict(self.config),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessingRecord:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            original_shape=tuple(data["original_shape"]),
+            original_affine=[list(r) for r in data["original_affine"]],
+            model_affine=[list(r) for r in data["model_affine"]],
+            output_shape=tuple(data["output_shape"]),
+            steps=[dict(s) for s in data.get("steps", [])],
+            config=dict(data.get("config", {})),
+        )

@@ -1,0 +1,425 @@
+"""Preprocessing that belongs to the model: MONAI transforms built from a :class:`PreprocessingConfig`.
+
+    cfg = PreprocessingConfig(spacing=(1.5, 1.5, 1.5), ct_windows=("lung", "mediastinum", "bone"),
+                              spatial_size=(128, 128, 128))
+    x, record = preprocess(volume, cfg)          # x: float32 tensor [C, X, Y, Z]
+    cam_on_dicom_grid = to_original_grid(cam, record)
+
+Steps, in order (each one optional, each one recorded in the :class:`PreprocessingRecord` with its
+parameters and the shape and spacing after it):
+
+1. ``orientation``  reorient to ``axcodes`` (RAS by default) — MONAI ``Orientation``
+2. ``spacing``      resample to a target voxel size in mm — MONAI ``Spacing``
+3. ``foreground``   crop to the body (CT: HU above a threshold; MR: above a low percentile) —
+                    MONAI ``CropForeground``
+4. ``pad_crop``     symmetric pad / centre crop to the model input size — MONAI
+                    ``ResizeWithPadOrCrop`` (CT pads with air, -1024 HU)
+5. ``intensity``    CT: one channel per HU window, scaled to [0, 1] (``ScaleIntensityRange``);
+                    MR: z-score over non-zero voxels (``NormalizeIntensity``) or percentile
+                    scaling (``ScaleIntensityRangePercentiles``)
+
+The geometric steps are tracked through the MONAI ``MetaTensor`` affine, so the model grid's
+RAS affine is known exactly and ``inv(A_original) @ A_model`` maps model voxels to original
+voxels (:attr:`PreprocessingRecord.model_to_original`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+from .types import PreprocessingRecord, Volume
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+__all__ = [
+    "CT_WINDOWS",
+    "PreprocessingConfig",
+    "preprocess",
+    "preprocess_batch",
+    "to_original_grid",
+    "to_original_volume",
+]
+
+log = logging.getLogger(__name__)
+
+#: Named CT windows: (centre, width) in HU.
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (40.0, 400.0),
+    "soft_tissue": (50.0, 350.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+    "abdomen": (60.0, 400.0),
+}
+_MODES = ("bilinear", "nearest")
+_MR_NORMS = ("zscore", "percentile", "none")
+
+
+@dataclass
+class PreprocessingConfig:
+    """How a volume becomes a model input. It is saved in the model card with the weights.
+
+    ``modality`` is ``"CT"``, ``"MR"`` or ``"auto"`` (from ``Volume.modality``; anything that is
+    not CT is treated as MR). ``ct_windows`` holds names from :data:`CT_WINDOWS` or
+    ``(centre, width)`` pairs; each window is one input channel.
+    """
+
+    orientation: str | None = "RAS"
+    spacing: tuple[float, float, float] | None = None
+    interpolation: str = "bilinear"
+    modality: str = "auto"
+    ct_windows: tuple[str | tuple[float, float], ...] = ("lung",)
+    mr_normalization: str = "zscore"
+    mr_percentiles: tuple[float, float] = (0.5, 99.5)
+    foreground_crop: bool = False
+    #: CT: HU above which a voxel is foreground (-500 by default); MR: percentile of the
+    #: intensities above which a voxel is foreground (2 by default).
+    foreground_threshold: float | None = None
+    foreground_margin: int = 2
+    spatial_size: tuple[int, int, int] | None = None
+    ct_pad_value: float = -1024.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.orientation is not None:
+            code = str(self.orientation).upper()
+            if (
+                len(code) != 3
+                or {c for c in code} - set("LRAPIS")
+                or len({{"L": 0, "R": 0, "A": 1, "P": 1, "I": 2, "S": 2}[c] for c in code}) != 3
+            ):
+                raise ConfigError(
+                    f"orientation must be three axis codes like 'RAS', got {self.orientation!r}"
+                )
+            self.orientation = code
+        if self.spacing is not None:
+            sp = tuple(float(s) for s in self.spacing)
+            if len(sp) != 3 or not all(math.isfinite(s) and s > 0 for s in sp):
+                raise ConfigError(
+                    f"spacing must be three positive numbers (mm), got {self.spacing!r}"
+                )
+            self.spacing = sp  # type: ignore[assignment]
+        if self.interpolation not in _MODES:
+            raise ConfigError(f"interpolation must be one of {_MODES}, got {self.interpolation!r}")
+        self.modality = str(self.modality).upper() if self.modality != "auto" else "auto"
+        if self.modality not in ("CT", "MR", "auto"):
+            raise ConfigError(f"modality must be 'CT', 'MR' or 'auto', got {self.modality!r}")
+        windows = []
+        for w in self.ct_windows:
+            if isinstance(w, str):
+                if w not in CT_WINDOWS:
+                    raise ConfigError(
+                        f"unknown CT window {w!r}",
+                        hint=f"choose one of {sorted(CT_WINDOWS)} or give (centre, width)",
+                    )
+                windows.append(w)
+            else:
+                pair = tuple(float(v) for v in w)
+                if len(pair) != 2 or pair[1] <= 0:
+                    raise ConfigError(f"a CT window is (centre, width > 0) in HU, got {w!r}")
+                windows.append(pair)
+        if not windows:
+            raise ConfigError("ct_windows needs at least one window")
+        self.ct_windows = tuple(windows)
+        if self.mr_normalization not in _MR_NORMS:
+            raise ConfigError(
+                f"mr_normalization must be one of {_MR_NORMS}, got {self.mr_normalization!r}"
+            )
+        lo, hi = (float(v) for v in self.mr_percentiles)
+        if not 0 <= lo < hi <= 100:
+            raise ConfigError(
+                f"mr_percentiles must satisfy 0 <= low < high <= 100, got {self.mr_percentiles!r}"
+            )
+        self.mr_percentiles = (lo, hi)
+        if self.spatial_size is not None:
+            size = tuple(int(s) for s in self.spatial_size)
+            if len(size) != 3 or min(size) < 1:
+                raise ConfigError(
+                    f"spatial_size must be three positive integers, got {self.spatial_size!r}"
+                )
+            self.spatial_size = size  # type: ignore[assignment]
+        if self.foreground_margin < 0:
+            raise ConfigError("foreground_margin must be >= 0")
+
+    def channels(self, modality: str | None = None) -> int:
+        """Number of model input channels for ``modality`` (CT: one per window; MR: 1)."""
+        return len(self.ct_windows) if self._modality(modality) == "CT" else 1
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the model this config feeds (MR and 'auto' count CT windows when the
+        config is CT)."""
+        return len(self.ct_windows) if self.modality == "CT" else 1
+
+    def _modality(self, volume_modality: str | None) -> str:
+        if self.modality != "auto":
+            return self.modality
+        return "CT" if (volume_modality or "").upper() == "CT" else "MR"
+
+    def window_ranges(self) -> list[tuple[float, float]]:
+        """(low, high) HU of every CT window, in channel order."""
+        out = []
+        for w in self.ct_windows:
+            c, width = CT_WINDOWS[w] if isinstance(w, str) else w
+            out.append((c - width / 2, c + width / 2))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        d = asdict(self)
+        for k in ("spacing", "spatial_size", "mr_percentiles"):
+            if d[k] is not None:
+                d[k] = list(d[k])
+        d["ct_windows"] = [w if isinstance(w, str) else list(w) for w in self.ct_windows]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessingConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are a :class:`ConfigError`."""
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown preprocessing options: {sorted(unknown)}")
+        d = dict(data)
+        for k in ("spacing", "spatial_size", "mr_percentiles"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        if "ct_windows" in d:
+            d["ct_windows"] = tuple(w if isinstance(w, str) else tuple(w) for w in d["ct_windows"])
+        return cls(**d)
+
+
+def _spacing_of(affine: np.ndarray) -> list[float]:
+    import numpy as np
+
+    return [round(float(v), 6) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)]
+
+
+def _affine_np(img: Any) -> np.ndarray:
+    import numpy as np
+
+    return np.asarray(img.affine.detach().cpu().numpy(), dtype=np.float64)
+
+
+def preprocess(
+    volume: Volume, config: PreprocessingConfig | dict[str, Any] | None = None
+) -> tuple[torch.Tensor, PreprocessingRecord]:
+    """Apply ``config`` to ``volume``: a float32 tensor ``[C, X, Y, Z]`` and its record.
+
+    A 4D volume keeps its 4th axis as channels (CT windows then apply to the first one only).
+    """
+    import numpy as np
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import (
+        CropForeground,
+        NormalizeIntensity,
+        Orientation,
+        ResizeWithPadOrCrop,
+        ScaleIntensityRange,
+        ScaleIntensityRangePercentiles,
+        Spacing,
+    )
+
+    cfg = _as_config(config)
+    modality = cfg._modality(volume.modality)
+    arr = np.asarray(volume.array, dtype=np.float32)
+    data = arr[None] if arr.ndim == 3 else np.moveaxis(arr, 3, 0)
+    if not np.all(np.isfinite(data)):
+        log.warning("volume has non-finite voxels; they are set to 0 before preprocessing")
+        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    img = MetaTensor(
+        torch.from_numpy(np.ascontiguousarray(data)),
+        affine=torch.as_tensor(volume.affine, dtype=torch.float64),
+    )
+    steps: list[dict[str, Any]] = []
+
+    def record(name: str, params: dict[str, Any]) -> None:
+        steps.append(
+            {
+                "name": name,
+                "params": params,
+                "shape": [int(s) for s in img.shape],
+                "spacing": _spacing_of(_affine_np(img)),
+            }
+        )
+
+    record("input", {"modality": modality, "orientation": volume.orientation})
+    if cfg.orientation is not None:
+        img = Orientation(axcodes=cfg.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S")))(img)
+        record("orientation", {"axcodes": cfg.orientation})
+    if cfg.spacing is not None:
+        mode = cfg.interpolation
+        img = Spacing(pixdim=cfg.spacing, mode=mode, padding_mode="border", dtype=torch.float32)(
+            img
+        )
+        record("spacing", {"pixdim": list(cfg.spacing), "mode": mode})
+    if cfg.foreground_crop:
+        if modality == "CT":
+            thr = -500.0 if cfg.foreground_threshold is None else float(cfg.foreground_threshold)
+            params = {"threshold_hu": thr}
+        else:
+            q = 2.0 if cfg.foreground_threshold is None else float(cfg.foreground_threshold)
+            thr = float(
+                torch.quantile(
+                    img[0].flatten()[:: max(1, img[0].numel() // 1_000_000)].float(), q / 100
+                )
+            )
+            params = {"threshold_percentile": q, "threshold_value": thr}
+        params["margin"] = cfg.foreground_margin
+        first = img[:1]
+        if bool((first > thr).any()):
+            img = CropForeground(
+                select_fn=lambda x, t=thr: (x[:1] > t).expand_as(x),
+                margin=cfg.foreground_margin,
+                allow_smaller=True,
+            )(img)
+        else:
+            params["skipped"] = "no voxel above the threshold"
+        record("foreground", params)
+    if cfg.spatial_size is not None:
+        pad_value = cfg.ct_pad_value if modality == "CT" else 0.0
+        img = ResizeWithPadOrCrop(cfg.spatial_size, mode="constant", value=pad_value)(img)
+        record("pad_crop", {"spatial_size": list(cfg.spatial_size), "pad_value": pad_value})
+    affine = _affine_np(img)
+    if modality == "CT":
+        ranges = cfg.window_ranges()
+        chans = [
+            ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=True)(img[:1]).as_tensor()
+            for lo, hi in ranges
+        ]
+        out = torch.cat(chans, 0)
+        params = {"windows": [[lo, hi] for lo, hi in ranges], "to": [0.0, 1.0]}
+    elif cfg.mr_normalization == "zscore":
+        out = NormalizeIntensity(nonzero=True, channel_wise=True)(img).as_tensor()
+        params = {"method": "zscore", "nonzero": True}
+    elif cfg.mr_normalization == "percentile":
+        lo, hi = cfg.mr_percentiles
+        out = ScaleIntensityRangePercentiles(lo, hi, 0.0, 1.0, clip=True, channel_wise=True)(img)
+        out = out.as_tensor() if hasattr(out, "as_tensor") else out
+        params = {"method": "percentile", "percentiles": [lo, hi]}
+    else:
+        out = img.as_tensor()
+        params = {"method": "none"}
+    out = out.to(torch.float32).contiguous()
+    steps.append(
+        {
+            "name": "intensity",
+            "params": params,
+            "shape": list(out.shape),
+            "spacing": _spacing_of(affine),
+        }
+    )
+    rec = PreprocessingRecord(
+        original_shape=tuple(int(s) for s in volume.shape),
+        original_affine=np.asarray(volume.affine, dtype=np.float64).tolist(),
+        model_affine=affine.tolist(),
+        output_shape=tuple(int(s) for s in out.shape),
+        steps=steps,
+        config=cfg.to_dict(),
+    )
+    return out, rec
+
+
+def preprocess_batch(
+    volumes: Sequence[Volume | None],
+    config: PreprocessingConfig | dict[str, Any] | None,
+) -> tuple[torch.Tensor, torch.Tensor, list[PreprocessingRecord | None]]:
+    """Preprocess a batch (``None`` for a missing image): ``(x [B, C, X, Y, Z], present [B],
+    records)``. Missing images are zero tensors with ``present`` False; the config must set
+    ``spatial_size`` so that the batch has one shape."""
+    import torch
+
+    cfg = _as_config(config)
+    if cfg.spatial_size is None:
+        raise ConfigError("preprocess_batch needs spatial_size in the preprocessing config")
+    outs: list[torch.Tensor | None] = []
+    recs: list[PreprocessingRecord | None] = []
+    for v in volumes:
+        if v is None:
+            outs.append(None)
+            recs.append(None)
+        else:
+            x, r = preprocess(v, cfg)
+            outs.append(x)
+            recs.append(r)
+    channels = next((o.shape[0] for o in outs if o is not None), cfg.in_channels)
+    shape = (channels, *cfg.spatial_size)
+    x = (
+        torch.stack([o if o is not None else torch.zeros(shape) for o in outs])
+        if outs
+        else torch.zeros((0, *shape))
+    )
+    present = torch.tensor([o is not None for o in outs], dtype=torch.bool)
+    return x, present, recs
+
+
+def _as_config(config: PreprocessingConfig | dict[str, Any] | None) -> PreprocessingConfig:
+    if config is None:
+        return PreprocessingConfig()
+    if isinstance(config, dict):
+        return PreprocessingConfig.from_dict(config)
+    if isinstance(config, PreprocessingConfig):
+        return config
+    raise ConfigError(
+        f"preprocessing config must be a PreprocessingConfig or dict, not {type(config).__name__}"
+    )
+
+
+def to_original_grid(
+    values: Any, record: PreprocessingRecord, *, order: int = 1, cval: float = 0.0
+) -> np.ndarray:
+    """Resample a map on the model grid (``[X, Y, Z]`` or ``[C, X, Y, Z]``, numpy or torch) onto the
+    original volume's voxel grid, using :attr:`PreprocessingRecord.model_to_original`.
+
+    ``order`` is the spline order (0 nearest, 1 trilinear); voxels outside the model's field of
+    view get ``cval``. Returns float32 ``[i, j, k]`` (or ``[C, i, j, k]``) in the original shape.
+    """
+    import numpy as np
+    from scipy import ndimage
+
+    if hasattr(values, "detach"):
+        values = values.detach().float().cpu().numpy()
+    arr = np.asarray(values, dtype=np.float32)
+    if arr.ndim not in (3, 4):
+        raise ConfigError(
+            f"a map to resample must be 3D or 4D (channel first), got shape {arr.shape}"
+        )
+    expected = tuple(record.output_shape[-3:])
+    if tuple(arr.shape[-3:]) != expected:
+        raise ConfigError(f"map shape {arr.shape[-3:]} is not the model grid {expected}")
+    out_shape = tuple(int(s) for s in record.original_shape[:3])
+    m = record.original_to_model  # output (original) voxel -> input (model) voxel
+
+    def one(a: np.ndarray) -> np.ndarray:
+        return ndimage.affine_transform(
+            a,
+            m[:3, :3],
+            offset=m[:3, 3],
+            output_shape=out_shape,
+            order=order,
+            mode="constant",
+            cval=cval,
+        ).astype(np.float32)
+
+    if arr.ndim == 3:
+        return one(arr)
+    return np.stack([one(a) for a in arr])
+
+
+def to_original_volume(
+    values: Any, record: PreprocessingRecord, *, order: int = 1, units: str = ""
+) -> Volume:
+    """:func:`to_original_grid` as a :class:`Volume` with the original affine (for NIfTI/DICOM export)."""
+    import numpy as np
+
+    arr = to_original_grid(values, record, order=order)
+    if arr.ndim == 4:
+        arr = np.moveaxis(arr, 0, 3)
+    return Volume(arr, np.asarray(record.original_affine), modality="OT", units=units)
