@@ -24,6 +24,9 @@ demo: $(STAMP)
 	$(VENV)/bin/medfuse info $(SAMPLE)
 	$(VENV)/bin/medfuse info $(SAMPLE) --json > $(OUT)/chest_ct_0001_info.json
 	$(VENV)/bin/medfuse convert $(SAMPLE) $(OUT)/chest_ct_0001.nii.gz
+	$(VENV)/bin/medfuse convert sample_cases/mr_sag_0001 $(OUT)/mr_sag_0001.nii.gz
+	$(VENV)/bin/medfuse parse-report $(SAMPLE)/report.txt
+	$(VENV)/bin/medfuse parse-report $(SAMPLE)/report.txt --json > $(OUT)/chest_ct_0001_report.json
 	@echo "demo outputs written to $(OUT)/"
 
 test: $(STAMP)

@@ -8,8 +8,12 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    app.command("info")(info)
-    app.command("convert")(convert)
+    app.command("info", short_help="List the series of a study and which one a model would use.")(
+        info
+    )
+    app.command("convert", short_help="Convert a series to NIfTI (the geometry dcm2niix writes).")(
+        convert
+    )
 
 
 def info(
@@ -23,8 +27,7 @@ def info(
         False, "--json", help="Print machine-readable JSON instead of a table."
     ),
 ) -> None:
-    """List the image series found at PATH: description, modality, slices, spacing and orientation,
-    which one a model would use, and why every other one was not chosen.
+    """List the image series found at PATH (description, modality, slices, spacing, orientation), which one a model would use, and why every other one was not chosen.
 
     Example: medfuse info sample_cases/chest_ct_0001
     """
@@ -97,10 +100,9 @@ def convert(
         True, help="Also write OUT.json with the geometry and reading warnings."
     ),
 ) -> None:
-    """Convert the selected series (or --series) to NIfTI with the same world geometry that
-    dcm2niix writes. A series whose images are of several types (e.g. magnitude and field map)
-    gives one file per type, named OUT_<type>.nii.gz; time points or echoes of one type become
-    the 4th dimension.
+    """Convert the selected series (or --series) to NIfTI with the same world geometry that dcm2niix writes.
+
+    A series whose images are of several types (e.g. magnitude and field map) gives one file per type, named OUT_<type>.nii.gz; time points or echoes of one type become the 4th dimension.
 
     Example: medfuse convert sample_cases/chest_ct_0001 out/ct.nii.gz
     """
