@@ -27,6 +27,7 @@ __all__ = [
     "heads",
     "image_encoders",
     "load_plugins",
+    "model_presets",
     "registries",
     "text_encoders",
 ]
@@ -129,15 +130,20 @@ def load_plugins(force: bool = False) -> list[str]:
 
 
 # The second argument lists the modules holding medfuse's own entries (imported on first lookup).
-image_encoders: Registry[Callable[..., Any]] = Registry("image_encoders")
+image_encoders: Registry[Callable[..., Any]] = Registry(
+    "image_encoders", ("medfuse.models.encoders.image",)
+)
 text_encoders: Registry[Callable[..., Any]] = Registry(
     "text_encoders", ("medfuse.models.encoders.text",)
 )
-fusion: Registry[Callable[..., Any]] = Registry("fusion")
-heads: Registry[Callable[..., Any]] = Registry("heads")
+fusion: Registry[Callable[..., Any]] = Registry("fusion", ("medfuse.models.fusion",))
+heads: Registry[Callable[..., Any]] = Registry("heads", ("medfuse.models.heads",))
+#: Named model configurations for ``create_model`` (``chest_ct_fusion``, ...).
+model_presets: Registry[Callable[..., Any]] = Registry("model_presets", ("medfuse.models.model",))
 explainers: Registry[Callable[..., Any]] = Registry("explainers")
 exporters: Registry[Callable[..., Any]] = Registry("exporters")
 
 registries: dict[str, Registry] = {
-    r.name: r for r in (image_encoders, text_encoders, fusion, heads, explainers, exporters)
+    r.name: r
+    for r in (image_encoders, text_encoders, fusion, heads, model_presets, explainers, exporters)
 }

@@ -1,0 +1,361 @@
+"""Fusion of image and text encodings (registry ``fusion``).
+
+Every fusion module is built as ``factory(image_dim=..., text_dim=..., dim=..., **kwargs)`` and
+called as ``fusion(image, text, mask)``:
+
+* ``image`` — an :class:`~medfuse.models.encoders.image.ImageEncoding`, or ``None`` when the model
+  has no image for the whole batch (or no image encoder);
+* ``text`` — a :class:`~medfuse.models.encoders.text.TextEncoding`, or ``None``;
+* ``mask`` — ``[B, 2]`` bool, which modalities are present per sample (column 0 image, column 1
+  text); ``None`` takes it from the encodings' ``present`` flags.
+
+A missing modality is replaced by a *learned* missing-modality token (vector, or token sequence
+for attention), never by zeros. The result is a :class:`FusionOutput` with the fused embedding
+``[B, dim]`` and, where the fusion has them, attention weights, gate weights and per-modality
+embeddings.
+
+=================  ==============================================================================
+``concat``         concatenate pooled vectors, MLP
+``gated``          project each modality, learned per-sample modality gates (softmax)
+``cross_attention``  text tokens ↔ image patch tokens, multi-head, both directions; returns weights
+``late``           per-modality branches to ``dim``, learned (softmax) combination: with linear
+                   heads this is a learned mixture of per-modality predictions
+=================  ==============================================================================
+
+Add one with ``@fusion.register("mine")`` on a factory that returns a :class:`Fusion` subclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..registry import fusion as fusion_registry
+
+__all__ = [
+    "ConcatFusion",
+    "CrossAttentionFusion",
+    "Fusion",
+    "FusionOutput",
+    "GatedFusion",
+    "LateFusion",
+    "fusion_from_config",
+    "modality_mask",
+]
+
+
+@dataclass
+class FusionOutput:
+    """What every fusion returns."""
+
+    #: fused embedding [B, dim]
+    embedding: Tensor
+    #: [B, 2] bool: (image present, text present) per sample
+    mask: Tensor
+    #: attention weights by name, e.g. "text_to_image" [B, heads, T, N]
+    attention: dict[str, Tensor] = field(default_factory=dict)
+    #: modality weights [B, 2] (image, text) where the fusion learns them
+    gates: Tensor | None = None
+    #: per-modality embeddings [B, dim] ("image", "text") where the fusion has them
+    modality_embeddings: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _batch_size(image: Any, text: Any, mask: Tensor | None) -> tuple[int, torch.device]:
+    for enc in (image, text):
+        if enc is not None:
+            return int(enc.present.shape[0]), enc.present.device
+    if mask is not None:
+        return int(mask.shape[0]), mask.device
+    raise ConfigError("fusion needs at least one encoding or a modality mask")
+
+
+def modality_mask(image: Any, text: Any, mask: Tensor | None = None) -> Tensor:
+    """``[B, 2]`` bool modality mask: the given one (ANDed with the encodings' flags) or the
+    encodings' ``present`` flags; a ``None`` encoding is absent for every sample."""
+    B, device = _batch_size(image, text, mask)
+    cols = []
+    for enc in (image, text):
+        cols.append(
+            enc.present.to(torch.bool)
+            if enc is not None
+            else torch.zeros(B, dtype=torch.bool, device=device)
+        )
+    out = torch.stack(cols, 1)
+    if mask is not None:
+        mask = mask.to(device=device, dtype=torch.bool)
+        if tuple(mask.shape) != (B, 2):
+            raise ConfigError(f"modality mask must be [B, 2] = [{B}, 2], got {tuple(mask.shape)}")
+        out = out & mask
+    return out
+
+
+def _missing_token(*shape: int) -> nn.Parameter:
+    return nn.Parameter(torch.randn(*shape) * 0.02)
+
+
+class Fusion(nn.Module):
+    """Base class: holds the learned missing-modality vectors and the dims."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, image_dim: int, text_dim: int, dim: int = 256) -> None:
+        super().__init__()
+        if min(image_dim, text_dim, dim) < 1:
+            raise ConfigError(
+                f"fusion dims must be positive, got image={image_dim} text={text_dim} dim={dim}"
+            )
+        self.image_dim, self.text_dim, self.dim = int(image_dim), int(text_dim), int(dim)
+        self._init_kwargs: dict[str, Any] = {}
+        self.missing_image = _missing_token(self.image_dim)
+        self.missing_text = _missing_token(self.text_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kwargs": {
+                "image_dim": self.image_dim,
+                "text_dim": self.text_dim,
+                "dim": self.dim,
+                **self._init_kwargs,
+            },
+        }
+
+    def _vectors(self, image: Any, text: Any, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Pooled vectors [B, Di], [B, Dt] with missing samples replaced by the learned tokens."""
+        B = mask.shape[0]
+        img = self.missing_image.expand(B, -1)
+        if image is not None:
+            img = torch.where(mask[:, :1], image.pooled.to(img.dtype), img)
+        txt = self.missing_text.expand(B, -1)
+        if text is not None:
+            txt = torch.where(mask[:, 1:], text.pooled.to(txt.dtype), txt)
+        return img, txt
+
+    def forward(self, image: Any, text: Any, mask: Tensor | None = None) -> FusionOutput:
+        raise NotImplementedError
+
+
+def _mlp(d_in: int, d_out: int, hidden: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.LayerNorm(d_in),
+        nn.Linear(d_in, hidden),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, d_out),
+    )
+
+
+class ConcatFusion(Fusion):
+    """Concatenate the (possibly learned-token) pooled vectors and apply an MLP."""
+
+    name = "concat"
+
+    def __init__(self, image_dim: int, text_dim: int, dim: int = 256, *, dropout: float = 0.1):
+        super().__init__(image_dim, text_dim, dim)
+        self._init_kwargs = {"dropout": dropout}
+        self.mlp = _mlp(self.image_dim + self.text_dim, self.dim, self.dim, dropout)
+
+    def forward(self, image: Any, text: Any, mask: Tensor | None = None) -> FusionOutput:
+        mask = modality_mask(image, text, mask)
+        img, txt = self._vectors(image, text, mask)
+        return FusionOutput(self.mlp(torch.cat([img, txt], -1)), mask)
+
+
+class GatedFusion(Fusion):
+    """Project each modality to ``dim``; a gate network gives per-sample modality weights."""
+
+    name = "gated"
+
+    def __init__(self, image_dim: int, text_dim: int, dim: int = 256, *, dropout: float = 0.1):
+        super().__init__(image_dim, text_dim, dim)
+        self._init_kwargs = {"dropout": dropout}
+        self.proj_image = nn.Sequential(
+            nn.LayerNorm(self.image_dim), nn.Linear(self.image_dim, self.dim)
+        )
+        self.proj_text = nn.Sequential(
+            nn.LayerNorm(self.text_dim), nn.Linear(self.text_dim, self.dim)
+        )
+        self.gate = nn.Sequential(
+            nn.Linear(2 * self.dim + 2, self.dim), nn.GELU(), nn.Linear(self.dim, 2)
+        )
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.dim, self.dim), nn.GELU())
+
+    def forward(self, image: Any, text: Any, mask: Tensor | None = None) -> FusionOutput:
+        mask = modality_mask(image, text, mask)
+        img, txt = self._vectors(image, text, mask)
+        hi, ht = self.proj_image(img), self.proj_text(txt)
+        gates = torch.softmax(self.gate(torch.cat([hi, ht, mask.to(hi.dtype)], -1)), -1)
+        fused = gates[:, :1] * hi + gates[:, 1:] * ht
+        return FusionOutput(
+            self.out(fused), mask, gates=gates, modality_embeddings={"image": hi, "text": ht}
+        )
+
+
+class LateFusion(Fusion):
+    """Per-modality branches (each a full MLP to ``dim``), combined with learned softmax weights.
+
+    With the (linear) heads on top, the result is a learned mixture of per-modality predictions;
+    :attr:`FusionOutput.modality_embeddings` lets a caller score each modality alone.
+    """
+
+    name = "late"
+
+    def __init__(self, image_dim: int, text_dim: int, dim: int = 256, *, dropout: float = 0.1):
+        super().__init__(image_dim, text_dim, dim)
+        self._init_kwargs = {"dropout": dropout}
+        self.branch_image = _mlp(self.image_dim, self.dim, self.dim, dropout)
+        self.branch_text = _mlp(self.text_dim, self.dim, self.dim, dropout)
+        self.weight_logits = nn.Parameter(torch.zeros(2))
+
+    def forward(self, image: Any, text: Any, mask: Tensor | None = None) -> FusionOutput:
+        mask = modality_mask(image, text, mask)
+        img, txt = self._vectors(image, text, mask)
+        hi, ht = self.branch_image(img), self.branch_text(txt)
+        w = torch.softmax(self.weight_logits, 0)
+        gates = w.unsqueeze(0).expand(mask.shape[0], -1)
+        fused = w[0] * hi + w[1] * ht
+        return FusionOutput(fused, mask, gates=gates, modality_embeddings={"image": hi, "text": ht})
+
+
+class CrossAttentionFusion(Fusion):
+    """Text tokens attend to image patch tokens and image patches attend to text tokens
+    (multi-head, pre-norm, residual + feed-forward), each side is mean-pooled over its valid
+    tokens, and the two are projected to ``dim``.
+
+    Image patches get a learned embedding of their normalised grid position. A missing image
+    (or report) becomes a single learned token, so attention always has a valid key.
+    Attention weights are returned per head: ``text_to_image`` [B, H, T, N] and
+    ``image_to_text`` [B, H, N, T].
+    """
+
+    name = "cross_attention"
+
+    def __init__(
+        self,
+        image_dim: int,
+        text_dim: int,
+        dim: int = 256,
+        *,
+        heads: int = 4,
+        dropout: float = 0.1,
+        ff_mult: int = 2,
+    ):
+        super().__init__(image_dim, text_dim, dim)
+        if self.dim % heads:
+            raise ConfigError(f"cross_attention dim ({dim}) must be divisible by heads ({heads})")
+        self._init_kwargs = {"heads": heads, "dropout": dropout, "ff_mult": ff_mult}
+        self.heads = heads
+        self.in_image = nn.Linear(self.image_dim, self.dim)
+        self.in_text = nn.Linear(self.text_dim, self.dim)
+        self.position = nn.Linear(3, self.dim)
+        self.norm_q_t, self.norm_kv_i = nn.LayerNorm(self.dim), nn.LayerNorm(self.dim)
+        self.norm_q_i, self.norm_kv_t = nn.LayerNorm(self.dim), nn.LayerNorm(self.dim)
+        self.t2i = nn.MultiheadAttention(self.dim, heads, dropout=dropout, batch_first=True)
+        self.i2t = nn.MultiheadAttention(self.dim, heads, dropout=dropout, batch_first=True)
+        self.ff_t = _mlp(self.dim, self.dim, ff_mult * self.dim, dropout)
+        self.ff_i = _mlp(self.dim, self.dim, ff_mult * self.dim, dropout)
+        self.out = nn.Sequential(nn.LayerNorm(2 * self.dim), nn.Linear(2 * self.dim, self.dim))
+
+    def _grid_positions(
+        self, grid: tuple[int, ...], device: torch.device, dtype: torch.dtype
+    ) -> Tensor:
+        axes = [
+            torch.linspace(-1.0, 1.0, n, device=device, dtype=dtype)
+            if n > 1
+            else torch.zeros(1, device=device, dtype=dtype)
+            for n in grid
+        ]
+        return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+
+    def _image_tokens(self, image: Any, mask: Tensor) -> tuple[Tensor, Tensor]:
+        B = mask.shape[0]
+        dtype = self.missing_image.dtype
+        missing = self.in_image(self.missing_image).view(1, 1, -1).expand(B, 1, -1)
+        if image is None:
+            return missing, torch.ones(B, 1, dtype=torch.bool, device=mask.device)
+        tok = self.in_image(image.tokens.to(dtype))
+        tok = tok + self.position(self._grid_positions(image.grid, tok.device, tok.dtype))[None]
+        present = mask[:, 0]
+        tok = torch.cat([missing, tok], 1)
+        valid = torch.cat([~present[:, None], present[:, None].expand(B, tok.shape[1] - 1)], 1)
+        return tok, valid
+
+    def _text_tokens(self, text: Any, mask: Tensor) -> tuple[Tensor, Tensor]:
+        B = mask.shape[0]
+        missing = self.in_text(self.missing_text).view(1, 1, -1).expand(B, 1, -1)
+        if text is None:
+            return missing, torch.ones(B, 1, dtype=torch.bool, device=mask.device)
+        tok = self.in_text(text.tokens.to(self.missing_text.dtype))
+        present = mask[:, 1]
+        tok = torch.cat([missing, tok], 1)
+        valid = torch.cat([~present[:, None], text.mask.to(torch.bool) & present[:, None]], 1)
+        # a present report with no valid token falls back to the missing token
+        empty = ~valid.any(1)
+        valid[:, 0] = valid[:, 0] | empty
+        return tok, valid
+
+    @staticmethod
+    def _pool(x: Tensor, valid: Tensor) -> Tensor:
+        m = valid.unsqueeze(-1).to(x.dtype)
+        return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def forward(self, image: Any, text: Any, mask: Tensor | None = None) -> FusionOutput:
+        mask = modality_mask(image, text, mask)
+        ti, vi = self._image_tokens(image, mask)
+        tt, vt = self._text_tokens(text, mask)
+        q_t, kv_i = self.norm_q_t(tt), self.norm_kv_i(ti)
+        a_t, w_t2i = self.t2i(
+            q_t, kv_i, kv_i, key_padding_mask=~vi, need_weights=True, average_attn_weights=False
+        )
+        ht = tt + a_t
+        ht = ht + self.ff_t(ht)
+        q_i, kv_t = self.norm_q_i(ti), self.norm_kv_t(tt)
+        a_i, w_i2t = self.i2t(
+            q_i, kv_t, kv_t, key_padding_mask=~vt, need_weights=True, average_attn_weights=False
+        )
+        hi = ti + a_i
+        hi = hi + self.ff_i(hi)
+        pt, pi = self._pool(ht, vt), self._pool(hi, vi)
+        emb = self.out(torch.cat([pi, pt], -1))
+        return FusionOutput(
+            emb,
+            mask,
+            attention={"text_to_image": w_t2i, "image_to_text": w_i2t},
+            modality_embeddings={"image": pi, "text": pt},
+        )
+
+
+@fusion_registry.register("concat")
+def concat(**kwargs: Any) -> ConcatFusion:
+    """Concatenation + MLP (see :class:`ConcatFusion`)."""
+    return ConcatFusion(**kwargs)
+
+
+@fusion_registry.register("gated")
+def gated(**kwargs: Any) -> GatedFusion:
+    """Learned per-sample modality gates (see :class:`GatedFusion`)."""
+    return GatedFusion(**kwargs)
+
+
+@fusion_registry.register("cross_attention")
+def cross_attention(**kwargs: Any) -> CrossAttentionFusion:
+    """Bidirectional text↔image cross-attention (see :class:`CrossAttentionFusion`)."""
+    return CrossAttentionFusion(**kwargs)
+
+
+@fusion_registry.register("late")
+def late(**kwargs: Any) -> LateFusion:
+    """Per-modality branches with a learned combination (see :class:`LateFusion`)."""
+    return LateFusion(**kwargs)
+
+
+def fusion_from_config(config: dict[str, Any]) -> Fusion:
+    """Rebuild a fusion module (untrained) from its ``config()``."""
+    name = config.get("name")
+    if not name:
+        raise ConfigError("fusion config has no name")
+    return fusion_registry.create(name, **dict(config.get("kwargs") or {}))
