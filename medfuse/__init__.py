@@ -29,6 +29,9 @@ _LAZY = {
     "Finding": "medfuse.types",
     "Case": "medfuse.types",
     "MedfuseError": "medfuse.errors",
+    "load_model": "medfuse.models.model",
+    "create_model": "medfuse.models.model",
+    "save_model": "medfuse.models.model",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from .errors import MedfuseError
     from .io.reports import read_report
     from .io.study import read_study, read_volume
+    from .models.model import create_model, load_model, save_model
     from .text.pipeline import parse_report
     from .types import Case, Finding, Report, Series, Study, Volume
 
