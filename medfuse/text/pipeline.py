@@ -211,7 +211,9 @@ def make_abbreviations(nlp: Language, name: str):
     """scispacy's ``AbbreviationDetector``, with its per-doc "empty matcher" notice silenced."""
     from scispacy.abbreviation import AbbreviationDetector
 
-    detector = AbbreviationDetector(nlp, name)
+    # serializable: abbreviations are stored as plain dicts, so docs cross process boundaries
+    # (nlp.pipe(n_process=...)); the findings component reads them back as spans
+    detector = AbbreviationDetector(nlp, name, make_serializable=True)
 
     def detect(doc: Doc) -> Doc:
         with warnings.catch_warnings():
@@ -222,6 +224,14 @@ def make_abbreviations(nlp: Language, name: str):
     return detect
 
 
+def _abbreviation_spans(doc: Doc, ab) -> tuple[Span, Span | None]:
+    """(short form, long form) spans of one ``doc._.abbreviations`` entry (dict or Span)."""
+    if isinstance(ab, dict):
+        return doc[ab["short_start"] : ab["short_end"]], doc[ab["long_start"] : ab["long_end"]]
+    lf = ab._.long_form
+    return ab, lf if isinstance(lf, Span) else None
+
+
 @Language.component("medfuse_findings")
 def findings_component(doc: Doc) -> Doc:
     """Drop ``ignore`` matches; propagate finding codes to abbreviations of findings."""
@@ -229,9 +239,9 @@ def findings_component(doc: Doc) -> Doc:
     abbreviations = doc._.abbreviations if Doc.has_extension("abbreviations") else []
     if abbreviations:
         taken = {i for e in doc.ents for i in range(e.start, e.end)}
-        for short in abbreviations:
-            long_form = short._.long_form
-            if long_form is None or not isinstance(long_form, Span):
+        for ab in abbreviations:
+            short, long_form = _abbreviation_spans(doc, ab)
+            if long_form is None:
                 continue
             codes = {
                 e.label_ for e in ents if e.start >= long_form.start and e.end <= long_form.end
@@ -345,11 +355,11 @@ def doc_to_report(doc: Doc, text: str | None = None, *, source: str = "") -> Rep
     for s in sections:
         body = s.body(doc.text).strip()
         section_text[s.name] = f"{section_text[s.name]}\n{body}" if s.name in section_text else body
-    abbreviations = {}
-    for short in doc._.abbreviations:
-        lf = short._.long_form
+    abbreviations: dict[str, str] = {}
+    for ab in doc._.abbreviations:
+        short, lf = _abbreviation_spans(doc, ab)
         if lf is not None:
-            abbreviations.setdefault(short.text, lf.text if isinstance(lf, Span) else str(lf))
+            abbreviations.setdefault(short.text, lf.text)
     end_of_doc = len(doc.text)
     return Report(
         text=full,

@@ -395,3 +395,17 @@ def test_finding_status_helpers():
     assert f.status is FindingStatus.ABSENT and f.label == 0
     with pytest.raises(ValueError):
         Finding("edema", "edema", 5, 1)
+
+
+def test_parsed_docs_serialize_for_multiprocessing():
+    """nlp.pipe(n_process=...) ships docs as bytes: everything the report needs must survive."""
+    from spacy.tokens import Doc
+
+    from medfuse.text.pipeline import doc_to_report
+
+    nlp = get_pipeline()
+    text = "FINDINGS: Ground-glass opacities (GGO). No PTX.\nIMPRESSION: GGO stable."
+    doc = nlp(text)
+    back = Doc(nlp.vocab).from_bytes(doc.to_bytes())
+    assert doc_to_report(back).to_dict() == doc_to_report(doc).to_dict()
+    assert doc_to_report(back).abbreviations == {"GGO": "Ground-glass opacities"}
