@@ -32,12 +32,14 @@ _LAZY = {
     "load_model": "medfuse.models.model",
     "create_model": "medfuse.models.model",
     "save_model": "medfuse.models.model",
+    "explain": "medfuse.explain",
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
     from .errors import MedfuseError
+    from .explain import explain
     from .io.reports import read_report
     from .io.study import read_study, read_volume
     from .models.model import create_model, load_model, save_model

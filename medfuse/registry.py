@@ -140,7 +140,7 @@ fusion: Registry[Callable[..., Any]] = Registry("fusion", ("medfuse.models.fusio
 heads: Registry[Callable[..., Any]] = Registry("heads", ("medfuse.models.heads",))
 #: Named model configurations for ``create_model`` (``chest_ct_fusion``, ...).
 model_presets: Registry[Callable[..., Any]] = Registry("model_presets", ("medfuse.models.model",))
-explainers: Registry[Callable[..., Any]] = Registry("explainers")
+explainers: Registry[Callable[..., Any]] = Registry("explainers", ("medfuse.explain",))
 exporters: Registry[Callable[..., Any]] = Registry("exporters")
 
 registries: dict[str, Registry] = {

@@ -1,0 +1,221 @@
+"""``medfuse.explain(model, case, labels=..., methods=...)`` → :class:`Explanation`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..registry import explainers
+from ..types import Case, Report, Volume
+from .context import ExplainContext, MethodResult, eval_mode
+from .explanation import Explanation, MethodRun, Saliency, TokenAttribution
+
+__all__ = ["DEFAULT_METHODS", "explain", "prepare_context"]
+
+log = logging.getLogger(__name__)
+
+#: Methods run when ``methods`` is not given (the cheap ones: one or a few forward passes).
+DEFAULT_METHODS: tuple[str, ...] = (
+    "gradcam",
+    "integrated_gradients_text",
+    "attention",
+    "modality_shapley",
+)
+
+
+def _as_case(case: Any) -> Case:
+    if isinstance(case, Case):
+        return case
+    if isinstance(case, Volume):
+        return Case(volume=case)
+    if isinstance(case, (Report, str)):
+        rep = case if isinstance(case, Report) else None
+        if rep is None:
+            from ..text.pipeline import parse_report
+
+            rep = parse_report(case)
+        return Case(volume=None, report=rep)
+    if isinstance(case, tuple) and len(case) == 2:
+        vol, rep = case
+        if isinstance(rep, str):
+            from ..text.pipeline import parse_report
+
+            rep = parse_report(rep)
+        return Case(volume=vol, report=rep)
+    raise ConfigError(
+        f"explain takes a Case, a Volume, a Report or (volume, report), not {type(case).__name__}"
+    )
+
+
+def prepare_context(model: Any, case: Any) -> ExplainContext:
+    """Preprocess one case for ``model`` (its own preprocessing) into an :class:`ExplainContext`."""
+    case = _as_case(case)
+    vol = case.volume if model.image_encoder is not None else None
+    rep = case.report if model.text_encoder is not None else None
+    if vol is None and rep is None:
+        raise ConfigError(
+            f"nothing to explain: the case has none of the modalities model {model.name!r} reads "
+            f"({', '.join(model.modalities)})"
+        )
+    batch = model.prepare(
+        volumes=[vol] if vol is not None else None, reports=[rep] if rep is not None else None
+    )
+    records = batch.pop("records", None) or [None]
+    text = batch.get("text")
+    tokens = list(getattr(text, "tokens", [[]])[0]) if text is not None else []
+    spans = [tuple(s) for s in (getattr(text, "spans", [[]])[0] if text is not None else [])]
+    if text is not None and not tokens:
+        codes = getattr(model.text_encoder, "codes", None)
+        tokens = list(codes) if codes is not None else [f"token_{i}" for i in range(len(spans))]
+    report_text = None
+    if rep is not None:
+        report_text = rep.encoder_text if isinstance(rep, Report) else str(rep)
+    return ExplainContext(
+        model=model,
+        image=batch.get("image"),
+        text=text,
+        label_names=list(model.labels),
+        token_strings=tokens,
+        token_spans=spans,  # type: ignore[arg-type]
+        record=records[0],
+        report_text=report_text,
+    )
+
+
+def _label_indices(model: Any, labels: Sequence[str] | str | None) -> list[int]:
+    names = list(model.labels)
+    if not names:
+        raise ConfigError(f"model {model.name!r} has no diagnosis head to explain")
+    if labels is None:
+        return list(range(len(names)))
+    if isinstance(labels, str):
+        labels = [labels]
+    out = []
+    for lab in labels:
+        if lab not in names:
+            raise ConfigError(
+                f"unknown label {lab!r}", hint=f"the model's labels: {', '.join(names)}"
+            )
+        out.append(names.index(lab))
+    return out
+
+
+def _needs(method: str) -> str | None:
+    return {
+        "gradcam": "image",
+        "gradcam++": "image",
+        "occlusion": "image",
+        "integrated_gradients": "image",
+        "integrated_gradients_text": "report",
+    }.get(method)
+
+
+def explain(
+    model: Any,
+    case: Any,
+    *,
+    labels: Sequence[str] | str | None = None,
+    methods: Sequence[str] | str | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
+    original_grid: bool = True,
+) -> Explanation:
+    """Explain ``model``'s prediction for ``case`` (a :class:`~medfuse.types.Case`, a Volume, a
+    Report or ``(volume, report)``).
+
+    ``labels``: diagnosis labels to explain (all by default). ``methods``: names in the
+    ``explainers`` registry (default :data:`DEFAULT_METHODS`; methods that need a modality the
+    case or model lacks are skipped with a note). ``params``: per-method keyword arguments, e.g.
+    ``{"occlusion": {"levels": 3}}``. Saliency maps are also resampled onto the source volume's
+    grid (its affine) unless ``original_grid`` is False.
+    """
+    methods = [methods] if isinstance(methods, str) else list(methods or DEFAULT_METHODS)
+    params = dict(params or {})
+    unknown = [m for m in methods if m not in explainers]
+    if unknown:
+        raise ConfigError(
+            f"unknown explanation method(s) {unknown}", hint=f"choose from {explainers.names()}"
+        )
+    ctx = prepare_context(model, case)
+    idx = _label_indices(model, labels)
+    names = [ctx.label_names[k] for k in idx]
+    with eval_mode(model), torch.no_grad():
+        out = model(
+            image=ctx.image if ctx.has_image else None, text=ctx.text if ctx.has_text else None
+        )
+        logits = out.logits[0].float()
+        probs = model.diagnosis_head.probabilities(out.logits)[0].float()
+        used = tuple(m for m, u in zip(("image", "report"), out.mask[0].tolist(), strict=True) if u)
+    expl = Explanation(
+        labels=names,
+        methods=methods,
+        probabilities={ctx.label_names[k]: float(probs[k]) for k in idx},
+        logits={ctx.label_names[k]: float(logits[k]) for k in idx},
+        report_text=ctx.report_text,
+        record=ctx.record,
+        image=ctx.image[0, 0].float().cpu().numpy() if ctx.has_image else None,
+        model_name=getattr(model, "name", ""),
+        case_key=getattr(_as_case(case), "key", "") if isinstance(case, Case) else "",
+        modalities_used=used,
+    )
+    model_affine = (
+        np.asarray(ctx.record.model_affine, dtype=np.float64)
+        if ctx.record is not None
+        else np.eye(4)
+    )
+    for method in methods:
+        need = _needs(method)
+        if (need == "image" and not ctx.has_image) or (need == "report" and not ctx.has_text):
+            note = f"skipped: the case or model has no {need}"
+            log.info("explain %s: %s", method, note)
+            expl.runs.extend(MethodRun(method, n, {}, 0.0, 0, note) for n in names)
+            continue
+        fn = explainers.get(method)
+        kwargs = dict(params.get(method, {}))
+        t0 = time.perf_counter()
+        results: list[MethodResult] = fn(ctx, idx, **kwargs)
+        elapsed = time.perf_counter() - t0
+        per = elapsed / max(len(results), 1)
+        for res in results:
+            label = ctx.label_names[res.label_index]
+            expl.runs.append(
+                MethodRun(method, label, dict(res.params), per, res.forward_passes, res.note)
+            )
+            if res.saliency is not None:
+                original = None
+                if original_grid and ctx.record is not None:
+                    from ..transforms import to_original_volume
+
+                    original = to_original_volume(res.saliency, ctx.record, units="saliency")
+                expl.saliency.setdefault(label, {})[method] = Saliency(
+                    method,
+                    label,
+                    np.asarray(res.saliency, dtype=np.float32),
+                    model_affine,
+                    original=original,
+                    signed=res.signed,
+                    params=dict(res.params),
+                    runtime_s=per,
+                )
+            if res.tokens is not None:
+                n = len(res.tokens)
+                expl.tokens.setdefault(label, {})[method] = TokenAttribution(
+                    method,
+                    label,
+                    list(ctx.token_strings[:n]),
+                    [tuple(s) for s in ctx.token_spans[:n]],  # type: ignore[misc]
+                    np.asarray(res.tokens, dtype=np.float32),
+                    params=dict(res.params),
+                    runtime_s=per,
+                )
+            if res.modality is not None:
+                res.modality.runtime_s = per
+                expl.modality[label] = res.modality
+            for key, value in res.attention.items():
+                expl.attention.setdefault(key, value)
+    return expl

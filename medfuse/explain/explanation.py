@@ -1,0 +1,321 @@
+"""Typed results of :func:`medfuse.explain`: saliency volumes, token attributions, attention,
+modality contributions, and the :class:`Explanation` that holds them per label.
+
+Everything here is numpy (no torch), so an :class:`Explanation` can be pickled, exported and
+rendered without a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..types import PreprocessingRecord, Volume
+
+__all__ = [
+    "Explanation",
+    "MethodRun",
+    "ModalityContribution",
+    "Saliency",
+    "TokenAttribution",
+]
+
+
+@dataclass(eq=False)
+class Saliency:
+    """A 3D saliency map for one label from one method.
+
+    ``model`` is on the model's input grid ``[X, Y, Z]`` (affine ``model_affine``, RAS mm);
+    ``original`` is the same map resampled onto the source volume's grid, with the source
+    :class:`~medfuse.types.Volume`'s affine (None when there is no preprocessing record).
+    ``signed`` is True for methods whose values can be negative (integrated gradients).
+    """
+
+    method: str
+    label: str
+    model: np.ndarray
+    model_affine: np.ndarray
+    original: Volume | None = None
+    signed: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+    runtime_s: float = 0.0
+
+    @property
+    def peak_model(self) -> tuple[int, int, int]:
+        """Voxel index of the maximum on the model grid."""
+        import numpy as np
+
+        return tuple(int(v) for v in np.unravel_index(int(np.argmax(self.model)), self.model.shape))  # type: ignore[return-value]
+
+    @property
+    def peak_world(self) -> tuple[float, float, float]:
+        """RAS mm of the peak (model grid)."""
+        import numpy as np
+
+        ijk = np.asarray(self.peak_model, dtype=np.float64)
+        a = np.asarray(self.model_affine, dtype=np.float64)
+        return tuple(float(v) for v in a[:3, :3] @ ijk + a[:3, 3])  # type: ignore[return-value]
+
+    @property
+    def peak_original(self) -> tuple[int, int, int] | None:
+        """Voxel index of the maximum on the original grid (None without ``original``)."""
+        import numpy as np
+
+        if self.original is None:
+            return None
+        arr = self.original.array
+        return tuple(int(v) for v in np.unravel_index(int(np.argmax(arr)), arr.shape))  # type: ignore[return-value]
+
+    def normalized(self) -> np.ndarray:
+        """The model-grid map scaled to [0, 1] (positive part for signed maps)."""
+        import numpy as np
+
+        m = np.maximum(self.model, 0.0) if self.signed else self.model - self.model.min()
+        top = float(m.max())
+        return (m / top if top > 0 else m).astype(np.float32)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly description (no arrays)."""
+        return {
+            "method": self.method,
+            "label": self.label,
+            "shape": list(self.model.shape),
+            "original_shape": list(self.original.shape) if self.original is not None else None,
+            "peak_model_ijk": list(self.peak_model),
+            "peak_ras_mm": [round(v, 3) for v in self.peak_world],
+            "signed": self.signed,
+            "params": dict(self.params),
+            "runtime_s": round(self.runtime_s, 4),
+        }
+
+
+@dataclass(eq=False)
+class TokenAttribution:
+    """Per-token scores for one label, with each token's character span in ``Report.text``
+    (``(-1, -1)`` for special tokens and padding)."""
+
+    method: str
+    label: str
+    tokens: list[str]
+    spans: list[tuple[int, int]]
+    scores: np.ndarray
+    params: dict[str, Any] = field(default_factory=dict)
+    runtime_s: float = 0.0
+
+    def span_scores(self) -> list[tuple[int, int, float]]:
+        """``(start, end, score)`` per distinct character span (tokens sharing a span — a finding
+        marker and its words — are summed), in text order; special tokens are dropped."""
+        acc: dict[tuple[int, int], float] = {}
+        for (s, e), v in zip(self.spans, self.scores.tolist(), strict=True):
+            if s < 0 or e <= s:
+                continue
+            acc[(int(s), int(e))] = acc.get((int(s), int(e)), 0.0) + float(v)
+        return [(s, e, v) for (s, e), v in sorted(acc.items())]
+
+    def char_scores(self, length: int) -> np.ndarray:
+        """Score per character of a text of ``length`` characters (each span's score spread over
+        its characters; overlapping spans add)."""
+        import numpy as np
+
+        out = np.zeros(int(length), dtype=np.float32)
+        for s, e, v in self.span_scores():
+            out[s : min(e, length)] += v
+        return out
+
+    def top(self, k: int = 5) -> list[tuple[int, int, float]]:
+        """The ``k`` spans with the largest absolute score."""
+        return sorted(self.span_scores(), key=lambda t: -abs(t[2]))[:k]
+
+    def summary(self, text: str | None = None) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "label": self.label,
+            "spans": [
+                {
+                    "start": s,
+                    "end": e,
+                    "score": round(v, 6),
+                    **({"text": text[s:e]} if text else {}),
+                }
+                for s, e, v in self.span_scores()
+            ],
+            "params": dict(self.params),
+            "runtime_s": round(self.runtime_s, 4),
+        }
+
+
+@dataclass
+class ModalityContribution:
+    """Exact two-player Shapley values over {image, report} for one label.
+
+    ``value`` is the model output (logit by default) with both modalities, ``baseline`` with both
+    replaced by the model's learned missing-modality tokens; ``image + report == value -
+    baseline`` exactly (the efficiency property). ``interaction`` is the part that needs both:
+    ``v(IR) - v(I) - v(R) + v(∅)``.
+    """
+
+    label: str
+    image: float
+    report: float
+    value: float
+    baseline: float
+    image_only: float
+    report_only: float
+    output: str = "logit"
+    runtime_s: float = 0.0
+
+    @property
+    def interaction(self) -> float:
+        return self.value - self.image_only - self.report_only + self.baseline
+
+    def fractions(self) -> dict[str, float]:
+        """Share of each modality in ``|image| + |report|``."""
+        tot = abs(self.image) + abs(self.report)
+        if tot == 0:
+            return {"image": 0.0, "report": 0.0}
+        return {"image": abs(self.image) / tot, "report": abs(self.report) / tot}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "output": self.output,
+            "image": self.image,
+            "report": self.report,
+            "value": self.value,
+            "baseline": self.baseline,
+            "image_only": self.image_only,
+            "report_only": self.report_only,
+            "interaction": self.interaction,
+            "runtime_s": round(self.runtime_s, 4),
+        }
+
+
+@dataclass
+class MethodRun:
+    """One method run for one label: its parameters, runtime and forward passes."""
+
+    method: str
+    label: str
+    params: dict[str, Any]
+    runtime_s: float
+    forward_passes: int | None = None
+    note: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "label": self.label,
+            "params": dict(self.params),
+            "runtime_s": round(self.runtime_s, 4),
+            "forward_passes": self.forward_passes,
+            "note": self.note,
+        }
+
+
+@dataclass(eq=False)
+class Explanation:
+    """Everything :func:`medfuse.explain` found for one case.
+
+    Per label: ``saliency[label][method]`` (:class:`Saliency`), ``tokens[label][method]``
+    (:class:`TokenAttribution`), ``modality[label]`` (:class:`ModalityContribution`).
+    ``attention`` holds label-independent cross-attention maps where the fusion has them
+    (``"text_to_image"``: a map on the model grid; ``"image_to_text"``: one weight per token).
+    ``runs`` lists every method run with its parameters and runtime. ``image`` is the model's
+    input (first channel) on the model grid, kept for pictures.
+    """
+
+    labels: list[str]
+    methods: list[str]
+    probabilities: dict[str, float]
+    logits: dict[str, float]
+    saliency: dict[str, dict[str, Saliency]] = field(default_factory=dict)
+    tokens: dict[str, dict[str, TokenAttribution]] = field(default_factory=dict)
+    modality: dict[str, ModalityContribution] = field(default_factory=dict)
+    attention: dict[str, Any] = field(default_factory=dict)
+    runs: list[MethodRun] = field(default_factory=list)
+    report_text: str | None = None
+    record: PreprocessingRecord | None = None
+    image: np.ndarray | None = None
+    model_name: str = ""
+    case_key: str = ""
+    modalities_used: tuple[str, ...] = ()
+
+    # -- access -----------------------------------------------------------------------------------
+    def get_saliency(self, label: str | None = None, method: str | None = None) -> Saliency | None:
+        """The saliency of ``label`` (first label by default) from ``method`` (the first method
+        with a saliency by default)."""
+        label = label or (self.labels[0] if self.labels else None)
+        maps = self.saliency.get(label or "", {})
+        if method is not None:
+            return maps.get(method)
+        return next(iter(maps.values()), None)
+
+    def get_tokens(
+        self, label: str | None = None, method: str | None = None
+    ) -> TokenAttribution | None:
+        label = label or (self.labels[0] if self.labels else None)
+        attrs = self.tokens.get(label or "", {})
+        if method is not None:
+            return attrs.get(method)
+        return next(iter(attrs.values()), None)
+
+    @property
+    def runtime_s(self) -> float:
+        return float(sum(r.runtime_s for r in self.runs))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (maps are summarised, not included)."""
+        return {
+            "model": self.model_name,
+            "case": self.case_key,
+            "labels": list(self.labels),
+            "methods": list(self.methods),
+            "modalities_used": list(self.modalities_used),
+            "probabilities": dict(self.probabilities),
+            "logits": dict(self.logits),
+            "saliency": {
+                lab: {m: s.summary() for m, s in maps.items()}
+                for lab, maps in self.saliency.items()
+            },
+            "tokens": {
+                lab: {m: t.summary(self.report_text) for m, t in d.items()}
+                for lab, d in self.tokens.items()
+            },
+            "modality": {lab: c.summary() for lab, c in self.modality.items()},
+            "attention": sorted(self.attention),
+            "runs": [r.summary() for r in self.runs],
+            "preprocessing": self.record.to_dict() if self.record is not None else None,
+        }
+
+    # -- pictures ---------------------------------------------------------------------------------
+    def figure_png(self, label: str | None = None, method: str | None = None, **kw: Any) -> bytes:
+        """PNG bytes: axial / coronal / sagittal slices through the saliency peak with the overlay,
+        plus maximum-intensity projections (see :func:`medfuse.explain.render.saliency_png`)."""
+        from .render import saliency_png
+
+        sal = self.get_saliency(label, method)
+        if sal is None:
+            raise ValueError(f"no saliency for label {label!r} method {method!r}")
+        return saliency_png(sal, self.image, **kw)
+
+    def report_html(self, label: str | None = None, method: str | None = None) -> str:
+        """The report text as HTML with attribution highlighting (all text escaped)."""
+        from .render import report_html
+
+        attr = self.get_tokens(label, method)
+        return report_html(self.report_text or "", attr)
+
+    def _repr_html_(self) -> str:
+        from .render import explanation_html
+
+        return explanation_html(self)
+
+    def __repr__(self) -> str:
+        probs = ", ".join(f"{k}={v:.2f}" for k, v in self.probabilities.items())
+        return (
+            f"Explanation(model={self.model_name!r}, labels={self.labels}, methods={self.methods},"
+            f" p: {probs}, {self.runtime_s:.2f} s)"
+        )
