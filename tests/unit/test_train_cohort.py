@@ -1,0 +1,104 @@
+"""Synthetic fusion cohort: determinism, generative model, missingness, caching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medfuse.errors import ConfigError
+from medfuse.train.cohort import (
+    FUSION_LABELS,
+    LABEL_SOURCES,
+    FusionCohortConfig,
+    draw_case,
+    load_fusion_cohort,
+    make_fusion_cohort,
+)
+
+
+def test_cases_are_deterministic_and_seed_dependent():
+    cfg = FusionCohortConfig(n=5, seed=7)
+    a = [draw_case(cfg, i) for i in range(5)]
+    b = [draw_case(cfg, i) for i in range(5)]
+    assert a == b
+    c = draw_case(FusionCohortConfig(n=5, seed=8), 0)
+    assert c["report"] != a[0]["report"] or c["factors"] != a[0]["factors"]
+
+
+def test_label_model_and_sources():
+    cohort = make_fusion_cohort(n=800, seed=1, label_noise=0.0)
+    assert set(LABEL_SOURCES) == set(FUSION_LABELS)
+    assert {LABEL_SOURCES[k] for k in FUSION_LABELS} == {"image", "report", "both"}
+    for case in cohort.cases:
+        f, y = case["factors"], case["labels"]
+        smoker = f["smoking"] != "never"
+        assert y["pneumonia"] == int(f["consolidation"] and f["infection"])
+        assert y["suspected_malignancy"] == int(f["lesion"] and (smoker or f["weight_loss"]))
+        assert y["smoking_history"] == int(smoker)
+        assert y == case["labels_clean"]
+    prev = cohort.label_matrix().mean(0)
+    assert np.all(prev > 0.1) and np.all(prev < 0.6)
+    assert 0.4 < cohort.events.mean() < 0.9
+    # the history always carries the symptoms; image findings are rarely mentioned
+    mentions = np.mean(
+        ["mphysem" in c["report"] for c in cohort.cases if c["factors"]["emphysema"]]
+    )
+    assert mentions < 0.35
+
+
+def test_noise_and_missingness_rates():
+    cohort = make_fusion_cohort(
+        n=1000, seed=2, label_noise=0.1, report_missing=0.2, image_missing=0.1
+    )
+    flips = (cohort.label_matrix() != cohort.label_matrix(clean=True)).mean()
+    assert 0.07 < flips < 0.13
+    rep, img = cohort.report_present(), cohort.image_present()
+    assert 0.15 < 1 - rep.mean() < 0.25 and 0.06 < 1 - img.mean() < 0.14
+    assert np.all(rep | img)
+    assert all(r is None for r, p in zip(cohort.reports(), rep, strict=True) if not p)
+
+
+def test_config_is_checked():
+    with pytest.raises(ConfigError):
+        FusionCohortConfig(label_noise=1.5)
+    with pytest.raises(ConfigError):
+        FusionCohortConfig.from_dict({"bogus": 1})
+    with pytest.raises(ConfigError):
+        FusionCohortConfig(shape=(8, 8, 8))
+
+
+def test_volumes_show_the_image_findings():
+    cohort = make_fusion_cohort(n=40, seed=3, shape=(32, 32, 24))
+    cons = next(i for i, c in enumerate(cohort.cases) if c["factors"]["consolidation"])
+    v = cohort.volume(cons)
+    assert v.shape == (32, 32, 24) and v.modality == "CT"
+    emph = [i for i, c in enumerate(cohort.cases) if c["factors"]["emphysema"]][:3]
+    norm = [i for i, c in enumerate(cohort.cases) if not c["factors"]["emphysema"]][:3]
+
+    def lung_mean(i: int) -> float:
+        a = cohort.volume(i).array
+        return float(a[(a < -700)].mean())
+
+    assert max(lung_mean(i) for i in emph) < min(lung_mean(i) for i in norm)
+
+
+def test_inputs_are_cached_on_disk(tmp_path):
+    pre = {"spacing": [12.0, 12.0, 12.0], "spatial_size": [24, 16, 16], "modality": "CT",
+           "ct_windows": ["lung"], "foreground_crop": True}  # fmt: skip
+    c = make_fusion_cohort(n=4, seed=4, shape=(32, 32, 24), out_dir=tmp_path)
+    x = c.inputs(pre)
+    assert x.shape == (4, 1, 24, 16, 16) and x.dtype == np.float16
+    assert len(list(tmp_path.glob("inputs_*.npy"))) == 1
+    again = load_fusion_cohort(tmp_path)
+    assert again.cases == c.cases
+    np.testing.assert_array_equal(again.inputs(pre), x)
+
+
+def test_write_study_is_readable(tmp_path):
+    import medfuse
+
+    c = make_fusion_cohort(n=2, seed=5, shape=(32, 32, 16), report_missing=0.0, image_missing=0.0)
+    folder = c.write_study(0, tmp_path / "s")
+    vol = medfuse.read_study(folder / "dicom").volume
+    np.testing.assert_array_equal(vol.array, c.volume(0).array)
+    assert (folder / "report.txt").read_text() == c.cases[0]["report"]
