@@ -97,7 +97,7 @@ def label_reports(
         writer.writerow([id_column or "row", *FINDING_CODES])
         done = 0
         for doc, rid in nlp.pipe(texts(), as_tuples=True, batch_size=batch_size):
-            if doc.text:
+            if len(doc):
                 labels = report_labels(doc_to_report(doc))
                 for code, v in labels.items():
                     if v is not None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy
 import spacy
-from spacy.attrs import IDX, IS_SPACE, LIKE_NUM, ORTH, SENT_START
+from spacy.attrs import IDX, IS_SPACE, LIKE_NUM, ORTH, SENT_START, SPACY
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
@@ -122,9 +122,15 @@ def sections_and_sentences(doc: Doc) -> Doc:
     Stores, in ``doc.user_data`` (plain values, so docs pickle across processes):
     ``medfuse_sections`` (name, header, start, body_start, end) tuples, ``medfuse_sent_starts``
     (token index of every sentence start) and ``medfuse_sentences`` ((start, end) character
-    offsets of each sentence's words, header-only sentences left out).
+    offsets of each sentence's words, header-only sentences left out), and ``medfuse_text``
+    (the text, which spaCy would otherwise rebuild from the tokens on each ``Doc.text``).
     """
-    text = doc.text
+    arr = doc.to_array([IDX, IS_SPACE, ORTH, LIKE_NUM, SPACY]).tolist()
+    strings = doc.vocab.strings
+    words_text = [strings[row[2]] for row in arr]
+    # Doc.text builds a Token object per token; joining the strings is several times faster
+    text = "".join(w + " " if row[4] else w for w, row in zip(words_text, arr, strict=True))
+    doc.user_data["medfuse_text"] = text
     sections = find_sections(text)
     doc.user_data["medfuse_sections"] = [
         (s.name, s.header, s.start, s.body_start, s.end) for s in sections
@@ -134,8 +140,6 @@ def sections_and_sentences(doc: Doc) -> Doc:
         doc.user_data["medfuse_sent_starts"] = []
         doc.user_data["medfuse_sentences"] = []
         return doc
-    arr = doc.to_array([IDX, IS_SPACE, ORTH, LIKE_NUM]).tolist()
-    strings = doc.vocab.strings
     starts = [False] * n
     idx = [row[0] for row in arr]
     # each header, and the first word after it, start a sentence
@@ -151,10 +155,10 @@ def sections_and_sentences(doc: Doc) -> Doc:
     words: list[tuple[int, int, str]] = []  # (token index, start char, text) of non-space tokens
     prev_i, prev_end, prev_text = -1, 0, ""
     first_i, first_num = -1, False  # first word of the current sentence
-    for i, (off, space, orth, num) in enumerate(arr):
+    for i, (off, space, _, num, _) in enumerate(arr):
         if space:
             continue
-        tok = strings[orth]
+        tok = words_text[i]
         if prev_i < 0:
             starts[i] = True
         elif not starts[i]:
@@ -184,6 +188,10 @@ def sections_and_sentences(doc: Doc) -> Doc:
     )
     sent_starts = [i for i in range(n) if sent_start[i] == 1]
     # character spans of each sentence's words (header words left out)
+    in_header = [False] * n
+    for a, b in headers:
+        for i in range(bisect.bisect_left(idx, a), bisect.bisect_left(idx, b)):
+            in_header[i] = True
     sentences: list[tuple[int, int]] = []
     cur: list[int] = []  # [start, end] of the current sentence
     si = 0
@@ -193,7 +201,7 @@ def sections_and_sentences(doc: Doc) -> Doc:
             if cur:
                 sentences.append((cur[0], cur[1]))
                 cur = []
-        if any(a <= off < b for a, b in headers):
+        if in_header[i]:
             continue
         if cur:
             cur[1] = off + len(tok)
@@ -315,8 +323,11 @@ def _truncate(text: str, max_chars: int | None) -> tuple[str, int | None]:
 def doc_to_report(doc: Doc, text: str | None = None, *, source: str = "") -> Report:
     """Build a :class:`Report` from a parsed ``doc``; ``text`` is the full text when the doc is
     a truncated prefix of it."""
-    full = doc.text if text is None else text
-    sections: list[SectionSpan] = doc._.medfuse_sections or find_sections(doc.text)
+    # spaCy rebuilds Doc.text from the tokens on every access: use the copy the sections
+    # component kept
+    dtext = doc.user_data.get("medfuse_text") or doc.text
+    full = dtext if text is None else text
+    sections: list[SectionSpan] = doc._.medfuse_sections or find_sections(dtext)
     sentences = doc.user_data.get("medfuse_sentences")
     if sentences is None:  # a doc from another pipeline: take spaCy's sentences
         sentences = [
@@ -353,14 +364,14 @@ def doc_to_report(doc: Doc, text: str | None = None, *, source: str = "") -> Rep
         )
     section_text: dict[str, str] = {}
     for s in sections:
-        body = s.body(doc.text).strip()
+        body = s.body(dtext).strip()
         section_text[s.name] = f"{section_text[s.name]}\n{body}" if s.name in section_text else body
     abbreviations: dict[str, str] = {}
     for ab in doc._.abbreviations:
         short, lf = _abbreviation_spans(doc, ab)
         if lf is not None:
             abbreviations.setdefault(short.text, lf.text)
-    end_of_doc = len(doc.text)
+    end_of_doc = len(dtext)
     return Report(
         text=full,
         source=source,
