@@ -301,6 +301,9 @@ def _csv_reader(fh, path: Path) -> csv.DictReader:
     return csv.DictReader(fh, delimiter=delimiter)
 
 
+_REPLACED_IN_CSV = "CSV file is not valid UTF-8; undecodable bytes replaced with U+FFFD"
+
+
 def iter_csv_reports(
     path: str | os.PathLike,
     text_column: str | Sequence[str] | None = None,
@@ -364,10 +367,11 @@ def _read_csv(path: Path, text_column, id_column, row, parse, max_chars) -> Repo
     meta = {"row": i}
     if id_column:
         meta["id"] = rid
+    warnings = [_REPLACED_IN_CSV] if "\ufffd" in text else []
     return _finish(
         text,
         source=f"{path}#{rid if id_column else i}",
-        warnings=[],
+        warnings=warnings,
         meta=meta,
         parse=parse,
         max_chars=max_chars,
@@ -527,6 +531,8 @@ def read_reports(
                 if skip_empty:
                     continue
                 raise
+            if "\ufffd" in text:
+                warnings.insert(0, _REPLACED_IN_CSV)
             yield i, rid, clean, warnings
 
     it = iter(rows())

@@ -364,3 +364,11 @@ def test_dicom_sr_without_text_and_dicom_image(tmp_path):
     bad.write_bytes(b"not dicom at all")
     with pytest.raises(ReportError, match="DICOM"):
         read_report(bad)
+
+
+def test_csv_with_bad_bytes_warns(tmp_path):
+    p = tmp_path / "latin1.csv"
+    p.write_bytes("id,text\n1,Lésion. No effusion.\n".encode("latin-1"))
+    r = read_report(p)
+    assert "\ufffd" in r.text and "not valid UTF-8" in r.warnings[0]
+    assert "not valid UTF-8" in next(read_reports(p)).warnings[0]
