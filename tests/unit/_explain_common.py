@@ -30,7 +30,7 @@ def phantom_case():
     return Case(vol, parse_report(REPORT), key="phantom"), centre_ras, 24.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_model(preset: str = "chest_ct_fusion_tiny"):
     """A tiny preset model (fixed seed), in eval mode."""
     import medfuse
