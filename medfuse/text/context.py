@@ -22,6 +22,7 @@ Each entity gets ``ent._.status`` ("present" / "absent" / "uncertain"), ``ent._.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from dataclasses import dataclass
 
@@ -336,6 +337,43 @@ def _ensure_extensions() -> None:
             Span.set_extension(name, default=default)
 
 
+@dataclass
+class _ChunkIndex:
+    """Sorted positions of a chunk's cues, for :meth:`RadiologyContext._candidates`."""
+
+    starts: list[int]
+    ends: list[int]
+    pre_reach: int
+    fol_reach: int
+    unlimited: list[tuple[list[int], list[Cue]]]
+    unlimited_fol: list[tuple[list[int], list[Cue]]]
+
+    @classmethod
+    def build(cls, local: list[Cue], windows: dict[tuple[str, str], int | None]) -> _ChunkIndex:
+        finite_pre = [w for (_, d), w in windows.items() if d == "pre" and w is not None]
+        finite_fol = [w for (_, d), w in windows.items() if d != "pre" and w is not None]
+        unlimited: list[tuple[list[int], list[Cue]]] = []
+        unlimited_fol: list[tuple[list[int], list[Cue]]] = []
+        for (kind, direction), w in windows.items():
+            if w is not None:
+                continue
+            family = [c for c in local if c.kind == kind and c.direction == direction]
+            if not family:
+                continue
+            if direction == "pre":
+                unlimited.append(([c.end for c in family], family))
+            else:
+                unlimited_fol.append(([c.start for c in family], family))
+        return cls(
+            starts=[c.start for c in local],
+            ends=[c.end for c in local],
+            pre_reach=max(finite_pre, default=0),
+            fol_reach=max(finite_fol, default=0),
+            unlimited=unlimited,
+            unlimited_fol=unlimited_fol,
+        )
+
+
 @Language.factory(
     "medfuse_context",
     default_config={"extension_name": "negex", "windows": None},
@@ -413,7 +451,7 @@ class RadiologyContext(Negex):
 
     def resolve(self, doc: Doc, ent: Span, cues: list[Cue]) -> tuple[str, bool, str]:
         """(status, historical, cue text) of one mention, given the cues of its chunk."""
-        best: tuple[int, int, Cue] | None = None  # (distance, tie-break, cue)
+        best: tuple[tuple[int, int, int, int], Cue] | None = None  # (rank, cue)
         historical = False
         for cue in cues:
             if cue.kind in ("pseudo", "term"):
@@ -436,26 +474,67 @@ class RadiologyContext(Negex):
                 if not any(t.text in _PUNCT_BLOCKS_HISTORY for t in between):
                     historical = True
                 continue
-            rank = (dist, 0 if cue.kind == "unc" else 1)
-            if best is None or rank < best[:2]:
-                best = (rank[0], rank[1], cue)
+            # nearest first; on a tie uncertainty, then a preceding cue, then the earlier one
+            rank = (
+                dist,
+                0 if cue.kind == "unc" else 1,
+                0 if cue.direction == "pre" else 1,
+                cue.start,
+            )
+            if best is None or rank < best[0]:
+                best = (rank, cue)
         if best is None:
             return "present", historical, ""
-        cue = best[2]
+        cue = best[1]
         return ("absent" if cue.kind == "neg" else "uncertain"), historical, cue.text
+
+    def _candidates(self, ent: Span, local: list[Cue], index: _ChunkIndex) -> list[Cue]:
+        """The cues of a chunk that can matter for ``ent`` (same answer as all of them, found in
+        logarithmic time, so that a sentence with thousands of mentions stays linear)."""
+        out: list[Cue] = []
+        # cues inside the mention
+        i = bisect.bisect_left(index.starts, ent.start)
+        while i < len(local) and local[i].start < ent.end:
+            out.append(local[i])
+            i += 1
+        # cues after it, up to the widest finite following window
+        j = i
+        while j < len(local) and local[j].start - ent.end <= index.fol_reach:
+            out.append(local[j])
+            j += 1
+        # cues before it, up to the widest finite preceding window ...
+        k = bisect.bisect_right(index.ends, ent.start) - 1
+        while k >= 0 and ent.start - local[k].end <= index.pre_reach:
+            out.append(local[k])
+            k -= 1
+        # ... and the nearest cue of each family whose window is unlimited
+        for family_ends, family in index.unlimited:
+            m = bisect.bisect_right(family_ends, ent.start) - 1
+            if m >= 0:
+                out.append(family[m])
+        for family_starts, family in index.unlimited_fol:
+            m = bisect.bisect_left(family_starts, ent.end)
+            if m < len(family):
+                out.append(family[m])
+        return out
 
     def __call__(self, doc: Doc) -> Doc:
         all_ents = list(doc.ents)
         if not all_ents:
             return doc
-        cues = self.cues(doc)
+        cues = sorted(self.cues(doc), key=lambda c: (c.start, c.end))
+        ent_starts = [e.start for e in all_ents]  # doc.ents are in order
+        cue_starts = [c.start for c in cues]
         for a, b in self._chunks(doc, cues):
-            ents = [e for e in all_ents if a <= e.start < b]
+            ents = all_ents[bisect.bisect_left(ent_starts, a) : bisect.bisect_left(ent_starts, b)]
             if not ents:
                 continue
-            local = [c for c in cues if a <= c.start < b]
+            local = cues[bisect.bisect_left(cue_starts, a) : bisect.bisect_left(cue_starts, b)]
+            index = _ChunkIndex.build(local, self.windows)
             for ent in ents:
-                status, historical, cue = self.resolve(doc, ent, local)
+                status, historical, cue = self.resolve(
+                    doc, ent, self._candidates(ent, local, index)
+                )
                 ent._.status = status
                 ent._.historical = historical
                 ent._.cue = cue

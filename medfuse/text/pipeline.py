@@ -88,8 +88,14 @@ _CONTINUATION = {
 _SLASH_INFIX = r"(?<=[A-Za-z]{2})/(?=[A-Za-z]{2})"
 
 
+#: A whitespace-free chunk this long is one token: it is not prose (a pasted blob, a run of
+#: brackets), and splitting its affixes one by one would take quadratic time.
+LONG_CHUNK = 256
+
+
 def make_tokenizer(nlp: Language):
-    """scispacy's rule tokenizer, plus a split between two words joined by a slash."""
+    """scispacy's rule tokenizer, plus a split between two words joined by a slash, and
+    whitespace-free chunks of :data:`LONG_CHUNK` characters or more kept whole."""
     from scispacy.custom_tokenizer import combined_rule_tokenizer
 
     with warnings.catch_warnings():
@@ -97,6 +103,14 @@ def make_tokenizer(nlp: Language):
         tok = combined_rule_tokenizer(nlp)
         infix = tok.infix_finditer.__self__.pattern  # the compiled infix regex
         tok.infix_finditer = re.compile(f"{infix}|{_SLASH_INFIX}").finditer
+    original = tok.token_match
+
+    def token_match(string: str):
+        if len(string) >= LONG_CHUNK:
+            return True
+        return original(string) if original is not None else None
+
+    tok.token_match = token_match
     return tok
 
 
@@ -222,6 +236,12 @@ def make_abbreviations(nlp: Language, name: str):
     # serializable: abbreviations are stored as plain dicts, so docs cross process boundaries
     # (nlp.pipe(n_process=...)); the findings component reads them back as spans
     detector = AbbreviationDetector(nlp, name, make_serializable=True)
+    # scispacy matches "(" + any tokens + ")", which is quadratic in the number of brackets; it
+    # keeps only candidates of at most 8 tokens inside the brackets, so bound the match to that
+    from spacy.matcher import Matcher
+
+    detector.matcher = Matcher(nlp.vocab)
+    detector.matcher.add("parenthesis", [[{"ORTH": "("}, {"OP": "{1,8}"}, {"ORTH": ")"}]])
 
     def detect(doc: Doc) -> Doc:
         with warnings.catch_warnings():
@@ -247,13 +267,15 @@ def findings_component(doc: Doc) -> Doc:
     abbreviations = doc._.abbreviations if Doc.has_extension("abbreviations") else []
     if abbreviations:
         taken = {i for e in doc.ents for i in range(e.start, e.end)}
+        lexicon_ents = sorted(ents, key=lambda e: e.start)
+        ent_starts = [e.start for e in lexicon_ents]
         for ab in abbreviations:
             short, long_form = _abbreviation_spans(doc, ab)
             if long_form is None:
                 continue
-            codes = {
-                e.label_ for e in ents if e.start >= long_form.start and e.end <= long_form.end
-            }
+            first = bisect.bisect_left(ent_starts, long_form.start)
+            last = bisect.bisect_left(ent_starts, long_form.end)
+            codes = {e.label_ for e in lexicon_ents[first:last] if e.end <= long_form.end}
             if len(codes) != 1 or any(i in taken for i in range(short.start, short.end)):
                 continue
             ents.append(

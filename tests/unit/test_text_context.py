@@ -169,3 +169,37 @@ def test_custom_windows_config():
         parse_report("Pneumothorax on the left is not seen.", nlp=nlp).findings[0].status.value
         == "present"
     )
+
+
+def test_candidate_lookup_equals_brute_force(monkeypatch):
+    """The logarithmic cue lookup must decide exactly as scanning every cue of the chunk."""
+    texts = [
+        "No focal consolidation, suspicious pulmonary opacity, large pleural effusion, or pneumothorax.",
+        "Possible a b c d e f g h pneumonia, no effusion, heart is not enlarged versus edema?",
+        "History of pneumonia, previously seen nodule is no longer seen, pneumothorax cannot be excluded.",
+        "Cardiomegaly with mild bibasilar infiltrates versus atelectasis; no change in the effusion.",
+        "There is no pleural line to suggest pneumothorax or blunting to suggest large pleural effusion.",
+    ]
+    fast = [[(f.status, f.historical, f.cue) for f in parse_report(t).findings] for t in texts]
+    monkeypatch.setattr(C.RadiologyContext, "_candidates", lambda self, ent, local, index: local)
+    slow = [[(f.status, f.historical, f.cue) for f in parse_report(t).findings] for t in texts]
+    assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ")" * 20000,
+        "(" * 5000 + "pneumothorax" + ")" * 5000,
+        "no pneumothorax " * 6000,
+        "No pneumothorax (PTX). PTX. " * 3000,
+    ],
+    ids=["closing-brackets", "nested-brackets", "one-long-sentence", "many-abbreviations"],
+)
+def test_pathological_text_stays_fast(text):
+    import time
+
+    parse_report("warm up")
+    t0 = time.perf_counter()
+    parse_report(text)
+    assert time.perf_counter() - t0 < 8
