@@ -40,3 +40,14 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
+
+# Demo model (synthetic data only): train on CPU (~15 min, seeded), then ship it as
+# medfuse/assets/models/chest_ct_demo (weights + tokenizer + card with calibration and metrics).
+DEMO_MODEL := medfuse/assets/models/chest_ct_demo
+.PHONY: train-demo
+train-demo: $(STAMP)
+	$(VENV)/bin/medfuse train configs/train/chest_ct_demo.yaml --no-resume
+	rm -rf $(DEMO_MODEL) && mkdir -p $(DEMO_MODEL)
+	cp out/train/chest_ct_demo/model/card.json out/train/chest_ct_demo/model/weights.safetensors \
+	   out/train/chest_ct_demo/model/tokenizer.json $(DEMO_MODEL)/
+	$(PY) benchmarks/fusion_targets.py --fusion $(DEMO_MODEL) --record-card

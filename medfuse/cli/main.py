@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "medfuse.cli.io",
     "medfuse.cli.cohort",
     "medfuse.cli.text",
+    "medfuse.cli.train",
 )
 
 app = typer.Typer(

@@ -1,0 +1,288 @@
+"""Evaluate a model on a (freshly generated) synthetic test cohort; ablation and fusion targets.
+
+    res = evaluate_model(load_model("chest_ct_demo"), test_cohort(500), out_dir="out/eval")
+
+writes ``metrics.json``, ``roc.png``, ``calibration.png`` and ``metrics.html`` into ``out_dir``.
+:func:`fusion_targets` compares a fusion model with single-modality models on the same cases
+(paired bootstrap of the AUROC difference on the labels that need both modalities, ECE after
+calibration, c-index, and report-missing robustness on the image-only labels).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ABLATION_VARIANTS",
+    "TEST_SEED",
+    "evaluate_model",
+    "fusion_targets",
+    "run_ablation",
+    "test_cohort",
+]
+
+log = logging.getLogger(__name__)
+
+#: Seed of the held-back test cohort (never used for training configs).
+TEST_SEED = 20_240_917
+
+#: Ablation variants: name -> create_model overrides applied on top of the training config.
+ABLATION_VARIANTS: dict[str, dict[str, Any]] = {
+    "image_only": {"text_encoder": None, "fusion": {"name": "concat", "kwargs": {}}},
+    "text_only": {"image_encoder": None, "fusion": {"name": "concat", "kwargs": {}}},
+    "concat": {"fusion": {"name": "concat", "kwargs": {}}},
+    "gated": {"fusion": {"name": "gated", "kwargs": {}}},
+    "cross_attention": {},
+    "late": {"fusion": {"name": "late", "kwargs": {}}},
+}
+
+
+def test_cohort(n: int = 500, seed: int = TEST_SEED, **params: Any):
+    """A held-back cohort with clean labels and both modalities present (``params`` override
+    :class:`~medfuse.train.cohort.FusionCohortConfig` fields)."""
+    from .cohort import make_fusion_cohort
+
+    kw = {"label_noise": 0.0, "report_missing": 0.0, "image_missing": 0.0, **params}
+    return make_fusion_cohort(n=n, seed=seed, **kw)
+
+
+def _html(metrics: dict[str, Any], title: str) -> str:
+    def cell(m: dict[str, Any]) -> str:
+        v, ci = m["value"], m["ci"]
+        if v is None:
+            return "–"
+        return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci[0] is not None else f"{v:.3f}"
+
+    cols = ("auroc", "auprc", "f1", "sensitivity", "specificity", "ece", "brier")
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td>"
+        + "".join(f"<td>{cell(m[c])}</td>" for c in cols)
+        + "</tr>"
+        for name, m in metrics["labels"].items()
+    )
+    cidx = metrics.get("c_index")
+    extra = f"<p>Risk c-index: {cell(cidx)}</p>" if cidx else ""
+    return (
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<h1>{html.escape(title)}</h1><p>n = {metrics['n']}; 95 % bootstrap CIs.</p>"
+        "<table border=1 cellpadding=3><tr><th>label</th>"
+        + "".join(f"<th>{c}</th>" for c in cols)
+        + f"</tr>{rows}</table>{extra}"
+        "<img src='roc.png'><img src='calibration.png'>"
+        "<p>Synthetic data; no clinical validity.</p>"
+    )
+
+
+def evaluate_model(
+    model: Any,
+    cohort: Any,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    drop_report: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``model`` on ``cohort`` (clean labels) at the model's thresholds; with
+    ``out_dir`` also the JSON, PNG and HTML files."""
+    from .metrics import evaluate_predictions, plot_calibration, plot_roc
+    from .trainer import predict_cohort
+
+    pred = predict_cohort(model, cohort, drop_report=drop_report, progress=progress)
+    y = cohort.label_matrix(clean=True)
+    names = model.labels
+    th = model.diagnosis_head.threshold.tolist()
+    res = evaluate_predictions(
+        pred["probs"],
+        y,
+        names,
+        thresholds=th,
+        time=cohort.times,
+        event=cohort.events,
+        risk=pred["risk"] if np.all(np.isfinite(pred["risk"])) else None,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    res["model"] = getattr(model, "name", "model")
+    res["cohort"] = cohort.config.to_dict()
+    if out_dir is not None:
+        from .._atomic import atomic_write_text
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "metrics.json", json.dumps(res, indent=2) + "\n")
+        plot_roc(pred["probs"], y, names, out / "roc.png")
+        plot_calibration(pred["probs"], y, names, out / "calibration.png")
+        atomic_write_text(out / "metrics.html", _html(res, f"medfuse evaluation: {res['model']}"))
+    res["_pred"] = pred
+    return res
+
+
+def _macro_auroc(y: np.ndarray, p: np.ndarray) -> float:
+    from .metrics import auroc
+
+    vals = [auroc(y[:, j], p[:, j]) for j in range(y.shape[1])]
+    return float(np.nanmean(vals))
+
+
+def fusion_targets(
+    fusion: Any,
+    image_only: Any,
+    text_only: Any,
+    cohort: Any,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The issue's targets on one test cohort (see the module docstring)."""
+    from .cohort import LABEL_SOURCES
+    from .metrics import auroc, bootstrap_ci, bootstrap_difference, c_index, ece
+    from .trainer import predict_cohort
+
+    labels = fusion.labels
+    y = cohort.label_matrix(clean=True)
+    pf = predict_cohort(fusion, cohort)
+    pi = predict_cohort(image_only, cohort)
+    pt = predict_cohort(text_only, cohort)
+    pf_norep = predict_cohort(fusion, cohort, drop_report=True)
+    groups = {
+        src: [j for j, name in enumerate(labels) if LABEL_SOURCES.get(name) == src]
+        for src in ("image", "report", "both")
+    }
+    out: dict[str, Any] = {"n": len(cohort), "labels": {}, "groups": groups}
+    for j, name in enumerate(labels):
+        out["labels"][name] = {
+            "source": LABEL_SOURCES.get(name),
+            **{
+                key: bootstrap_ci(auroc, y[:, j], p["probs"][:, j], n_boot=n_boot, seed=seed)
+                for key, p in (
+                    ("fusion", pf),
+                    ("image_only", pi),
+                    ("text_only", pt),
+                    ("fusion_no_report", pf_norep),
+                )
+            },
+            "fusion_ece": round(ece(y[:, j], pf["probs"][:, j]), 4),
+        }
+    both = groups["both"]
+    if both:
+        yb = y[:, both]
+        single = {
+            "image_only": _macro_auroc(yb, pi["probs"][:, both]),
+            "text_only": _macro_auroc(yb, pt["probs"][:, both]),
+        }
+        best = max(single, key=single.get)
+        best_p = (pi if best == "image_only" else pt)["probs"][:, both]
+        out["both_labels"] = {
+            "labels": [labels[j] for j in both],
+            "fusion_macro_auroc": round(_macro_auroc(yb, pf["probs"][:, both]), 4),
+            "single_macro_auroc": {k: round(v, 4) for k, v in single.items()},
+            "best_single": best,
+            "difference": bootstrap_difference(
+                _macro_auroc, [yb, pf["probs"][:, both]], [yb, best_p], n_boot=n_boot, seed=seed
+            ),
+        }
+    out["ece_after_calibration"] = {
+        "per_label_mean": round(
+            float(np.mean([ece(y[:, j], pf["probs"][:, j]) for j in range(len(labels))])), 4
+        ),
+        "pooled": round(ece(y.reshape(-1), pf["probs"].reshape(-1)), 4),
+    }
+    if np.all(np.isfinite(pf["risk"])):
+        out["c_index"] = bootstrap_ci(
+            c_index, cohort.times, cohort.events, pf["risk"], n_boot=n_boot, seed=seed
+        )
+        out["c_index_oracle"] = round(c_index(cohort.times, cohort.events, cohort.eta), 4)
+    img = groups["image"]
+    if img:
+        yi = y[:, img]
+        out["report_missing"] = {
+            "labels": [labels[j] for j in img],
+            "fusion_no_report_macro_auroc": round(_macro_auroc(yi, pf_norep["probs"][:, img]), 4),
+            "image_only_macro_auroc": round(_macro_auroc(yi, pi["probs"][:, img]), 4),
+            "difference": bootstrap_difference(
+                _macro_auroc,
+                [yi, pf_norep["probs"][:, img]],
+                [yi, pi["probs"][:, img]],
+                n_boot=n_boot,
+                seed=seed,
+            ),
+        }
+    return out
+
+
+def run_ablation(
+    config: Any,
+    cohort: Any,
+    *,
+    variants: Sequence[str] = tuple(ABLATION_VARIANTS),
+    out_dir: str | os.PathLike = "out/ablation",
+    n_boot: int = 1000,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train every variant with the same config, seed and splits (only the model differs) and
+    evaluate each on ``cohort``; returns ``{variant: metrics}`` (macro and per-label AUROC)."""
+    from ..models.model import load_model
+    from .cohort import LABEL_SOURCES
+    from .trainer import train
+
+    results: dict[str, Any] = {}
+    for name in variants:
+        if name not in ABLATION_VARIANTS:
+            from ..errors import ConfigError
+
+            raise ConfigError(
+                f"unknown ablation variant {name!r}; known: {list(ABLATION_VARIANTS)}"
+            )
+        cfg = config.model_copy(deep=True)
+        cfg.out_dir = str(Path(out_dir) / name)
+        cfg.model.overrides = {**cfg.model.overrides, **ABLATION_VARIANTS[name]}
+        if ABLATION_VARIANTS[name].get("text_encoder", 1) is None:
+            cfg.model.overrides.pop("text_encoder_kwargs", None)
+            cfg.modality_dropout.report = 0.0
+        if ABLATION_VARIANTS[name].get("image_encoder", 1) is None:
+            cfg.model.overrides.pop("image_encoder_kwargs", None)
+            cfg.modality_dropout.image = 0.0
+        if cfg.model.overrides.get("fusion", {}).get("name") in ("concat", "gated", "late"):
+            cfg.model.overrides.pop("fusion_kwargs", None)
+        cfg.model.name = f"ablation_{name}"
+        summary = train(cfg, progress=progress)
+        model = load_model(summary["model_dir"])
+        res = evaluate_model(model, cohort, Path(out_dir) / name / "eval", n_boot=n_boot)
+        res.pop("_pred", None)
+        res["seconds_train"] = summary["seconds_train"]
+        results[name] = res
+    table = {
+        name: {
+            "macro_auroc": r["macro_auroc"],
+            "by_source": {
+                src: round(
+                    float(
+                        np.nanmean(
+                            [
+                                m["auroc"]["value"]
+                                for lab, m in r["labels"].items()
+                                if LABEL_SOURCES.get(lab) == src and m["auroc"]["value"] is not None
+                            ]
+                            or [np.nan]
+                        )
+                    ),
+                    4,
+                )
+                for src in ("image", "report", "both")
+            },
+            "c_index": (r.get("c_index") or {}).get("value"),
+            "macro_ece": r["macro_ece"],
+            "seconds_train": r["seconds_train"],
+        }
+        for name, r in results.items()
+    }
+    return {"variants": results, "table": table}

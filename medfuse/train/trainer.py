@@ -1,0 +1,720 @@
+"""Training loop for :class:`~medfuse.models.model.MedfuseModel` on the synthetic fusion cohort.
+
+``medfuse train CONFIG.yaml`` (or :func:`train`) does, from a YAML file read with
+``yaml.safe_load`` into :class:`TrainConfig` (pydantic, unknown keys refused, nothing executed):
+
+* draws / reuses the seeded cohort (:mod:`medfuse.train.cohort`), splits train / validation,
+  builds the report tokenizer on the training reports and the model from a preset + overrides;
+* trains with AdamW, linear warm-up then cosine decay, gradient accumulation, gradient clipping,
+  per-sample *modality dropout* (image / report hidden from the model, the learned
+  missing-modality tokens take their place), bf16 autocast on CUDA only, early stopping on the
+  validation loss; fully seeded (epoch order, dropout masks);
+* checkpoints every epoch (``checkpoints/last``: model + optimizer as safetensors, state JSON)
+  and resumes from there; keeps the best weights;
+* fits per-label temperatures and decision thresholds on the validation split and saves the
+  model (safetensors + card with calibration, training data and validation metrics).
+
+Distributed data parallel: run under ``torchrun --nproc_per_node N -m medfuse.train.trainer
+CONFIG.yaml`` (gloo on CPU, NCCL on GPU); each process takes a disjoint shard of every epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import ConfigError
+
+__all__ = [
+    "TrainConfig",
+    "load_train_config",
+    "predict_cohort",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(_Strict):
+    preset: str = "chest_ct_fusion_tiny"
+    name: str | None = None
+    description: str | None = None
+    #: create_model overrides (image_encoder, text_encoder, fusion, *_kwargs, dim, risk, ...)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    #: merged into the preset's preprocessing
+    preprocessing: dict[str, Any] = Field(default_factory=dict)
+    tokenizer_min_freq: int = 2
+
+
+class DataSection(_Strict):
+    #: FusionCohortConfig parameters (n, seed, shape, label_noise, report_missing, ...)
+    cohort: dict[str, Any] = Field(default_factory=dict)
+    #: folder for cohort.json and cached inputs (None: memory only)
+    cache_dir: str | None = None
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+
+
+class OptimSection(_Strict):
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_epochs: float = Field(0.5, ge=0)
+    min_lr_ratio: float = Field(0.02, ge=0, le=1)
+    grad_clip: float | None = 1.0
+    risk_weight: float = Field(0.5, ge=0)
+
+
+class DropoutSection(_Strict):
+    image: float = Field(0.1, ge=0, le=1)
+    report: float = Field(0.25, ge=0, le=1)
+
+
+class EarlyStopSection(_Strict):
+    patience: int = Field(4, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class CalibrationSection(_Strict):
+    thresholds: str = Field("youden", pattern="^(youden|sensitivity)$")
+    target_sensitivity: float = Field(0.9, gt=0, le=1)
+
+
+class TrainConfig(_Strict):
+    """Schema of a training YAML file (see ``configs/train_demo.yaml``)."""
+
+    seed: int = 0
+    out_dir: str = "runs/train"
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    modality_dropout: DropoutSection = Field(default_factory=DropoutSection)
+    early_stopping: EarlyStopSection = Field(default_factory=EarlyStopSection)
+    calibration: CalibrationSection = Field(default_factory=CalibrationSection)
+    #: bf16 autocast (CUDA only; ignored on CPU)
+    amp: bool = True
+    device: str = "auto"
+    #: torch CPU threads per process (0: leave torch's default)
+    num_threads: int = 0
+    resume: bool = True
+    eval_batch_size: int = 32
+
+
+def load_train_config(
+    path: str | os.PathLike, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Read a training YAML file (safe loader) into a validated :class:`TrainConfig`."""
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read training config: {exc}", path=p) from None
+    if not isinstance(data, dict):
+        raise ConfigError("a training config is a YAML mapping", path=p)
+    data.update(overrides or {})
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"bad training config at {where}: {first['msg']}", path=p) from None
+
+
+# -- batches ---------------------------------------------------------------------------------------
+def _index_text(batch: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of a pre-tokenized text batch (TokenBatch or FindingsBatch)."""
+    import torch
+
+    from ..models.encoders.text import FindingsBatch, TokenBatch
+
+    t = torch.as_tensor(idx, dtype=torch.long)
+    if isinstance(batch, TokenBatch):
+        mask = batch.mask.index_select(0, t)
+        w = max(1, int(mask.sum(1).max()))
+        return TokenBatch(
+            batch.input_ids.index_select(0, t)[:, :w].contiguous(),
+            mask[:, :w].contiguous(),
+            [batch.spans[i][:w] for i in idx],
+            batch.present.index_select(0, t),
+            [batch.tokens[i] for i in idx],
+        )
+    if isinstance(batch, FindingsBatch):
+        return FindingsBatch(
+            batch.features.index_select(0, t),
+            [batch.spans[i] for i in idx],
+            batch.present.index_select(0, t),
+        )
+    raise ConfigError(f"cannot batch text inputs of type {type(batch).__name__}")
+
+
+class _Data:
+    """Cached model inputs of a cohort: image array, tokenized reports, targets."""
+
+    def __init__(self, model: Any, cohort: Any, *, progress: Callable | None = None):
+        self.cohort = cohort
+        self.n = len(cohort)
+        self.images = (
+            cohort.inputs(model.preprocessing, progress=progress)
+            if model.image_encoder is not None
+            else None
+        )
+        self.text = model.tokenize(cohort.reports()) if model.text_encoder is not None else None
+        self.labels = cohort.label_matrix()
+        self.labels_clean = cohort.label_matrix(clean=True)
+        self.time = cohort.times
+        self.event = cohort.events
+        self.image_present = cohort.image_present()
+        self.report_present = cohort.report_present()
+
+    def batch(
+        self,
+        idx: np.ndarray,
+        device: Any,
+        *,
+        drop_image: np.ndarray | None = None,
+        drop_report: np.ndarray | None = None,
+    ) -> dict[str, Any]:
+        import torch
+
+        out: dict[str, Any] = {}
+        if self.images is not None:
+            img_present = self.image_present[idx].copy()
+            if drop_image is not None:
+                img_present &= ~drop_image
+            out["image"] = torch.from_numpy(self.images[idx].astype(np.float32)).to(device)
+            out["image_present"] = torch.from_numpy(img_present).to(device)
+        if self.text is not None:
+            rep_present = self.report_present[idx].copy()
+            if drop_report is not None:
+                rep_present &= ~drop_report
+            out["text"] = _index_text(self.text, idx).to(device)
+            out["text_present"] = torch.from_numpy(rep_present).to(device)
+        return out
+
+
+def _risk_loss(model: Any, out: Any, time_t: Any, event_t: Any, edges: Any) -> Any:
+    from ..models.heads import DiscreteTimeHead
+
+    head = model.heads["risk"]
+    if isinstance(head, DiscreteTimeHead):
+        import torch
+
+        bins = torch.bucketize(time_t, edges, right=True).clamp_max(head.bins - 1)
+        return head.loss(out.outputs["risk"], bins, event_t)
+    return head.loss(out.outputs["risk"], time_t, event_t)
+
+
+# -- prediction ------------------------------------------------------------------------------------
+def predict_cohort(
+    model: Any,
+    cohort: Any,
+    *,
+    data: _Data | None = None,
+    indices: np.ndarray | None = None,
+    drop_report: bool = False,
+    drop_image: bool = False,
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Raw logits, calibrated probabilities and risk scores of ``model`` on cohort cases
+    (optionally with every report or image hidden)."""
+    import torch
+
+    data = data or _Data(model, cohort)
+    idx_all = np.arange(data.n) if indices is None else np.asarray(indices)
+    device = next(model.parameters()).device
+    model.eval()
+    logits, risks = [], []
+    with torch.no_grad():
+        for s in range(0, len(idx_all), batch_size):
+            idx = idx_all[s : s + batch_size]
+            ones = np.ones(len(idx), dtype=bool)
+            batch = data.batch(
+                idx,
+                device,
+                drop_image=ones if drop_image else None,
+                drop_report=ones if drop_report else None,
+            )
+            if drop_image and model.text_encoder is not None:
+                batch.pop("image", None)
+                batch.pop("image_present", None)
+            if drop_report and model.image_encoder is not None:
+                batch.pop("text", None)
+                batch.pop("text_present", None)
+            out = model(**batch)
+            logits.append(out.logits.float().cpu())
+            r = model.risk_score(out)
+            if r is not None:
+                risks.append(r.float().cpu())
+            if progress is not None:
+                progress(min(s + batch_size, len(idx_all)), len(idx_all))
+    lg = torch.cat(logits)
+    probs = model.diagnosis_head.probabilities(lg)
+    return {
+        "logits": lg.numpy(),
+        "probs": probs.numpy(),
+        "risk": torch.cat(risks).numpy() if risks else np.full(len(idx_all), np.nan),
+    }
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+def _save_checkpoint(folder: Path, model: Any, opt: Any, state: dict[str, Any]) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from .._atomic import atomic_path, atomic_write_text
+    from ..models.weights import save_weights
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(model, folder / "model.safetensors")
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            t = v if torch.is_tensor(v) else torch.tensor(v)
+            tensors[f"{pid}.{k}"] = t.detach().cpu().contiguous()
+    with atomic_path(folder / "optimizer.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    groups = [{k: v for k, v in g.items()} for g in sd["param_groups"]]
+    atomic_write_text(
+        folder / "state.json", json.dumps({**state, "param_groups": groups}, indent=1)
+    )
+
+
+def _load_checkpoint(folder: Path, model: Any, opt: Any) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    from ..models.weights import load_weights
+
+    state = json.loads((folder / "state.json").read_text())
+    load_weights(model, folder / "model.safetensors")
+    flat = load_file(str(folder / "optimizer.safetensors"))
+    opt_state: dict[int, dict[str, Any]] = {}
+    for key, t in flat.items():
+        pid, name = key.split(".", 1)
+        opt_state.setdefault(int(pid), {})[name] = t
+    opt.load_state_dict({"state": opt_state, "param_groups": state.pop("param_groups")})
+    return state
+
+
+# -- distributed -----------------------------------------------------------------------------------
+def _dist_info() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _setup_device(cfg: TrainConfig):
+    import torch
+
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    rank, world = _dist_info()
+    want = cfg.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device(want)
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, rank, world
+
+
+# -- training --------------------------------------------------------------------------------------
+def build_model_for(cfg: TrainConfig, cohort: Any, train_idx: np.ndarray) -> Any:
+    """The (untrained) model of the config, with a tokenizer built on the training reports."""
+    from ..models.model import create_model, preset_spec
+    from .cohort import FUSION_LABELS
+
+    spec = preset_spec(cfg.model.preset)
+    overrides = dict(cfg.model.overrides)
+    text = overrides.get("text_encoder", spec.get("text_encoder"))
+    text_name = text if isinstance(text, str) else (text or {}).get("name")
+    if text_name in ("transformer", "bilstm") and "tokenizer" not in overrides:
+        from ..models.encoders.text import ReportTokenizer
+
+        keep = set(train_idx.tolist())
+        reps = [r for i, r in enumerate(cohort.reports()) if i in keep and r]
+        overrides["tokenizer"] = ReportTokenizer.from_reports(
+            reps, min_freq=cfg.model.tokenizer_min_freq, hash_buckets=256
+        )
+    overrides.setdefault("labels", list(FUSION_LABELS))
+    if cfg.model.preprocessing:
+        overrides["preprocessing"] = dict(cfg.model.preprocessing)
+    if cfg.model.description:
+        overrides["description"] = cfg.model.description
+    model = create_model(cfg.model.preset, **overrides)
+    if cfg.model.name:
+        model.name = cfg.model.name
+    return model
+
+
+def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng([seed, 0x5B1]).permutation(n)
+    n_val = max(1, round(n * val_fraction))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train, calibrate and save (see the module docstring). Returns a summary dict with the
+    output folder, epochs run, best validation loss, timings and validation metrics."""
+    import torch
+    from torch.nn import functional as F
+
+    from .cohort import FusionCohortConfig, make_fusion_cohort
+
+    t_start = time.perf_counter()
+    device, rank, world = _setup_device(cfg)
+    torch.manual_seed(cfg.seed)
+    out_dir = Path(cfg.out_dir)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    cohort_cfg = FusionCohortConfig.from_dict(cfg.data.cohort)
+    cohort = make_fusion_cohort(cohort_cfg, cfg.data.cache_dir if rank == 0 else None)
+    if world > 1 and cfg.data.cache_dir:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if rank != 0:
+            cohort = make_fusion_cohort(cohort_cfg, cfg.data.cache_dir)
+    train_idx, val_idx = _split(len(cohort), cfg.data.val_fraction, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = build_model_for(cfg, cohort, train_idx).to(device)
+
+    def cb(done: int, total: int) -> None:
+        if progress is not None and rank == 0:
+            progress("inputs", done, total)
+
+    if world > 1 and cfg.data.cache_dir and rank != 0:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0 writes the input cache first
+    data = _Data(model, cohort, progress=cb)
+    if world > 1 and cfg.data.cache_dir and rank == 0:
+        import torch.distributed as dist
+
+        dist.barrier()
+    t_data = time.perf_counter() - t_start
+
+    net: Any = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+    )
+    o = cfg.optim
+    per_rank = len(train_idx) // world
+    micro_per_epoch = max(1, math.ceil(per_rank / o.batch_size))
+    steps_per_epoch = max(1, math.ceil(micro_per_epoch / o.grad_accum))
+    total_steps = steps_per_epoch * o.epochs
+    warmup = round(o.warmup_epochs * steps_per_epoch)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return o.lr * (step + 1) / max(1, warmup)
+        frac = (step - warmup) / max(1, total_steps - warmup)
+        return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    edges = None
+    if "risk" in model.heads and getattr(model.heads["risk"], "bins", None):
+        k = model.heads["risk"].bins
+        qs = np.quantile(data.time[train_idx], np.linspace(0, 1, k + 1)[1:-1])
+        edges = torch.as_tensor(qs, dtype=torch.float32, device=device)
+
+    ckpt = out_dir / "checkpoints"
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "step": 0,
+        "best_val_loss": None,
+        "best_epoch": None,
+        "bad_epochs": 0,
+        "history": [],
+    }
+    if cfg.resume and (ckpt / "last" / "state.json").is_file():
+        state = _load_checkpoint(ckpt / "last", model, opt)
+        log.info("resumed from epoch %d", state["epoch"])
+
+    use_amp = cfg.amp and device.type == "cuda"
+    has_risk = "risk" in model.heads and o.risk_weight > 0
+    md = cfg.modality_dropout
+
+    def loss_of(out: Any, idx: np.ndarray) -> Any:
+        y = torch.from_numpy(data.labels[idx]).to(device)
+        loss = model.diagnosis_head.loss(out.logits.float(), y)
+        if has_risk:
+            tt = torch.from_numpy(data.time[idx]).to(device)
+            ee = torch.from_numpy(data.event[idx]).to(device)
+            loss = loss + o.risk_weight * _risk_loss(model, out, tt, ee, edges)
+        return loss
+
+    def validate() -> float:
+        pred = predict_cohort(
+            model, cohort, data=data, indices=val_idx, batch_size=cfg.eval_batch_size
+        )
+        lg = torch.from_numpy(pred["logits"])
+        y = torch.from_numpy(data.labels[val_idx])
+        loss = float(F.binary_cross_entropy_with_logits(lg, y))
+        if has_risk and not isinstance(model.heads["risk"], _discrete_cls()):
+            from ..models.heads import cox_partial_likelihood
+
+            loss += o.risk_weight * float(
+                cox_partial_likelihood(
+                    torch.from_numpy(pred["risk"]),
+                    torch.from_numpy(data.time[val_idx]),
+                    torch.from_numpy(data.event[val_idx]),
+                )
+            )
+        return loss
+
+    epoch = int(state["epoch"])
+    step = int(state["step"])
+    while epoch < o.epochs and state["bad_epochs"] < cfg.early_stopping.patience:
+        t_ep = time.perf_counter()
+        net.train()
+        rng = np.random.default_rng([cfg.seed, epoch, 0xE90C])
+        perm = rng.permutation(train_idx)[: per_rank * world]
+        mine = perm[rank::world]
+        drop_rng = np.random.default_rng([cfg.seed, epoch, rank, 0xD0])
+        torch.manual_seed(cfg.seed * 1009 + epoch * 31 + rank)
+        running = 0.0
+        opt.zero_grad(set_to_none=True)
+        for micro in range(micro_per_epoch):
+            idx = mine[micro * o.batch_size : (micro + 1) * o.batch_size]
+            if len(idx) == 0:
+                continue
+            drop_img = drop_rng.random(len(idx)) < md.image
+            drop_rep = (drop_rng.random(len(idx)) < md.report) & ~drop_img
+            batch = data.batch(idx, device, drop_image=drop_img, drop_report=drop_rep)
+            last_micro = (micro + 1) % o.grad_accum == 0 or micro == micro_per_epoch - 1
+            sync = net.no_sync() if (world > 1 and not last_micro) else _nullcontext()
+            with sync:
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                    out = net(**batch)
+                loss = loss_of(out, idx) / o.grad_accum
+                loss.backward()
+            running += float(loss.detach()) * o.grad_accum
+            if last_micro:
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step)
+                if o.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+            if progress is not None and rank == 0:
+                progress(f"epoch {epoch + 1}/{o.epochs}", micro + 1, micro_per_epoch)
+        val_loss = validate()
+        epoch += 1
+        improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"] - (
+            cfg.early_stopping.min_delta
+        )
+        if improved:
+            state.update(best_val_loss=val_loss, best_epoch=epoch, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        state["history"].append(
+            {
+                "epoch": epoch,
+                "train_loss": round(running / micro_per_epoch, 5),
+                "val_loss": round(val_loss, 5),
+                "lr": round(lr_at(max(0, step - 1)), 7),
+                "seconds": round(time.perf_counter() - t_ep, 2),
+            }
+        )
+        state.update(epoch=epoch, step=step)
+        log.info("epoch %d: %s", epoch, state["history"][-1])
+        if rank == 0:
+            if improved:
+                from ..models.weights import save_weights
+
+                ckpt.mkdir(parents=True, exist_ok=True)
+                save_weights(model, ckpt / "best.safetensors")
+            _save_checkpoint(ckpt / "last", model, opt, state)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    t_train = time.perf_counter() - t_start - t_data
+    summary: dict[str, Any] = {
+        "out_dir": str(out_dir),
+        "epochs": epoch,
+        "best_epoch": state["best_epoch"],
+        "best_val_loss": state["best_val_loss"],
+        "history": state["history"],
+        "seconds_data": round(t_data, 1),
+        "seconds_train": round(t_train, 1),
+        "world_size": world,
+        "device": str(device),
+    }
+    if rank == 0:
+        from ..models.weights import load_weights
+
+        if (ckpt / "best.safetensors").is_file():
+            load_weights(model, ckpt / "best.safetensors")
+        summary.update(_calibrate_and_save(cfg, model, cohort, data, train_idx, val_idx, summary))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def _discrete_cls():
+    from ..models.heads import DiscreteTimeHead
+
+    return DiscreteTimeHead
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def calibrate(
+    model: Any,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    *,
+    method: str = "youden",
+    target_sensitivity: float = 0.9,
+) -> tuple[list[float], list[float]]:
+    """Fit per-label temperatures (NLL) and thresholds (on the calibrated probabilities) and
+    set them on the model's diagnosis head; returns ``(temperatures, thresholds)``."""
+    from .metrics import fit_temperature, fit_thresholds
+
+    temps = [fit_temperature(logits[:, j], labels[:, j]) for j in range(logits.shape[1])]
+    probs = 1.0 / (1.0 + np.exp(-logits / np.asarray(temps)))
+    ths = fit_thresholds(probs, labels, method=method, target_sensitivity=target_sensitivity)
+    model.diagnosis_head.set_calibration(temps, ths)
+    return temps, ths
+
+
+def _calibrate_and_save(
+    cfg: TrainConfig,
+    model: Any,
+    cohort: Any,
+    data: _Data,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    summary: dict[str, Any],
+) -> dict[str, Any]:
+    from ..models.model import save_model
+    from .cohort import LABEL_SOURCES
+    from .metrics import evaluate_predictions
+
+    pred = predict_cohort(model, cohort, data=data, indices=val_idx)
+    y = data.labels[val_idx]
+    temps, ths = calibrate(
+        model,
+        pred["logits"],
+        y,
+        method=cfg.calibration.thresholds,
+        target_sensitivity=cfg.calibration.target_sensitivity,
+    )
+    probs = 1.0 / (1.0 + np.exp(-pred["logits"] / np.asarray(temps)))
+    metrics = evaluate_predictions(
+        probs,
+        y,
+        model.labels,
+        thresholds=ths,
+        time=data.time[val_idx],
+        event=data.event[val_idx],
+        risk=pred["risk"],
+        n_boot=200,
+        seed=cfg.seed,
+    )
+    training_data = {
+        "synthetic": True,
+        "generator": "medfuse.train.cohort (seeded chest CT phantoms + template reports)",
+        "cohort": cohort.config.to_dict(),
+        "n_train": len(train_idx),
+        "n_validation": len(val_idx),
+        "label_sources": {k: LABEL_SOURCES.get(k, "?") for k in model.labels},
+        "modality_dropout": cfg.modality_dropout.model_dump(),
+        "training": {
+            "seed": cfg.seed,
+            "optim": cfg.optim.model_dump(),
+            "epochs_run": summary["epochs"],
+            "best_epoch": summary["best_epoch"],
+            "seconds": summary["seconds_train"],
+            "device": summary["device"],
+            "world_size": summary["world_size"],
+        },
+    }
+    folder = save_model(
+        model,
+        None,
+        Path(cfg.out_dir) / "model",
+        training_data=training_data,
+        metrics={"validation": metrics},
+        limitations=(
+            "Trained only on synthetic phantoms and template reports; it has no clinical "
+            "validity and must not be applied to real patients."
+        ),
+        extra={"calibration": {"method": "temperature", "thresholds": cfg.calibration.thresholds}},
+    )
+    return {
+        "model_dir": str(folder),
+        "validation": metrics,
+        "temperatures": temps,
+        "thresholds": ths,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``torchrun -m medfuse.train.trainer CONFIG.yaml [key=value ...]``."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print("usage: python -m medfuse.train.trainer CONFIG.yaml [out_dir=...]", file=sys.stderr)
+        return 2
+    over: dict[str, Any] = {}
+    for a in args[1:]:
+        k, _, v = a.partition("=")
+        over[k] = v
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    summary = train(load_train_config(args[0], over))
+    if _dist_info()[0] == 0:
+        sys.stdout.write(json.dumps({k: v for k, v in summary.items() if k != "validation"}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
