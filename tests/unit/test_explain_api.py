@@ -64,9 +64,8 @@ def test_saliency_on_original_grid_has_source_affine(expl):
     inside = np.all((m >= 1) & (m < np.asarray(sal.model.shape) - 1), 1)
     assert inside.sum() > 10
     got = sal.original.array[tuple(ijk[inside].T)]
-    near = np.stack(
-        [sal.model[tuple((m[inside] + d).T)] for d in np.ndindex(3, 3, 3) for d in [np.array(d) - 1]]
-    )
+    offsets = [np.array(d) - 1 for d in np.ndindex(3, 3, 3)]
+    near = np.stack([sal.model[tuple((m[inside] + d).T)] for d in offsets])
     assert np.all((got >= near.min(0) - 1e-5) & (got <= near.max(0) + 1e-5))
 
 
