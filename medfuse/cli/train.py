@@ -75,6 +75,11 @@ def evaluate_cmd(
         help="Training YAML: train image-only, text-only, concat, gated, cross-attention and "
         "late variants on the same splits and evaluate them all (slow).",
     ),
+    variants: str = typer.Option(
+        "image_only,text_only,concat,gated,cross_attention,late",
+        "--variants",
+        help="Comma-separated ablation variants to train (with --ablation).",
+    ),
 ) -> None:
     """Evaluate a model on a freshly generated synthetic test cohort (metrics JSON, ROC and
     calibration PNGs, HTML); with --ablation, train and compare the fusion variants."""
@@ -97,8 +102,9 @@ def evaluate_cmd(
         if ablation is not None:
             from ..train.trainer import load_train_config
 
-            abl = run_ablation(load_train_config(ablation), cohort, out_dir=out / "ablation",
-                               n_boot=n_boot, progress=bars)  # fmt: skip
+            names = [v.strip() for v in variants.split(",") if v.strip()]
+            abl = run_ablation(load_train_config(ablation), cohort, variants=names,
+                               out_dir=out / "ablation", n_boot=n_boot, progress=bars)  # fmt: skip
             (out / "ablation.json").write_text(json.dumps(abl["table"], indent=2) + "\n")
     typer.echo(f"macro AUROC {res['macro_auroc']}  macro ECE {res['macro_ece']}")
     for name, mm in res["labels"].items():

@@ -87,6 +87,9 @@ class DropoutSection(_Strict):
 class EarlyStopSection(_Strict):
     patience: int = Field(4, ge=1)
     min_delta: float = Field(0.0, ge=0)
+    #: validation score to watch: "auroc" (macro AUROC, higher is better, plus the risk
+    #: c-index when there is a risk head), "bce" or "loss" (BCE + risk loss; lower is better)
+    monitor: str = Field("auroc", pattern="^(auroc|bce|loss)$")
 
 
 class CalibrationSection(_Strict):
@@ -456,7 +459,7 @@ def train(
     state: dict[str, Any] = {
         "epoch": 0,
         "step": 0,
-        "best_val_loss": None,
+        "best_score": None,
         "best_epoch": None,
         "bad_epochs": 0,
         "history": [],
@@ -478,24 +481,39 @@ def train(
             loss = loss + o.risk_weight * _risk_loss(model, out, tt, ee, edges)
         return loss
 
-    def validate() -> float:
+    def validate() -> tuple[float, dict[str, float]]:
+        """(score to minimise, validation numbers)."""
+        from .metrics import auroc, c_index
+
         pred = predict_cohort(
             model, cohort, data=data, indices=val_idx, batch_size=cfg.eval_batch_size
         )
         lg = torch.from_numpy(pred["logits"])
-        y = torch.from_numpy(data.labels[val_idx])
-        loss = float(F.binary_cross_entropy_with_logits(lg, y))
-        if has_risk and not isinstance(model.heads["risk"], _discrete_cls()):
-            from ..models.heads import cox_partial_likelihood
+        yv = data.labels[val_idx]
+        bce = float(F.binary_cross_entropy_with_logits(lg, torch.from_numpy(yv)))
+        loss = bce
+        cidx = float("nan")
+        if has_risk:
+            cidx = c_index(data.time[val_idx], data.event[val_idx], pred["risk"])
+            if not isinstance(model.heads["risk"], _discrete_cls()):
+                from ..models.heads import cox_partial_likelihood
 
-            loss += o.risk_weight * float(
-                cox_partial_likelihood(
-                    torch.from_numpy(pred["risk"]),
-                    torch.from_numpy(data.time[val_idx]),
-                    torch.from_numpy(data.event[val_idx]),
+                loss += o.risk_weight * float(
+                    cox_partial_likelihood(
+                        torch.from_numpy(pred["risk"]),
+                        torch.from_numpy(data.time[val_idx]),
+                        torch.from_numpy(data.event[val_idx]),
+                    )
                 )
-            )
-        return loss
+        aucs = [auroc(yv[:, j], pred["logits"][:, j]) for j in range(yv.shape[1])]
+        macro = float(np.nanmean(aucs)) if np.any(np.isfinite(aucs)) else 0.5
+        numbers = {"val_loss": loss, "val_bce": bce, "val_auroc": macro, "val_c_index": cidx}
+        mon = cfg.early_stopping.monitor
+        if mon == "auroc":
+            score = -(macro + (cidx if math.isfinite(cidx) else 0.0)) / (2 if has_risk else 1)
+        else:
+            score = bce if mon == "bce" else loss
+        return score, numbers
 
     epoch = int(state["epoch"])
     step = int(state["step"])
@@ -534,20 +552,21 @@ def train(
                 step += 1
             if progress is not None and rank == 0:
                 progress(f"epoch {epoch + 1}/{o.epochs}", micro + 1, micro_per_epoch)
-        val_loss = validate()
+        score, numbers = validate()
         epoch += 1
-        improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"] - (
+        improved = state["best_score"] is None or score < state["best_score"] - (
             cfg.early_stopping.min_delta
         )
         if improved:
-            state.update(best_val_loss=val_loss, best_epoch=epoch, bad_epochs=0)
+            state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
         else:
             state["bad_epochs"] += 1
         state["history"].append(
             {
                 "epoch": epoch,
                 "train_loss": round(running / micro_per_epoch, 5),
-                "val_loss": round(val_loss, 5),
+                "score": round(score, 5),
+                **{k: round(v, 5) for k, v in numbers.items() if math.isfinite(v)},
                 "lr": round(lr_at(max(0, step - 1)), 7),
                 "seconds": round(time.perf_counter() - t_ep, 2),
             }
@@ -571,7 +590,7 @@ def train(
         "out_dir": str(out_dir),
         "epochs": epoch,
         "best_epoch": state["best_epoch"],
-        "best_val_loss": state["best_val_loss"],
+        "best_score": state["best_score"],
         "history": state["history"],
         "seconds_data": round(t_data, 1),
         "seconds_train": round(t_train, 1),
