@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -147,13 +145,13 @@ def test_parse_report_csv_row_and_errors(reports_csv, tmp_path, capsys):
 )
 def test_label_reports_on_real_reports(tmp_path):
     out = tmp_path / "iu_labels.csv"
-    cmd = [
-        sys.executable, "-m", "medfuse.cli.main", "label-reports", str(IU_CSV),
+    args = [
+        "label-reports", str(IU_CSV),
         "-t", "indication", "-t", "comparison", "-t", "findings", "-t", "impression",
         "--id-column", "id", "--out", str(out),
     ]  # fmt: skip
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
     rows = read_csv(out)
     src = read_csv(IU_CSV)
     assert [r["id"] for r in rows] == [r["id"] for r in src]

@@ -159,12 +159,12 @@ def test_cue_recorded():
     assert parse_report("Pleural effusion.").findings[0].cue == ""
 
 
-def test_custom_windows_config():
-    from medfuse.text.pipeline import build_pipeline
+def test_custom_windows_config(monkeypatch):
+    from medfuse.text.pipeline import get_pipeline
 
-    nlp = build_pipeline()
+    nlp = get_pipeline()
     ctx = nlp.get_pipe("medfuse_context")
-    ctx.windows[("neg", "fol")] = 0
+    monkeypatch.setitem(ctx.windows, ("neg", "fol"), 0)
     assert (
         parse_report("Pneumothorax on the left is not seen.", nlp=nlp).findings[0].status.value
         == "present"
