@@ -32,8 +32,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q
 
+# Each script prints ratios measured in one run; add --record to append a row to docs/benchmarks.md.
 bench: $(STAMP)
 	$(PY) benchmarks/load.py
+	$(PY) benchmarks/report_labels.py
+	$(PY) benchmarks/model.py
+	$(PY) benchmarks/explain.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medfuse tests benchmarks

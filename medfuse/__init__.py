@@ -38,13 +38,13 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
-    from .errors import MedfuseError
-    from .explain import explain
-    from .io.reports import read_report
-    from .io.study import read_study, read_volume
-    from .models.model import create_model, load_model, save_model
-    from .text.pipeline import parse_report
-    from .types import Case, Finding, Report, Series, Study, Volume
+    from .errors import MedfuseError  # noqa: F401
+    from .explain import explain  # noqa: F401
+    from .io.reports import read_report  # noqa: F401
+    from .io.study import read_study, read_volume  # noqa: F401
+    from .models.model import create_model, load_model, save_model  # noqa: F401
+    from .text.pipeline import parse_report  # noqa: F401
+    from .types import Case, Finding, Report, Series, Study, Volume  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -586,7 +586,7 @@ def _mosaic_frames(path: Path, ds: Dataset) -> list[Frame]:
 
 def _close(a, b, tol: float) -> bool:
     """Element-wise |a - b| < tol, in plain Python (these are 2- and 6-vectors, once per file)."""
-    return all(abs(float(x) - float(y)) < tol for x, y in zip(a, b))
+    return all(abs(float(x) - float(y)) < tol for x, y in zip(a, b, strict=True))
 
 
 def _description(ds: Dataset) -> str:
