@@ -13,37 +13,26 @@ Everything is deterministic per seed: the same arguments give byte-identical fil
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
 # public name -> submodule that defines it (resolved lazily)
 _LAZY = {
-    "Geometry": "geometry",
-    "make_geometry": "geometry",
-    "Lesion": "phantom",
-    "ChestPhantom": "phantom",
-    "HeadPhantom": "phantom",
-    "chest_ct_phantom": "phantom",
-    "head_mr_phantom": "phantom",
-    "write_series": "dicom_write",
-    "TRANSFER_SYNTAXES": "dicom_write",
-    "make_study": "cohort",
-    "make_cohort": "cohort",
-    "make_samples": "cohort",
-    "write_ct_series": "cohort",
+    "Geometry": ".geometry",
+    "make_geometry": ".geometry",
+    "Lesion": ".phantom",
+    "ChestPhantom": ".phantom",
+    "HeadPhantom": ".phantom",
+    "chest_ct_phantom": ".phantom",
+    "head_mr_phantom": ".phantom",
+    "write_series": ".dicom_write",
+    "TRANSFER_SYNTAXES": ".dicom_write",
+    "make_study": ".cohort",
+    "make_cohort": ".cohort",
+    "make_samples": ".cohort",
+    "write_ct_series": ".cohort",
 }
 
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    sub = _LAZY.get(name)
-    if sub is None:
-        raise AttributeError(f"module 'medfuse.synth' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{sub}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

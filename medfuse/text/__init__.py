@@ -9,8 +9,9 @@ Names are imported lazily so that ``import medfuse.text`` does not load spaCy.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 _LAZY = {
     "FINDING_CODES": "medfuse.text.lexicon",
@@ -53,14 +54,4 @@ if TYPE_CHECKING:
     from .sections import CONTEXT_SECTIONS, find_sections
 
 
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'medfuse.text' has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

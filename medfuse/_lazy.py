@@ -1,0 +1,34 @@
+"""Lazy public names for packages: ``import medfuse`` stays instant, heavy modules load on use."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["lazy_exports"]
+
+
+def lazy_exports(
+    package: str, names: dict[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """Module-level ``__getattr__`` and ``__dir__`` for ``package``.
+
+    ``names`` maps each public name to the module defining it (absolute, or relative to
+    ``package`` when it starts with a dot). The value is imported on first access and cached
+    on the package.
+    """
+
+    def __getattr__(name: str) -> Any:
+        target = names.get(name)
+        if target is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(target, package), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(names) | set(vars(sys.modules[package])))
+
+    return __getattr__, __dir__
