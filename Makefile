@@ -54,4 +54,4 @@ train-demo: $(STAMP)
 	rm -rf $(DEMO_MODEL) && mkdir -p $(DEMO_MODEL)
 	cp out/train/chest_ct_demo/model/card.json out/train/chest_ct_demo/model/weights.safetensors \
 	   out/train/chest_ct_demo/model/tokenizer.json $(DEMO_MODEL)/
-	$(PY) benchmarks/fusion_targets.py --fusion $(DEMO_MODEL) --record-card
+	$(PY) benchmarks/fusion_targets.py --fusion $(DEMO_MODEL) --record-card --write-doc docs/model_card.md

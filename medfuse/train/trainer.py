@@ -115,6 +115,8 @@ class TrainConfig(_Strict):
     num_threads: int = 0
     resume: bool = True
     eval_batch_size: int = 32
+    #: bootstrap resamples for the validation metrics stored in the card
+    eval_n_boot: int = Field(200, ge=10)
 
 
 def load_train_config(
@@ -675,7 +677,7 @@ def _calibrate_and_save(
         time=data.time[val_idx],
         event=data.event[val_idx],
         risk=pred["risk"],
-        n_boot=200,
+        n_boot=cfg.eval_n_boot,
         seed=cfg.seed,
     )
     training_data = {

@@ -26,6 +26,7 @@ TINY = {
     "data": {"cohort": {"n": 24, "seed": 3, "shape": [32, 32, 24]}, "val_fraction": 0.25},
     "optim": {"epochs": 1, "batch_size": 6, "grad_accum": 2},
     "num_threads": 1,
+    "eval_n_boot": 20,
 }
 
 
