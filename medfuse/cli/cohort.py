@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from ._progress import progress_bar
+
 __all__ = ["register"]
 
 
@@ -45,17 +47,6 @@ def _parse_triple(value: str, name: str, cast: type) -> tuple:
     return nums
 
 
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-
-
 @cohort_app.command("make")
 def make(
     n: int = typer.Option(10, "--n", min=1, help="Number of studies (case_0001 ... case_NNNN)."),
@@ -91,7 +82,7 @@ def make(
 
     shape_t = _parse_triple(shape, "--shape", int)
     console = Console(stderr=True)
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("studies", total=n)
 
         def tick(done: int, total: int, name: str) -> None:
@@ -132,7 +123,7 @@ def samples(
 
     from ..synth.cohort import make_samples
 
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("samples", total=3)
         make_samples(
             out, progress=lambda d, _t, name: bar.update(task, completed=d, description=name)
@@ -167,7 +158,7 @@ def series(
 
     shape_t = _parse_triple(shape, "--shape", int)
     spacing_t = _parse_triple(spacing, "--spacing", float)
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("slices", total=shape_t[2])
         write_ct_series(
             out,

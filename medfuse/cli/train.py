@@ -8,19 +8,9 @@ from pathlib import Path
 
 import typer
 
+from ._progress import progress_bar
+
 __all__ = ["register"]
-
-
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=False,
-    )
 
 
 class _Bars:
@@ -51,7 +41,7 @@ def train_cmd(
     cfg.resume = resume
     if epochs is not None:
         cfg.optim.epochs = epochs
-    with _progress() as p:
+    with progress_bar() as p:
         summary = train(cfg, progress=_Bars(p))
     val = summary.get("validation", {})
     typer.echo(
@@ -89,7 +79,7 @@ def evaluate_cmd(
     m = load_model(model)
     shape = tuple(m.card.training_data.get("cohort", {}).get("shape", (64, 64, 48)))
     cohort = test_cohort(n, TEST_SEED if seed is None else seed, shape=shape)
-    with _progress() as p:
+    with progress_bar() as p:
         bars = _Bars(p)
         res = evaluate_model(
             m,
@@ -127,7 +117,7 @@ def cohort_cmd(
     """Draw the synthetic fusion cohort (labels needing image, report or both; censored risk)."""
     from ..train.cohort import make_fusion_cohort
 
-    with _progress() as p:
+    with progress_bar() as p:
         bars = _Bars(p)
         c = make_fusion_cohort(
             out_dir=out, n=n, seed=seed, label_noise=label_noise, report_missing=report_missing,
