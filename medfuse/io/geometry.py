@@ -14,6 +14,7 @@ from .policy import DEFAULT_POLICY, ReadPolicy
 
 __all__ = ["LPS_TO_RAS", "POSITION_TOL", "Geometry", "build_geometry", "cluster_positions"]
 
+#: DICOM patient coordinates (LPS) to NIfTI / nibabel world coordinates (RAS); the one definition.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 

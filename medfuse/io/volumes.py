@@ -11,6 +11,7 @@ import numpy as np
 from .._atomic import atomic_path
 from ..errors import ExportError, VolumeError
 from ..types import Volume
+from .geometry import LPS_TO_RAS
 
 __all__ = [
     "ITK_SUFFIXES",
@@ -23,7 +24,6 @@ __all__ = [
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def volume_format(path: str | os.PathLike) -> str | None:

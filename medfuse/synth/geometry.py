@@ -20,6 +20,7 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import ConfigError
+from ..io.geometry import LPS_TO_RAS
 
 __all__ = ["PATIENT_POSITIONS", "Geometry", "make_geometry"]
 
@@ -40,8 +41,6 @@ _PRESETS = {
 #: Decimal places kept for direction cosines and for positions (mm).
 _DIR_DECIMALS = 8
 _POS_DECIMALS = 4
-
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 @dataclass(frozen=True)
