@@ -34,6 +34,9 @@ _LAZY = {
     "create_model": "medfuse.models.model",
     "save_model": "medfuse.models.model",
     "explain": "medfuse.explain",
+    "predict": "medfuse.prediction",
+    "Prediction": "medfuse.prediction",
+    "export": "medfuse.export",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -41,9 +44,11 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:
     from .errors import MedfuseError  # noqa: F401
     from .explain import explain  # noqa: F401
+    from .export import export  # noqa: F401
     from .io.reports import read_report  # noqa: F401
     from .io.study import read_study, read_volume  # noqa: F401
     from .models.model import create_model, load_model, save_model  # noqa: F401
+    from .prediction import Prediction, predict  # noqa: F401
     from .text.pipeline import parse_report  # noqa: F401
     from .types import Case, Finding, Report, Series, Study, Volume  # noqa: F401
 

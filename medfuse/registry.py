@@ -141,7 +141,7 @@ heads: Registry[Callable[..., Any]] = Registry("heads", ("medfuse.models.heads",
 #: Named model configurations for ``create_model`` (``chest_ct_fusion``, ...).
 model_presets: Registry[Callable[..., Any]] = Registry("model_presets", ("medfuse.models.model",))
 explainers: Registry[Callable[..., Any]] = Registry("explainers", ("medfuse.explain",))
-exporters: Registry[Callable[..., Any]] = Registry("exporters")
+exporters: Registry[Callable[..., Any]] = Registry("exporters", ("medfuse.export",))
 
 registries: dict[str, Registry] = {
     r.name: r

@@ -462,6 +462,41 @@ class Case:
     def modalities(self) -> tuple[str, ...]:
         return tuple(m for m, v in (("image", self.volume), ("report", self.report)) if v is not None)
 
+    @classmethod
+    def coerce(cls, obj: Any) -> Case:
+        """A :class:`Case` from a Case, a :class:`Study` (its selected series is loaded), a
+        :class:`Volume`, a :class:`Report` or report text, or an ``(image, report)`` tuple whose
+        parts may be any of those or None."""
+        from .errors import ConfigError
+
+        if isinstance(obj, Case):
+            return obj
+        image: Any = None
+        report: Any = None
+        if isinstance(obj, tuple) and len(obj) == 2:
+            image, report = obj
+        elif isinstance(obj, (Study, Volume)):
+            image = obj
+        elif isinstance(obj, (Report, str)):
+            report = obj
+        else:
+            raise ConfigError(
+                f"expected a Case, Study, Volume, Report, report text or (image, report), "
+                f"not {type(obj).__name__}"
+            )
+        study = image if isinstance(image, Study) else None
+        if study is not None:
+            image = study.volume
+        if image is not None and not isinstance(image, Volume):
+            raise ConfigError(f"the image part must be a Study or Volume, not {type(image).__name__}")
+        if isinstance(report, str):
+            from .text.pipeline import parse_report
+
+            report = parse_report(report)
+        if report is not None and not isinstance(report, Report):
+            raise ConfigError(f"the report part must be a Report or text, not {type(report).__name__}")
+        return cls(volume=image, report=report, study=study)
+
 
 @dataclass(eq=False)
 class PreprocessingRecord:

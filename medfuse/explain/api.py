@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ConfigError
 from ..registry import explainers
-from ..types import Case, Report, Volume
+from ..types import Case, Report
 from .context import ExplainContext, MethodResult, eval_mode
 from .explanation import Explanation, MethodRun, Saliency, TokenAttribution
 
@@ -29,33 +29,9 @@ DEFAULT_METHODS: tuple[str, ...] = (
 )
 
 
-def _as_case(case: Any) -> Case:
-    if isinstance(case, Case):
-        return case
-    if isinstance(case, Volume):
-        return Case(volume=case)
-    if isinstance(case, (Report, str)):
-        rep = case if isinstance(case, Report) else None
-        if rep is None:
-            from ..text.pipeline import parse_report
-
-            rep = parse_report(case)
-        return Case(volume=None, report=rep)
-    if isinstance(case, tuple) and len(case) == 2:
-        vol, rep = case
-        if isinstance(rep, str):
-            from ..text.pipeline import parse_report
-
-            rep = parse_report(rep)
-        return Case(volume=vol, report=rep)
-    raise ConfigError(
-        f"explain takes a Case, a Volume, a Report or (volume, report), not {type(case).__name__}"
-    )
-
-
 def prepare_context(model: Any, case: Any) -> ExplainContext:
     """Preprocess one case for ``model`` (its own preprocessing) into an :class:`ExplainContext`."""
-    case = _as_case(case)
+    case = Case.coerce(case)
     vol = case.volume if model.image_encoder is not None else None
     rep = case.report if model.text_encoder is not None else None
     if vol is None and rep is None:
@@ -141,6 +117,7 @@ def explain(
         raise ConfigError(
             f"unknown explanation method(s) {unknown}", hint=f"choose from {explainers.names()}"
         )
+    case = Case.coerce(case)
     ctx = prepare_context(model, case)
     idx = _label_indices(model, labels)
     names = [ctx.label_names[k] for k in idx]
@@ -160,7 +137,7 @@ def explain(
         record=ctx.record,
         image=ctx.image[0, 0].float().cpu().numpy() if ctx.has_image else None,
         model_name=getattr(model, "name", ""),
-        case_key=getattr(_as_case(case), "key", "") if isinstance(case, Case) else "",
+        case_key=case.key,
         modalities_used=used,
     )
     model_affine = (

@@ -1,0 +1,148 @@
+"""The export contract: :class:`ExportFormat`, :class:`ExportOptions` and :func:`export`."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, ExportError, MedfuseError
+from ..registry import exporters
+
+if TYPE_CHECKING:
+    from ..explain.explanation import Saliency
+    from ..prediction import Prediction
+
+__all__ = ["FORMATS", "ExportFormat", "ExportOptions", "export", "output_path", "saliency_maps"]
+
+log = logging.getLogger(__name__)
+
+
+class ExportFormat(str, enum.Enum):
+    """The built-in exporters (registry names)."""
+
+    JSON = "json"
+    HTML = "html"
+    PDF = "pdf"
+    DICOM_SR = "dicom_sr"
+    DICOM_SALIENCY = "dicom_saliency"
+    NIFTI = "nifti"
+    FHIR = "fhir"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Built-in formats in the order ``export`` runs them (cheap text first).
+FORMATS: tuple[str, ...] = tuple(f.value for f in ExportFormat)
+
+
+@dataclass
+class ExportOptions:
+    """What the exporters may put in their files.
+
+    ``include_phi`` False (the default) keeps patient-identifying header values (name, ID,
+    birth date, accession, institution) out of the human-readable outputs (JSON, HTML, PDF,
+    FHIR); the study is named by its pseudonymous key. DICOM outputs always belong to the source
+    study (same StudyInstanceUID and patient module) so that a viewer shows them beside it.
+    ``saliency_labels``: the labels whose saliency maps are exported (None: the positive
+    findings, or the most probable label when none is positive). ``saliency_method``: which
+    method's maps (None: the first one computed).
+    """
+
+    include_phi: bool = False
+    saliency_labels: Sequence[str] | None = None
+    saliency_method: str | None = None
+    #: Institution / device strings written into DICOM and FHIR outputs.
+    manufacturer: str = "medfuse"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any] | None) -> ExportOptions:
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown export option(s) {unknown}", hint=f"known: {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+
+def output_path(out_dir: str | os.PathLike, name: str) -> Path:
+    """``out_dir / name``, refusing any name that would land outside ``out_dir``."""
+    base = Path(out_dir).resolve()
+    target = (base / name).resolve()
+    if base != target and base not in target.parents:
+        raise ExportError(f"refusing to write outside the output folder: {name!r}", path=base)
+    return target
+
+
+def saliency_maps(prediction: Prediction, options: ExportOptions) -> list[Saliency]:
+    """The saliency maps the options select, in label order (empty without an explanation)."""
+    expl = prediction.explanation
+    if expl is None or not expl.saliency:
+        return []
+    labels = list(options.saliency_labels) if options.saliency_labels is not None else None
+    if labels is None:
+        labels = [f.label for f in prediction.positive if f.label in expl.saliency]
+        if not labels:
+            ranked = sorted(
+                (f for f in prediction.findings if f.label in expl.saliency),
+                key=lambda f: f.probability,
+                reverse=True,
+            )
+            labels = [ranked[0].label] if ranked else []
+    out = []
+    for label in labels:
+        sal = expl.get_saliency(label, options.saliency_method)
+        if sal is not None:
+            out.append(sal)
+    return out
+
+
+def export(
+    prediction: Prediction,
+    out_dir: str | os.PathLike,
+    formats: Sequence[str] | None = None,
+    options: ExportOptions | dict[str, Any] | None = None,
+) -> dict[str, list[Path]]:
+    """Write ``prediction`` in each of ``formats`` (default: all built-in formats, then any
+    registered by plugins) into ``out_dir``. Returns ``{format: [paths]}``.
+
+    Every file is written atomically. An exporter that fails raises :class:`ExportError`
+    naming the format; files already written by the other formats stay.
+    """
+    opts = options if isinstance(options, ExportOptions) else ExportOptions.from_mapping(options)
+    names = list(formats) if formats is not None else _default_formats()
+    unknown = [n for n in names if str(n) not in exporters]
+    if unknown:
+        raise ConfigError(f"unknown export format(s) {unknown}", hint=f"choose from {exporters.names()}")
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict[str, list[Path]] = {}
+    for name in map(str, names):
+        fn = exporters.get(name)
+        t0 = time.perf_counter()
+        try:
+            paths = list(fn(prediction, folder, opts))
+        except MedfuseError:
+            raise
+        except Exception as exc:  # an exporter bug must name the format and the study
+            raise ExportError(
+                f"{name} export failed: {type(exc).__name__}: {exc}", path=folder
+            ) from exc
+        prediction.timings[f"export_{name}"] = time.perf_counter() - t0
+        written[name] = paths
+        log.debug("exported %s: %s", name, [p.name for p in paths])
+    return written
+
+
+def _default_formats() -> list[str]:
+    names = exporters.names()
+    return [f for f in FORMATS if f in names] + [n for n in names if n not in FORMATS]

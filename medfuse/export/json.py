@@ -1,0 +1,34 @@
+"""``prediction.json``: the versioned machine-readable result (``docs/prediction.schema.json``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .._atomic import atomic_write_text
+from ..registry import exporters
+from .base import ExportOptions, output_path
+
+if TYPE_CHECKING:
+    from ..prediction import Prediction
+
+FILENAME = "prediction.json"
+
+
+def prediction_document(prediction: Prediction, options: ExportOptions) -> dict:
+    """``Prediction.to_dict()``; the source path is kept only with ``include_phi`` (folder
+    names often carry patient names)."""
+    doc = prediction.to_dict()
+    if options.include_phi and prediction.case is not None and prediction.case.study is not None:
+        doc["source_path"] = prediction.case.study.path
+    return doc
+
+
+@exporters.register("json")
+def export_json(prediction: Prediction, out_dir: Path, options: ExportOptions) -> list[Path]:
+    """Write ``prediction.json``."""
+    path = output_path(out_dir, FILENAME)
+    text = json.dumps(prediction_document(prediction, options), indent=2, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+    return [path]

@@ -1,0 +1,59 @@
+"""``saliency/saliency.nii.gz`` + ``saliency/saliency.json``: the exported saliency maps on the
+original (DICOM) grid as one NIfTI-1 image.
+
+The affine is the source volume's (RAS), so the map overlays the converted study
+(``medfuse convert``, dcm2niix) voxel for voxel in ITK-SNAP, 3D Slicer or FSLeyes. With several
+labels the image is 4D, one volume per label, in the order listed in ``saliency.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .._atomic import atomic_write_text
+from ..registry import exporters
+from .base import ExportOptions, output_path, saliency_maps
+
+if TYPE_CHECKING:
+    from ..prediction import Prediction
+
+FOLDER = "saliency"
+
+
+@exporters.register("nifti")
+def export_nifti(prediction: Prediction, out_dir: Path, options: ExportOptions) -> list[Path]:
+    """Write ``saliency/saliency.nii.gz`` and its sidecar (nothing without saliency maps on the
+    original grid)."""
+    import numpy as np
+
+    from ..types import Volume
+
+    maps = [s for s in saliency_maps(prediction, options) if s.original is not None]
+    if not maps:
+        return []
+    first = maps[0].original
+    arrays = [np.asarray(s.original.array, dtype=np.float32) for s in maps]
+    array = arrays[0] if len(arrays) == 1 else np.stack(arrays, axis=-1)
+    vol = Volume(
+        array,
+        first.affine,
+        modality="OT",
+        units="saliency",
+        volume_labels=tuple(s.label for s in maps) if len(maps) > 1 else (),
+    )
+    image = output_path(out_dir, f"{FOLDER}/saliency.nii.gz")
+    image.parent.mkdir(parents=True, exist_ok=True)
+    vol.save(image)
+    sidecar = output_path(out_dir, f"{FOLDER}/saliency.json")
+    meta = {
+        "labels": [s.label for s in maps],
+        "methods": [s.method for s in maps],
+        "signed": [s.signed for s in maps],
+        "axis": "4th axis = labels" if len(maps) > 1 else None,
+        "grid": "original (source volume affine, RAS mm)",
+        "shape": list(array.shape),
+    }
+    atomic_write_text(sidecar, json.dumps(meta, indent=2) + "\n")
+    return [image, sidecar]
