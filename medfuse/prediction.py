@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, InputError, ModelError
 from .types import Case, PreprocessingRecord
 
 if TYPE_CHECKING:
@@ -41,7 +41,11 @@ log = logging.getLogger(__name__)
 PREDICTION_SCHEMA_VERSION = "1.0"
 
 #: Explanation methods run by ``predict(..., explain=True)``.
-DEFAULT_EXPLAIN_METHODS: tuple[str, ...] = ("gradcam", "integrated_gradients_text", "modality_shapley")
+DEFAULT_EXPLAIN_METHODS: tuple[str, ...] = (
+    "gradcam",
+    "integrated_gradients_text",
+    "modality_shapley",
+)
 
 _RISK_MEANING = {
     "cox": (
@@ -238,7 +242,9 @@ def _risk(model: Any, output: Any) -> RiskPrediction | None:
     reference = (getattr(card, "extra", None) or {}).get("risk_reference") or []
     percentile = None
     if reference:
-        below = sum(1 for r in reference if r < value) + 0.5 * sum(1 for r in reference if r == value)
+        below = sum(1 for r in reference if r < value) + 0.5 * sum(
+            1 for r in reference if r == value
+        )
         percentile = 100.0 * below / len(reference)
     return RiskPrediction(value, kind, _RISK_MEANING[kind], percentile)
 
@@ -277,6 +283,14 @@ def predict(
             f"nothing to predict: the case has none of the modalities model {model.name!r} reads "
             f"({', '.join(model.modalities)})",
             hint="give an image volume, a report, or both",
+        )
+    expected = str(getattr(model.preprocessing, "modality", "auto")).upper()
+    got = vol.modality.upper() if vol is not None else ""
+    if expected in ("CT", "MR") and got in ("CT", "MR") and got != expected:
+        raise InputError(
+            f"model {model.name!r} reads {expected} images; this volume is {got}",
+            path=vol.source_files[0] if vol.source_files else None,
+            hint=f"use a model trained on {got}, or select a {expected} series",
         )
     if c.volume is not None and vol is None:
         warnings.append(f"the image was not used: model {model.name!r} reads reports only")

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "medfuse.cli.cohort",
     "medfuse.cli.text",
     "medfuse.cli.train",
+    "medfuse.cli.run",
 )
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app = typer.Typer(
         "Multimodal medical imaging analysis: read DICOM / NIfTI / NRRD studies with correct "
         "geometry, understand radiology reports, fuse both in a model, explain and export.\n\n"
         "Examples:\n\n"
+        "  medfuse run workflows/chest_ct_triage.yaml --input sample_cases --out out\n\n"
         "  medfuse info sample_cases/chest_ct_0001\n\n"
         "  medfuse convert sample_cases/chest_ct_0001 out/ct.nii.gz"
     ),

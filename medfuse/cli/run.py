@@ -1,0 +1,124 @@
+"""``medfuse run WORKFLOW --input PATH --out DIR``: a workflow over DICOM studies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._progress import progress_bar
+
+__all__ = ["register"]
+
+_HELP = """Run a workflow (YAML) over one study or a folder of studies.
+
+INPUT is one study when it directly holds DICOM files, report.txt or a DICOMDIR (or is a NIfTI /
+NRRD / MHA file); otherwise each sub-folder (or volume file) in it is one study. Each study's
+report is found as the workflow's `reports` section says (report.txt in the study folder by
+default); studies without one run image-only and say so.
+
+Per study, DIR/<key>/ gets prediction.json, report.html, report.pdf, sr.dcm, saliency/ (DICOM
+parametric map + NIfTI) and fhir.json, each complete or absent. DIR/status.jsonl gets one line
+per study (ok, or error with the reason). Re-running skips finished studies (--force redoes
+them) and retries failed ones. The exit status is 1 when any study failed.
+
+Example:
+
+  medfuse run workflows/chest_ct_triage.yaml --input sample_cases --out out
+"""
+
+
+def run_cmd(
+    workflow: Path = typer.Argument(..., help="Workflow YAML (see workflows/)."),
+    inputs: list[Path] = typer.Option(
+        ..., "--input", "-i", help="A study folder, or a folder of studies (repeatable)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    workers: int | None = typer.Option(
+        None, "--workers", "-w", min=1, max=64, help="Worker processes (default: the workflow's)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Redo studies that already finished."),
+    include_phi: bool = typer.Option(
+        False,
+        "--include-phi",
+        help="Name output folders after the study folders and put patient header values in "
+        "the human-readable outputs (off by default: pseudonymous keys).",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Validate the workflow and list the studies; run nothing."
+    ),
+) -> None:
+    from ..config import load_workflow
+    from ..workflows import discover_studies, run_workflow
+
+    wf = load_workflow(workflow)
+    if include_phi:
+        wf = wf.model_copy(update={"export": wf.export.model_copy(update={"include_phi": True})})
+    if dry_run:
+        tasks = discover_studies(
+            inputs, readable_keys=wf.export.include_phi, report_names=wf.reports.filenames
+        )
+        typer.echo(f"workflow {wf.name!r} is valid: model {wf.model!r}, {len(tasks)} studies")
+        for t in tasks:
+            typer.echo(f"  {t.key}  <-  {t.path}")
+        return
+
+    ok_style = {"ok": "green", "error": "red"}
+    with progress_bar() as p:
+        bar: dict[str, int] = {}
+
+        def on_start(todo: int, skipped: int) -> None:
+            if skipped:
+                p.console.print(f"{skipped} studies already finished (use --force to redo them)")
+            bar["id"] = p.add_task(f"{wf.name}", total=todo)
+
+        def on_result(rec: dict) -> None:
+            status = rec["status"]
+            wall = rec.get("timings_s", {}).get("wall")
+            extra = f" {wall:.1f} s" if wall else ""
+            reason = f": {rec['reason']}" if status != "ok" else ""
+            p.console.print(
+                f"[{ok_style.get(status, 'red')}]{status}[/] {rec['key']}{extra}{reason}",
+                highlight=False,
+            )
+            p.advance(bar["id"])
+
+        summary = run_workflow(
+            wf, inputs, out, workers=workers, force=force, on_result=on_result, on_start=on_start
+        )
+    _print_summary(summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _print_summary(summary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"medfuse run → {summary.out_dir}", title_justify="left")
+    for col in ("study", "input", "status", "uses", "positive findings", "time (s)"):
+        table.add_column(col, overflow="fold")
+    for rec in summary.records:
+        ok = rec["status"] == "ok"
+        table.add_row(
+            rec["key"],
+            rec["input"],
+            "[green]ok[/]" if ok else "[red]error[/]",
+            "+".join(rec.get("modalities_used", [])) if ok else "",
+            ", ".join(rec.get("positive", [])) if ok else rec.get("reason", ""),
+            f"{rec.get('timings_s', {}).get('wall', 0):.1f}",
+        )
+    for task in summary.skipped:
+        table.add_row(task.key, str(task.path), "done before", "", "", "")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"{len(summary.ok)} ok, {len(summary.failed)} failed, {len(summary.skipped)} skipped "
+        f"in {summary.wall_s:.1f} s; outputs in {summary.out_dir}/<study>/, "
+        f"status in {summary.out_dir}/status.jsonl",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run", help=_HELP, no_args_is_help=True)(run_cmd)
