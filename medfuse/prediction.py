@@ -150,14 +150,16 @@ class Prediction:
             entry: dict[str, Any] = {}
             sal = expl.get_saliency(label)
             if sal is not None:
-                ras = [round(v, 2) for v in sal.peak_world]
+                # the peak inside the source volume when the map is on its grid (the model grid
+                # may extend beyond the scanned field of view)
+                ijk = sal.peak_original
+                world = sal.original.voxel_to_world(ijk) if ijk is not None else sal.peak_world
+                ras = [round(float(v), 2) for v in world]
                 entry["saliency"] = {
                     "method": sal.method,
                     "peak_ras_mm": ras,
                     "peak_lps_mm": [-ras[0], -ras[1], ras[2]],
-                    "peak_voxel_original": (
-                        list(sal.peak_original) if sal.peak_original is not None else None
-                    ),
+                    "peak_voxel_original": list(ijk) if ijk is not None else None,
                 }
             contrib = expl.modality.get(label)
             if contrib is not None:

@@ -68,7 +68,8 @@ for _mod in COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a MedfuseError becomes a one-line message and exit status 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        # with standalone_mode=False click returns the code of a typer.Exit instead of raising
+        rc = app(args=argv, standalone_mode=False)
     except MedfuseError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         return 2
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,133 @@
+"""predict(): calibrated findings, risk, explicit missing modality, prediction.json schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+import medfuse
+from medfuse.errors import ConfigError, InputError
+from medfuse.prediction import PREDICTION_SCHEMA_VERSION, Prediction
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_CASES = REPO / "sample_cases"
+
+SCHEMA = json.loads((REPO / "docs" / "prediction.schema.json").read_text())
+
+
+def _valid(doc: dict) -> None:
+    jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return medfuse.load_model("chest_ct_demo")
+
+
+@pytest.fixture(scope="module")
+def study():
+    return medfuse.read_study(SAMPLE_CASES / "chest_ct_0002")
+
+
+@pytest.fixture(scope="module")
+def report():
+    return medfuse.read_report(SAMPLE_CASES / "chest_ct_0002" / "report.txt")
+
+
+@pytest.fixture(scope="module")
+def full(model, study, report) -> Prediction:
+    return medfuse.predict(model, (study, report), explain=["gradcam", "modality_shapley"])
+
+
+def test_findings_are_calibrated_and_thresholded_by_the_card(model, full):
+    card = model.card
+    assert full.labels == list(card.labels)
+    for f, t in zip(full.findings, card.thresholds, strict=True):
+        assert 0.0 <= f.probability <= 1.0
+        assert f.threshold == pytest.approx(t)
+        assert f.positive == (f.probability >= f.threshold)
+        assert f.evidence == card.training_data["label_sources"][f.label]
+    # the same numbers as the model's own calibrated forward pass
+    batch = model.prepare(volumes=[full.case.volume], reports=[full.case.report])
+    probs = model.eval().predict_proba(**batch)[0].numpy()
+    np.testing.assert_allclose([f.probability for f in full.findings], probs, atol=1e-6)
+
+
+def test_prediction_document_matches_the_schema(full, study):
+    doc = full.to_dict()
+    _valid(doc)
+    assert doc["schema_version"] == PREDICTION_SCHEMA_VERSION
+    assert doc["modalities_used"] == ["image", "report"]
+    assert doc["study_instance_uid"] == study.study_instance_uid
+    assert doc["series_instance_uid"] == study.volume.series_instance_uid
+    assert doc["model"]["sha256"] == medfuse.load_model("chest_ct_demo").card.weights_sha256
+    assert doc["risk"]["kind"] == "cox" and "hazard" in doc["risk"]["meaning"]
+    assert doc["preprocessing"]["steps"], "the preprocessing record is in the output"
+    per_label = doc["explanation"]["labels"]
+    assert set(per_label) == set(full.labels)
+    for entry in per_label.values():
+        ras, lps = entry["saliency"]["peak_ras_mm"], entry["saliency"]["peak_lps_mm"]
+        assert lps == [-ras[0], -ras[1], ras[2]]
+        c = entry["modality_contribution"]
+        assert sum(c["fractions"].values()) == pytest.approx(1.0, abs=1e-3)
+    json.dumps(doc, allow_nan=False)  # strict JSON
+
+
+def test_saliency_peak_is_inside_the_source_volume(full, study):
+    vol = study.volume
+    for label in full.labels:
+        sal = full.explanation.get_saliency(label, "gradcam")
+        assert sal.original.shape == vol.shape[:3]
+        np.testing.assert_allclose(sal.original.affine, vol.affine, atol=1e-6)
+        peak = full.to_dict()["explanation"]["labels"][label]["saliency"]
+        ijk = vol.world_to_voxel(np.asarray(peak["peak_ras_mm"]))
+        np.testing.assert_allclose(ijk, peak["peak_voxel_original"], atol=0.01)
+        assert sal.original.array[tuple(peak["peak_voxel_original"])] == sal.original.array.max()
+
+
+def test_missing_report_is_explicit(model, study):
+    pred = medfuse.predict(model, study)
+    assert pred.modalities_used == ("image",)
+    assert any("image-only" in w for w in pred.warnings)
+    assert pred.explanation is None
+    _valid(pred.to_dict())
+
+
+def test_report_only_prediction(model, report):
+    pred = medfuse.predict(model, report)
+    assert pred.modalities_used == ("report",)
+    assert any("report-only" in w for w in pred.warnings)
+    assert pred.series_instance_uid is None and pred.preprocessing is None
+    _valid(pred.to_dict())
+
+
+def test_a_missing_modality_changes_the_prediction(model, study, report, full):
+    """The model's learned missing-report token is used, not an empty report."""
+    image_only = medfuse.predict(model, study)
+    report_only = medfuse.predict(model, report)
+    p = np.array([f.probability for f in full.findings])
+    assert not np.allclose(p, [f.probability for f in image_only.findings])
+    assert not np.allclose(p, [f.probability for f in report_only.findings])
+
+
+def test_wrong_modality_is_refused(model):
+    mr = medfuse.read_study(SAMPLE_CASES / "mr_sag_0001")
+    with pytest.raises(InputError, match="reads CT images; this volume is MR") as exc:
+        medfuse.predict(model, mr)
+    assert exc.value.path is not None
+
+
+def test_bad_inputs_are_config_errors(model):
+    with pytest.raises(ConfigError, match="expected a Case"):
+        medfuse.predict(model, 42)
+    with pytest.raises(ConfigError, match="nothing to predict"):
+        medfuse.predict(model, (None, None))
+
+
+def test_repr_names_model_and_modalities(full):
+    text = repr(full)
+    assert "chest_ct_demo" in text and "image+report" in text
