@@ -5,7 +5,6 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.medfuse-installed
 # The CPU wheel of torch lies on local disk; asking for plain `torch` would pull a 5 GB CUDA build.
 TORCH  := torch==2.13.0
-SAMPLE := sample_cases/chest_ct_0001
 OUT    := out
 
 .PHONY: setup demo test bench lint clean
@@ -19,15 +18,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
+# The full workflow on the shipped sample cases (chest_ct_0003 has no report: it runs image-only).
 demo: $(STAMP)
-	mkdir -p $(OUT)
-	$(VENV)/bin/medfuse info $(SAMPLE)
-	$(VENV)/bin/medfuse info $(SAMPLE) --json > $(OUT)/chest_ct_0001_info.json
-	$(VENV)/bin/medfuse convert $(SAMPLE) $(OUT)/chest_ct_0001.nii.gz
-	$(VENV)/bin/medfuse convert sample_cases/mr_sag_0001 $(OUT)/mr_sag_0001.nii.gz
-	$(VENV)/bin/medfuse parse-report $(SAMPLE)/report.txt
-	$(VENV)/bin/medfuse parse-report $(SAMPLE)/report.txt --json > $(OUT)/chest_ct_0001_report.json
-	@echo "demo outputs written to $(OUT)/"
+	$(VENV)/bin/medfuse run workflows/chest_ct_triage.yaml --out $(OUT)/chest_ct_triage --force \
+	    -i sample_cases/chest_ct_0001 -i sample_cases/chest_ct_0002 -i sample_cases/chest_ct_0003
+	@echo
+	@echo "demo outputs: $(OUT)/chest_ct_triage/<study>/ (prediction.json report.html report.pdf sr.dcm saliency/ fhir.json)"
+	@echo "              $(OUT)/chest_ct_triage/status.jsonl lists each study, its input folder and its timings"
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q
