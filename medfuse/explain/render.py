@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .explanation import Explanation, Saliency, TokenAttribution
 
-__all__ = ["explanation_html", "report_html", "saliency_png"]
+__all__ = ["explanation_html", "report_html", "report_segments", "saliency_png"]
 
 
 def _views(vol: np.ndarray, peak: tuple[int, int, int]) -> list[tuple[str, np.ndarray]]:
@@ -79,28 +79,45 @@ def saliency_png(
     return buf.getvalue()
 
 
-def report_html(text: str, attribution: TokenAttribution | None) -> str:
-    """The report as a ``<div>`` with each attributed span highlighted (green supports the label,
-    red speaks against it; opacity ∝ |score|). Every piece of text is escaped."""
-    if not text:
-        return '<div class="medfuse-report"><em>(no report)</em></div>'
+def report_segments(
+    text: str, attribution: TokenAttribution | None
+) -> list[tuple[str, float | None, float]]:
+    """``text`` cut into consecutive ``(piece, score, strength)`` parts that join back to
+    ``text``: ``score`` is the attribution of a highlighted span (None between spans) and
+    ``strength`` its ``|score|`` relative to the largest one, in [0, 1]. Overlapping spans keep
+    the first. The pieces are raw text: each renderer escapes them for its own markup."""
     spans = attribution.span_scores() if attribution is not None else []
     top = max((abs(v) for _, _, v in spans), default=0.0)
-    parts: list[str] = []
+    out: list[tuple[str, float | None, float]] = []
     pos = 0
     for s, e, v in spans:
         if s < pos or s >= len(text):
             continue  # overlapping span: keep the first
         e = min(e, len(text))
-        parts.append(html.escape(text[pos:s]))
-        a = 0.0 if top == 0 else min(1.0, abs(v) / top)
+        if s > pos:
+            out.append((text[pos:s], None, 0.0))
+        out.append((text[s:e], v, 0.0 if top == 0 else min(1.0, abs(v) / top)))
+        pos = e
+    if pos < len(text):
+        out.append((text[pos:], None, 0.0))
+    return out
+
+
+def report_html(text: str, attribution: TokenAttribution | None) -> str:
+    """The report as a ``<div>`` with each attributed span highlighted (green supports the label,
+    red speaks against it; opacity ∝ |score|). Every piece of text is escaped."""
+    if not text:
+        return '<div class="medfuse-report"><em>(no report)</em></div>'
+    parts: list[str] = []
+    for piece, v, a in report_segments(text, attribution):
+        if v is None:
+            parts.append(html.escape(piece))
+            continue
         rgb = "0,160,60" if v >= 0 else "220,40,40"
         parts.append(
             f'<span title="{html.escape(f"{v:+.4g}")}" style="background: rgba({rgb},{a * 0.8:.2f})">'
-            f"{html.escape(text[s:e])}</span>"
+            f"{html.escape(piece)}</span>"
         )
-        pos = e
-    parts.append(html.escape(text[pos:]))
     return (
         '<div class="medfuse-report" style="white-space: pre-wrap; font-family: monospace">'
         + "".join(parts)
