@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 # the built-in exporters register themselves on import (one module per output object)
-from . import json, nifti  # noqa: F401
+from . import dicom_saliency, dicom_sr, fhir, html, json, nifti, pdf  # noqa: F401
 from .base import FORMATS, ExportFormat, ExportOptions, export, output_path, saliency_maps
 
 __all__ = ["FORMATS", "ExportFormat", "ExportOptions", "export", "output_path", "saliency_maps"]

@@ -1,0 +1,267 @@
+"""``saliency/<label>.dcm``: the exported saliency maps as DICOM Parametric Maps (highdicom), one
+instance per exported label, in one new series of the source study and frame of reference, so
+that they overlay the source images.
+
+* Each instance is multi-frame with float32 values (FloatPixelData), one frame per source
+  slice, on the source grid: same rows × columns, pixel spacing and ImageOrientationPatient,
+  and one ImagePositionPatient per source slice (computed from the volume affine, matched by
+  highdicom to the source instances, which each frame references in its
+  DerivationImageSequence).
+* The exported labels are :func:`medfuse.export.base.saliency_maps`' (the positive findings
+  by default). RealWorldValueMapping: identity (slope 1, intercept 0), unit UCUM "1" (no
+  units), quantity (130404, DCM, "Saliency"), LUTLabel = the label (SH: its first 16
+  characters), LUTExplanation = "<method> saliency: <label>", value range = the map's minimum
+  and maximum. The raw map values are stored (Grad-CAM ≥ 0; integrated gradients may be
+  negative), with a LINEAR_EXACT VOI window over the map's range.
+* One instance per label rather than one multi-channel instance: highdicom 0.28 gives the
+  channels of a multi-channel map no dimension of their own (frames of different labels would
+  share their DimensionIndexValues), and viewers load single-channel maps as one volume each.
+* ContentLabel ``SALIENCY``, ContentQualification RESEARCH; SeriesDescription and
+  ContentDescription say it is not for clinical use; the patient / study modules are copied
+  from the source. Frame Anatomy (FrameLaterality U) for unpaired body parts, else the
+  source's Laterality.
+
+Without saliency maps on the original grid (no explanation, or a method without a map) the
+exporter writes nothing; without a DICOM source it logs the reason and writes nothing (see
+:mod:`medfuse.export._source`). A map whose grid differs from the source volume's is an
+:class:`~medfuse.errors.ExportError`.
+
+Viewers: 3D Slicer (DICOM module with the QuantitativeReporting extension, whose dcmqi-based
+Parametric Map plugin loads each map as a scalar volume to overlay on the CT), OHIF v3.9+
+(``@ohif/extension-cornerstone-dicom-pmap``: Parametric Map overlay), dcmtk ``dcmdump`` /
+``dcmpmap``, highdicom ``pmread``; validated with dicom3tools ``dciodvfy`` (no errors; it warns
+that it does not know the Derived Pixel Contrast term ``QUANTITY`` that highdicom writes).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._atomic import atomic_path
+from ..errors import ExportError
+from ..registry import exporters
+from . import _source
+from .base import ExportOptions, output_path, saliency_maps
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..explain.explanation import Saliency
+    from ..prediction import Prediction
+
+__all__ = [
+    "FOLDER",
+    "SERIES_NUMBER",
+    "build_parametric_map",
+    "file_name",
+    "lut_label",
+    "plane_geometry",
+]
+
+log = logging.getLogger(__name__)
+
+FOLDER = "saliency"
+SERIES_NUMBER = 9002
+SALIENCY_QUANTITY = ("130404", "DCM", "Saliency")
+UNIT_NONE = ("1", "UCUM", "no units")
+#: BodyPartExamined of unpaired regions -> SNOMED CT region (DICOM CID 4031): the map's Frame
+#: Anatomy (FrameLaterality "U"). Other body parts keep the source's Laterality (or an empty,
+#: unknown one).
+UNPAIRED_REGIONS: dict[str, tuple[str, str, str]] = {
+    "CHEST": ("816094009", "SCT", "Chest"),
+    "THORAX": ("816094009", "SCT", "Thorax"),
+    "ABDOMEN": ("818981001", "SCT", "Abdomen"),
+    "PELVIS": ("816092008", "SCT", "Pelvis"),
+    "HEAD": ("69536005", "SCT", "Head"),
+    "BRAIN": ("12738006", "SCT", "Brain"),
+    "NECK": ("45048000", "SCT", "Neck"),
+    "HEART": ("80891009", "SCT", "Heart"),
+    "CHESTABDOMEN": ("416550000", "SCT", "Chest and Abdomen"),
+    "ABDOMENPELVIS": ("818982008", "SCT", "Abdomen and Pelvis"),
+    "CHESTABDPELVIS": ("416775004", "SCT", "Chest, Abdomen and Pelvis"),
+}
+#: atol (mm) for "the saliency grid is the source grid"
+GRID_ATOL_MM = 1e-3
+
+
+def plane_geometry(affine_ras: np.ndarray, n_slices: int) -> dict[str, Any]:
+    """DICOM plane geometry of a nibabel-convention volume (``array[i, j, k]``: i along a row,
+    j down a column, k along the slice normal; RAS affine): ImageOrientationPatient,
+    PixelSpacing (row spacing, column spacing), the slice step, and one ImagePositionPatient
+    (LPS mm) per slice ``k``."""
+    import numpy as np
+
+    from ..io.geometry import LPS_TO_RAS
+
+    lps = np.asarray(LPS_TO_RAS, dtype=np.float64) @ np.asarray(affine_ras, dtype=np.float64)
+    col_i, col_j, col_k = lps[:3, 0], lps[:3, 1], lps[:3, 2]
+    si, sj, sk = (float(np.linalg.norm(c)) for c in (col_i, col_j, col_k))
+    orientation = [*(col_i / si), *(col_j / sj)]
+    positions = [lps[:3, 3] + k * col_k for k in range(n_slices)]
+    return {
+        "orientation": [float(v) for v in orientation],
+        "pixel_spacing": [sj, si],
+        "slice_step": sk,
+        "positions": [[float(v) for v in p] for p in positions],
+    }
+
+
+def lut_label(label: str) -> str:
+    """LUTLabel of a label's map (SH: at most 16 characters; the full label is in the
+    LUTExplanation)."""
+    return label[:16]
+
+
+def file_name(sal: Saliency) -> str:
+    """``saliency/<label>.dcm`` (the label made file-name safe)."""
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", sal.label).strip("._") or "label"
+    return f"{FOLDER}/{safe}.dcm"
+
+
+def _check_grid(maps: list[Saliency], prediction: Prediction) -> None:
+    import numpy as np
+
+    vol = _source.source_volume(prediction)
+    assert vol is not None
+    for sal in maps:
+        orig = sal.original
+        assert orig is not None
+        if tuple(orig.shape[:3]) != tuple(vol.shape[:3]) or not np.allclose(
+            orig.affine, vol.affine, atol=GRID_ATOL_MM
+        ):
+            raise ExportError(
+                f"the {sal.method} saliency map of {sal.label!r} is not on the source grid "
+                f"(shape {orig.shape} vs {vol.shape[:3]})",
+                hint="the explanation belongs to another volume than the prediction's case",
+            )
+
+
+def series_uid(prediction: Prediction, maps: list[Saliency]) -> str:
+    return _source.derived_uid(prediction, "pm-series", *(f"{s.label}/{s.method}" for s in maps))
+
+
+def build_parametric_map(
+    prediction: Prediction,
+    sal: Saliency,
+    options: ExportOptions,
+    *,
+    series_instance_uid: str,
+    instance_number: int = 1,
+) -> Any:
+    """The highdicom ``ParametricMap`` of one saliency map (not written)."""
+    import highdicom as hd
+    import numpy as np
+
+    _check_grid([sal], prediction)
+    sources = _source.source_datasets(prediction)
+    orig = sal.original
+    assert orig is not None
+    geom = plane_geometry(orig.affine, int(orig.shape[2]))
+    # nibabel [i, j, k] -> DICOM frames [k, row = j, column = i]
+    frames = np.ascontiguousarray(np.transpose(np.asarray(orig.array, np.float32), (2, 1, 0)))
+    lo, hi = float(frames.min()), float(frames.max())
+    width = hi - lo if hi > lo else 1.0
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label=lut_label(sal.label),
+        lut_explanation=f"{sal.method} saliency: {sal.label}"[:64],
+        unit=hd.sr.CodedConcept(*UNIT_NONE),
+        value_range=(lo, hi),
+        slope=1.0,
+        intercept=0.0,
+        quantity_definition=hd.sr.CodedConcept(*SALIENCY_QUANTITY),
+    )
+    thickness = sources[0].get("SliceThickness")
+    model = prediction.model or {}
+    pm = hd.pm.ParametricMap(
+        source_images=sources,
+        pixel_array=frames,
+        series_instance_uid=series_instance_uid,
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=_source.derived_uid(prediction, "pm-instance", sal.label, sal.method),
+        instance_number=instance_number,
+        manufacturer=options.manufacturer[:64],
+        manufacturer_model_name=str(model.get("name") or "medfuse")[:64],
+        software_versions=f"medfuse {model.get('medfuse_version') or ''}".strip()[:64],
+        device_serial_number=str(model.get("sha256") or "unknown")[:64],
+        contains_recognizable_visual_features=False,
+        real_world_value_mappings=[mapping],
+        voi_lut_transformations=[
+            hd.VOILUTTransformation(
+                # lists: highdicom 0.28 splits a str explanation into characters
+                window_center=[lo + width / 2.0],
+                window_width=[width],
+                window_explanation=["saliency range"],
+                # LINEAR_EXACT: the window may be narrower than 1 (saliency values are small)
+                voi_lut_function="LINEAR_EXACT",
+            )
+        ],
+        content_label="SALIENCY",
+        content_description=f"{sal.method} saliency {sal.label}; not for clinical use"[:64],
+        content_qualification=hd.ContentQualificationValues.RESEARCH,
+        pixel_measures=hd.PixelMeasuresSequence(
+            pixel_spacing=geom["pixel_spacing"],
+            slice_thickness=float(thickness) if thickness else geom["slice_step"],
+            spacing_between_slices=geom["slice_step"],
+        ),
+        plane_orientation=hd.PlaneOrientationSequence(
+            coordinate_system="PATIENT", image_orientation=geom["orientation"]
+        ),
+        plane_positions=[
+            hd.PlanePositionSequence(coordinate_system="PATIENT", image_position=p)
+            for p in geom["positions"]
+        ],
+        series_description=f"medfuse saliency, {_source.NOT_FOR_CLINICAL_USE}"[:64],
+    )
+    _add_anatomy(pm, sources[0])
+    return pm
+
+
+def _add_anatomy(pm: Any, source: Any) -> None:
+    """Frame Anatomy (shared) for an unpaired region; otherwise General Series Laterality
+    (Type 2C, needed for paired body parts without frame laterality): the source's, else empty
+    (unknown) rather than a guess."""
+    from pydicom import Dataset
+
+    region = UNPAIRED_REGIONS.get(str(source.get("BodyPartExamined", "")).upper().replace(" ", ""))
+    if region is None:
+        pm.Laterality = source.get("Laterality") or None
+        return
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = region
+    anatomy = Dataset()
+    anatomy.AnatomicRegionSequence = [code]
+    anatomy.FrameLaterality = "U"
+    pm.SharedFunctionalGroupsSequence[0].FrameAnatomySequence = [anatomy]
+
+
+@exporters.register("dicom_saliency")
+def export_dicom_saliency(
+    prediction: Prediction, out_dir: Path, options: ExportOptions
+) -> list[Path]:
+    """Write ``saliency/<label>.dcm``, one Parametric Map per exported label, all in one new
+    series (nothing without saliency maps on the original grid or without a DICOM source)."""
+    maps = [s for s in saliency_maps(prediction, options) if s.original is not None]
+    if not maps:
+        log.info("dicom_saliency: no saliency map on the original grid to export")
+        return []
+    if _source.skip_reason(prediction, "dicom_saliency") is not None:
+        return []
+    _check_grid(maps, prediction)
+    series = series_uid(prediction, maps)
+    names = [file_name(s) for s in maps]
+    if len(set(names)) != len(names):  # two methods for one label, or labels alike once made safe
+        names = [n.replace(".dcm", f"_{s.method}.dcm") for n, s in zip(names, maps, strict=True)]
+    written = []
+    for number, (sal, name) in enumerate(zip(maps, names, strict=True), start=1):
+        pm = build_parametric_map(
+            prediction, sal, options, series_instance_uid=series, instance_number=number
+        )
+        path = output_path(out_dir, name)
+        with atomic_path(path) as tmp:
+            pm.save_as(tmp, enforce_file_format=True)
+        written.append(path)
+    return written

@@ -1,0 +1,390 @@
+"""``sr.dcm``: the prediction as a DICOM Comprehensive 3D SR holding a TID 1500 Measurement Report
+(highdicom), in the source study, as a new series.
+
+Content tree (``dsrdump sr.dcm`` shows it)::
+
+    CONTAINER (126000, DCM, "Imaging Measurement Report")
+      HAS CONCEPT MOD  language, procedure reported (77477000 SCT "Computed tomography", ...)
+      HAS OBS CONTEXT  observer device: the model (UID derived from its weights' sha256,
+                       name, manufacturer, model name "<name> <version>", serial = sha256[:16])
+      CONTAINS  Image Library: one entry per source SOP instance (with its geometry)
+      CONTAINS  Imaging Measurements
+        one TID 1501 group per finding:
+          tracking identifier = the label (+ a tracking UID), finding type = the finding's code,
+          algorithm identification (TID 4019: model name, version, parameters
+          "weights_sha256=…", "medfuse=…"),
+          NUM  (122157, DCM, "Probability")       calibrated probability, UCUM {probability}
+          NUM  (122411, DCM, "Threshold Value")   the model card's decision threshold
+          CODE <finding code> = (10828004, SCT, "Positive") / (260385009, SCT, "Negative")
+        one group for the risk score (when the model has a risk head):
+          finding type (RISK, 99MEDFUSE, "Survival risk score"),
+          NUM  (RISKCOX | RISKDT, 99MEDFUSE, …) unit UCUM "1",
+          NUM  (RISKPCT, 99MEDFUSE, "Risk score percentile …") unit "%" when known
+      CONTAINS  Qualitative Evaluations (C0034375, UMLS)
+          TEXT (121106, DCM, "Comment") = the not-for-clinical-use disclaimer + warnings
+
+Codes: real SNOMED CT (SCT), DICOM (DCM) and UCUM codes where one exists; the rest use the
+private coding scheme ``99MEDFUSE`` (described in the dataset's
+CodingSchemeIdentificationSequence):
+
+==========================  ============================================================
+99MEDFUSE code              meaning
+==========================  ============================================================
+``RISK``                    Survival risk score (finding type of the risk group)
+``RISKCOX``                 Cox log relative hazard (higher: earlier expected event)
+``RISKDT``                  Negated expected number of discrete time bins survived
+``RISKPCT``                 Risk score percentile among the model's validation cases
+``LABEL:<label>``           a diagnosis label without a standard code (other models;
+                            ``LABEL#<sha256[:10]>`` when longer than 16 characters)
+==========================  ============================================================
+
+Finding codes (SCT): emphysema 87433001 "Pulmonary emphysema", cardiomegaly 8186001
+"Cardiomegaly", pleural_effusion 60046008 "Pleural effusion", smoking_history 77176002
+"Smoker", dyspnea 267036007 "Dyspnea", pneumonia 233604007 "Pneumonia",
+suspected_malignancy 363346000 "Malignant neoplastic disease".
+
+The document is PRELIMINARY, PARTIAL and UNVERIFIED (a machine's output nobody signed), its
+SeriesDescription says it is synthetic-demo output not for clinical use, and the patient /
+study modules are copied from the source instances (``evidence``), whose SOP instances are
+listed in CurrentRequestedProcedureEvidenceSequence and in the Image Library. Predictions
+without a DICOM source are skipped with a logged reason (see :mod:`medfuse.export._source`).
+
+Viewers: dcmtk ``dsrdump`` (the whole content tree as text), highdicom ``srread`` (the
+measurement groups as objects), 3D Slicer with QuantitativeReporting (dcmqi reads TID 1500),
+OHIF v3 (lists it as an SR series; its SR display is built around spatial SCOORD measurements,
+which these groups do not have). Validated with dicom3tools ``dciodvfy``: no errors; it warns
+that it does not know the private designator ``99MEDFUSE`` (expected for a private scheme).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._atomic import atomic_path
+from ..registry import exporters
+from . import _source
+from .base import ExportOptions, output_path
+
+if TYPE_CHECKING:
+    from ..prediction import FindingPrediction, Prediction
+
+__all__ = [
+    "FILENAME",
+    "FINDING_CODES",
+    "PRIVATE_SCHEME",
+    "SERIES_NUMBER",
+    "finding_code",
+    "risk_code",
+]
+
+log = logging.getLogger(__name__)
+
+FILENAME = "sr.dcm"
+#: Series number of the SR series (the saliency map series is 9002).
+SERIES_NUMBER = 9001
+#: Private coding scheme designator for concepts without a standard code.
+PRIVATE_SCHEME = "99MEDFUSE"
+PRIVATE_SCHEME_NAME = "medfuse private codes (see medfuse.export.dicom_sr)"
+
+#: label -> (code value, coding scheme designator, code meaning). SCT = SNOMED CT.
+FINDING_CODES: dict[str, tuple[str, str, str]] = {
+    "emphysema": ("87433001", "SCT", "Pulmonary emphysema"),
+    "cardiomegaly": ("8186001", "SCT", "Cardiomegaly"),
+    "pleural_effusion": ("60046008", "SCT", "Pleural effusion"),
+    "smoking_history": ("77176002", "SCT", "Smoker"),
+    "dyspnea": ("267036007", "SCT", "Dyspnea"),
+    "pneumonia": ("233604007", "SCT", "Pneumonia"),
+    "suspected_malignancy": ("363346000", "SCT", "Malignant neoplastic disease"),
+}
+
+PROBABILITY = ("122157", "DCM", "Probability")
+THRESHOLD = ("122411", "DCM", "Threshold Value")
+POSITIVE = ("10828004", "SCT", "Positive")
+NEGATIVE = ("260385009", "SCT", "Negative")
+UNIT_PROBABILITY = ("{probability}", "UCUM", "probability")
+UNIT_NONE = ("1", "UCUM", "no units")
+UNIT_PERCENT = ("%", "UCUM", "percent")
+RISK_FINDING = ("RISK", PRIVATE_SCHEME, "Survival risk score")
+RISK_KINDS = {
+    "cox": ("RISKCOX", PRIVATE_SCHEME, "Cox log relative hazard"),
+    "discrete_time": ("RISKDT", PRIVATE_SCHEME, "Negated expected time bins survived"),
+}
+RISK_PERCENTILE = ("RISKPCT", PRIVATE_SCHEME, "Risk score percentile (validation cases)")
+COMMENT = ("121106", "DCM", "Comment")
+QUALITATIVE_EVALUATIONS = ("C0034375", "UMLS", "Qualitative Evaluations")
+
+#: Procedure reported by source modality.
+PROCEDURES = {
+    "CT": ("77477000", "SCT", "Computed tomography"),
+    "MR": ("113091000", "SCT", "Magnetic resonance imaging"),
+}
+IMAGING_PROCEDURE = ("363679005", "SCT", "Imaging procedure")
+
+
+def finding_code(label: str) -> tuple[str, str, str]:
+    """The code of a diagnosis label: a SNOMED CT code when there is one, else a private
+    ``99MEDFUSE`` code ``LABEL:<label>`` (code values are at most 16 characters: a longer one
+    becomes ``LABEL#<10 hex digits of the label's sha256>``; the meaning keeps the label)."""
+    if label in FINDING_CODES:
+        return FINDING_CODES[label]
+    value = f"LABEL:{label}"
+    if len(value) > 16:
+        import hashlib
+
+        value = "LABEL#" + hashlib.sha256(label.encode("utf-8")).hexdigest()[:10]
+    return (value, PRIVATE_SCHEME, label.replace("_", " ")[:64])
+
+
+def risk_code(kind: str) -> tuple[str, str, str]:
+    return RISK_KINDS.get(
+        kind, ("RISK" + kind.upper()[:12], PRIVATE_SCHEME, f"Risk score ({kind})")
+    )
+
+
+def _cc(code: tuple[str, str, str]) -> Any:
+    from highdicom.sr import CodedConcept
+
+    return CodedConcept(value=code[0], scheme_designator=code[1], meaning=code[2])
+
+
+def _algorithm(prediction: Prediction) -> Any:
+    from highdicom.sr import AlgorithmIdentification
+
+    model = prediction.model or {}
+    params = [f"weights_sha256={model.get('sha256') or 'unknown'}"]
+    if model.get("medfuse_version"):
+        params.append(f"medfuse={model['medfuse_version']}")
+    return AlgorithmIdentification(
+        name=str(model.get("name") or "medfuse model")[:64],
+        version=str(model.get("version") or "unknown")[:64],
+        parameters=params,
+    )
+
+
+def _observation_context(prediction: Prediction, options: ExportOptions) -> Any:
+    from highdicom.sr import (
+        DeviceObserverIdentifyingAttributes,
+        ObservationContext,
+        ObserverContext,
+    )
+    from pydicom.sr.codedict import codes
+
+    model = prediction.model or {}
+    sha = str(model.get("sha256") or "")
+    name = str(model.get("name") or "medfuse model")
+    device = DeviceObserverIdentifyingAttributes(
+        uid=_device_uid(model),
+        name=name[:64],
+        manufacturer_name=options.manufacturer[:64],
+        model_name=f"{name} {model.get('version') or ''}".strip()[:64],
+        serial_number=sha[:16] or None,
+    )
+    return ObservationContext(
+        observer_device_context=ObserverContext(
+            observer_type=codes.cid270.Device, observer_identifying_attributes=device
+        )
+    )
+
+
+def _device_uid(model: dict[str, Any]) -> str:
+    """The same UID for the same weights (the device observer is the model, not this export)."""
+    return _source.uuid_uid("model", model.get("name", ""), model.get("sha256", ""))
+
+
+def _finding_group(f: FindingPrediction, algorithm: Any, uid: str) -> Any:
+    from highdicom.sr import (
+        Measurement,
+        MeasurementsAndQualitativeEvaluations,
+        QualitativeEvaluation,
+        TrackingIdentifier,
+    )
+
+    code = _cc(finding_code(f.label))
+    return MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=uid, identifier=f.label[:64]),
+        finding_type=code,
+        algorithm_id=algorithm,
+        measurements=[
+            Measurement(
+                name=_cc(PROBABILITY),
+                value=round(float(f.probability), 6),
+                unit=_cc(UNIT_PROBABILITY),
+            ),
+            Measurement(
+                name=_cc(THRESHOLD), value=round(float(f.threshold), 6), unit=_cc(UNIT_PROBABILITY)
+            ),
+        ],
+        qualitative_evaluations=[
+            QualitativeEvaluation(name=code, value=_cc(POSITIVE if f.positive else NEGATIVE))
+        ],
+    )
+
+
+def _risk_group(prediction: Prediction, algorithm: Any, uid: str) -> Any:
+    from highdicom.sr import Measurement, MeasurementsAndQualitativeEvaluations, TrackingIdentifier
+
+    risk = prediction.risk
+    assert risk is not None
+    measurements = [
+        Measurement(
+            name=_cc(risk_code(risk.kind)), value=round(float(risk.score), 6), unit=_cc(UNIT_NONE)
+        )
+    ]
+    if risk.percentile is not None:
+        measurements.append(
+            Measurement(
+                name=_cc(RISK_PERCENTILE),
+                value=round(float(risk.percentile), 2),
+                unit=_cc(UNIT_PERCENT),
+            )
+        )
+    return MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=uid, identifier="risk"),
+        finding_type=_cc(RISK_FINDING),
+        algorithm_id=algorithm,
+        measurements=measurements,
+    )
+
+
+def disclaimer_text(prediction: Prediction) -> str:
+    model = prediction.model or {}
+    parts = [
+        f"Generated by medfuse model {model.get('name')} ({model.get('version')}) from "
+        f"{' + '.join(prediction.modalities_used) or 'nothing'}: "
+        f"{_source.NOT_FOR_CLINICAL_USE.capitalize()}.",
+    ]
+    if model.get("synthetic_training_data"):
+        parts.append("The model was trained on synthetic data only.")
+    if prediction.risk is not None:
+        parts.append(f"Risk score: {prediction.risk.meaning}")
+    parts.extend(f"Warning: {w}" for w in prediction.warnings)
+    return " ".join(parts)
+
+
+def _disclaimer_container(prediction: Prediction) -> Any:
+    from highdicom.sr import ContainerContentItem, RelationshipTypeValues, TextContentItem
+
+    container = ContainerContentItem(
+        name=_cc(QUALITATIVE_EVALUATIONS), relationship_type=RelationshipTypeValues.CONTAINS
+    )
+    container.ContentSequence = [
+        TextContentItem(
+            name=_cc(COMMENT),
+            value=disclaimer_text(prediction)[:1024],  # UT would allow more; keep it readable
+            relationship_type=RelationshipTypeValues.CONTAINS,
+        )
+    ]
+    return container
+
+
+def _image_library(sources: list[Any]) -> Any:
+    """A compact TID 1600 Image Library: one Image Library Group per (modality, frame of
+    reference) with the descriptors the images share (from the first one: modality, frame of
+    reference, rows, columns, pixel spacing, slice thickness, orientation), then one IMAGE
+    reference per instance (per-image descriptors are optional in TID 1601; the positions are
+    in the referenced instances). highdicom's ``ImageLibrary`` repeats every descriptor per
+    image (~15 items each), which costs seconds per hundred slices to build and deep-copy."""
+    from highdicom.sr import (
+        ContainerContentItem,
+        ImageContentItem,
+        ImageLibraryEntryDescriptors,
+        RelationshipTypeValues,
+    )
+    from pydicom.sr.codedict import codes
+
+    position_values = {
+        codes.DCM.ImagePositionPatientX.value,
+        codes.DCM.ImagePositionPatientY.value,
+        codes.DCM.ImagePositionPatientZ.value,
+    }
+    library = ContainerContentItem(
+        name=codes.DCM.ImageLibrary, relationship_type=RelationshipTypeValues.CONTAINS
+    )
+    library.ContentSequence = []
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for ds in sources:
+        groups.setdefault((str(ds.SOPClassUID), str(ds.get("FrameOfReferenceUID", ""))), []).append(
+            ds
+        )
+    for members in groups.values():
+        group = ContainerContentItem(
+            name=codes.DCM.ImageLibraryGroup, relationship_type=RelationshipTypeValues.CONTAINS
+        )
+        shared = [
+            item
+            for item in ImageLibraryEntryDescriptors(members[0])
+            if item.ConceptNameCodeSequence[0].CodeValue not in position_values
+        ]
+        images = []
+        for ds in members:
+            image = ImageContentItem(
+                name=_cc(("260753009", "SCT", "Source")),
+                referenced_sop_class_uid=ds.SOPClassUID,
+                referenced_sop_instance_uid=ds.SOPInstanceUID,
+                relationship_type=RelationshipTypeValues.CONTAINS,
+            )
+            images.append(image)
+        group.ContentSequence = [*shared, *images]
+        library.ContentSequence.append(group)
+    return library
+
+
+def build_sr(prediction: Prediction, options: ExportOptions) -> Any:
+    """The highdicom ``Comprehensive3DSR`` dataset (not written)."""
+    from highdicom.coding_schemes import CodingSchemeIdentificationItem
+    from highdicom.sr import Comprehensive3DSR, MeasurementReport
+
+    sources = _source.source_datasets(prediction)
+    first = sources[0]
+    algorithm = _algorithm(prediction)
+    groups = [
+        _finding_group(f, algorithm, _source.derived_uid(prediction, "sr-tracking", f.label))
+        for f in prediction.findings
+    ]
+    if prediction.risk is not None:
+        groups.append(
+            _risk_group(prediction, algorithm, _source.derived_uid(prediction, "sr-risk"))
+        )
+    modality = str(first.get("Modality", "")).upper()
+    report = MeasurementReport(
+        observation_context=_observation_context(prediction, options),
+        procedure_reported=_cc(PROCEDURES.get(modality, IMAGING_PROCEDURE)),
+        imaging_measurements=groups,
+    )
+    content = report[0].ContentSequence
+    content.insert(len(content) - 1, _image_library(sources))  # before Imaging Measurements
+    content.append(_disclaimer_container(prediction))
+    model = prediction.model or {}
+    sr = Comprehensive3DSR(
+        evidence=sources,
+        content=report[0],
+        series_instance_uid=_source.derived_uid(prediction, "sr-series"),
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=_source.derived_uid(prediction, "sr-instance"),
+        instance_number=1,
+        manufacturer=options.manufacturer[:64],
+        is_complete=False,
+        is_final=False,
+        is_verified=False,
+        series_description=f"medfuse AI findings, {_source.NOT_FOR_CLINICAL_USE}"[:64],
+        coding_schemes=[CodingSchemeIdentificationItem(PRIVATE_SCHEME, name=PRIVATE_SCHEME_NAME)],
+        manufacturer_model_name=str(model.get("name") or "medfuse")[:64],
+        software_versions=f"medfuse {model.get('medfuse_version') or ''}".strip()[:64],
+        device_serial_number=(str(model.get("sha256") or "") or None),
+    )
+    sr.PreliminaryFlag = "PRELIMINARY"
+    return sr
+
+
+@exporters.register("dicom_sr")
+def export_dicom_sr(prediction: Prediction, out_dir: Path, options: ExportOptions) -> list[Path]:
+    """Write ``sr.dcm`` (nothing, with a logged warning, without a DICOM source)."""
+    if _source.skip_reason(prediction, "dicom_sr") is not None:
+        return []
+    sr = build_sr(prediction, options)
+    path = output_path(out_dir, FILENAME)
+    with atomic_path(path) as tmp:
+        sr.save_as(tmp, enforce_file_format=True)
+    return [path]

@@ -1,0 +1,385 @@
+"""The DICOM exporters on real sample cases: ``dicom_sr`` (Comprehensive 3D SR, TID 1500) and
+``dicom_saliency`` (Parametric Maps), read back with highdicom / pydicom, validated with
+dciodvfy, geometry checked against the source series."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+import medfuse
+from medfuse.errors import ExportError
+from medfuse.explain.explanation import Explanation, Saliency
+from medfuse.export import ExportOptions, _source, dicom_saliency, dicom_sr
+from medfuse.io.geometry import LPS_TO_RAS
+from medfuse.io.volumes import read_nifti
+from medfuse.prediction import FindingPrediction, Prediction
+from medfuse.registry import exporters
+from medfuse.types import Case, Volume
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_cases"
+CT = SAMPLES / "chest_ct_0001"
+FORMATS = ["dicom_sr", "dicom_saliency"]
+MULTI = ["emphysema", "suspected_malignancy", "pneumonia"]
+
+
+# -- fixtures (one prediction per case for the whole module) ---------------------------------------
+@pytest.fixture(scope="module")
+def model():
+    return medfuse.load_model("chest_ct_demo")
+
+
+@pytest.fixture(scope="module")
+def study():
+    return medfuse.read_study(CT)
+
+
+@pytest.fixture(scope="module")
+def report():
+    return medfuse.read_report(CT / "report.txt")
+
+
+@pytest.fixture(scope="module")
+def pred(model, study, report) -> Prediction:
+    return medfuse.predict(model, (study, report), explain=["gradcam"])
+
+
+@pytest.fixture(scope="module")
+def exported(pred, tmp_path_factory) -> dict[str, list[Path]]:
+    return medfuse.export(pred, tmp_path_factory.mktemp("dicom"), formats=FORMATS)
+
+
+@pytest.fixture(scope="module")
+def sources(pred) -> list[pydicom.Dataset]:
+    return [pydicom.dcmread(f, stop_before_pixels=True) for f in pred.case.volume.source_files]
+
+
+@pytest.fixture(scope="module")
+def sr(exported):
+    (path,) = exported["dicom_sr"]
+    return hd.sr.srread(path)
+
+
+def _items(node, value_type: str | None = None):
+    """Every content item under ``node`` (depth first)."""
+    for item in node.get("ContentSequence", []):
+        if value_type is None or item.ValueType == value_type:
+            yield item
+        yield from _items(item, value_type)
+
+
+def _name(item) -> str:
+    return item.ConceptNameCodeSequence[0].CodeValue
+
+
+def _evidence_uids(ds) -> set[tuple[str, str]]:
+    return {
+        (ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID)
+        for study in ds.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for ref in series.ReferencedSOPSequence
+    }
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    exe = shutil.which("dciodvfy")
+    if exe is None:
+        pytest.skip("dciodvfy (dicom3tools) is not on PATH: DICOM validation not run")
+    run = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=60)
+    lines = (run.stdout + run.stderr).splitlines()
+    return [line for line in lines if line.startswith("Error")]
+
+
+def _pm_volumes(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Parametric map read back with pydicom: LUTLabel -> (RAS affine rebuilt from the per-frame
+    plane positions and the shared orientation / spacing, values as nibabel [i, j, k], the
+    source SOP instance each frame derives from)."""
+    ds = pydicom.dcmread(path)
+    hd.pm.ParametricMap.from_dataset(ds)  # highdicom accepts it as a Parametric Map
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    iop = np.array(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
+    spacing = np.array(shared.PixelMeasuresSequence[0].PixelSpacing, float)
+    pixels = ds.pixel_array.reshape(int(ds.NumberOfFrames), ds.Rows, ds.Columns)
+    frames: dict[str, list] = {}
+    for n, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        rwvm = item.get("RealWorldValueMappingSequence") or shared.RealWorldValueMappingSequence
+        ipp = np.array(item.PlanePositionSequence[0].ImagePositionPatient, float)
+        src = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        frames.setdefault(rwvm[0].LUTLabel, []).append((ipp, pixels[n], src))
+    normal = np.cross(iop[:3], iop[3:])
+    out = {}
+    for label, items in frames.items():
+        items.sort(key=lambda t: float(t[0] @ normal))
+        pos = np.array([t[0] for t in items])
+        lps = np.eye(4)
+        lps[:3, 0] = iop[:3] * spacing[1]  # along a row: column spacing
+        lps[:3, 1] = iop[3:] * spacing[0]  # down a column: row spacing
+        lps[:3, 2] = (pos[-1] - pos[0]) / max(len(pos) - 1, 1)
+        lps[:3, 3] = pos[0]
+        values = np.stack([t[1].T for t in items], axis=-1)
+        out[label] = (LPS_TO_RAS @ lps, values, [t[2] for t in items])
+    return out
+
+
+# -- registration ------------------------------------------------------------------------------------
+def test_formats_are_registered():
+    assert {"dicom_sr", "dicom_saliency", "fhir"} <= set(exporters.names())
+
+
+# -- SR ----------------------------------------------------------------------------------------------
+def test_sr_is_in_the_source_study_as_a_new_series(sr, sources, pred):
+    src = sources[0]
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    assert sr.StudyInstanceUID == src.StudyInstanceUID == pred.study_instance_uid
+    assert sr.SeriesInstanceUID not in {s.SeriesInstanceUID for s in sources}
+    assert sr.SOPInstanceUID not in {s.SOPInstanceUID for s in sources}
+    assert sr.PatientName == src.PatientName and sr.PatientID == src.PatientID
+    assert sr.AccessionNumber == src.AccessionNumber
+    assert sr.Modality == "SR"
+    assert sr.SeriesNumber == dicom_sr.SERIES_NUMBER
+    assert (sr.PreliminaryFlag, sr.CompletionFlag, sr.VerificationFlag) == (
+        "PRELIMINARY",
+        "PARTIAL",
+        "UNVERIFIED",
+    )
+    assert "not for clinical use" in sr.SeriesDescription
+    assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99MEDFUSE"
+
+
+def test_sr_has_every_finding_with_its_probability_and_decision(sr, pred):
+    groups = {g.tracking_identifier: g for g in sr.content.get_image_measurement_groups()}
+    assert set(groups) == {*pred.labels, "risk"}
+    for f in pred.findings:
+        g = groups[f.label]
+        assert g.finding_type.value == dicom_sr.finding_code(f.label)[0]
+        values = {m.name.value: m for m in g.get_measurements()}
+        prob = values[dicom_sr.PROBABILITY[0]]
+        assert prob.value == pytest.approx(f.probability, abs=1e-6)
+        assert prob.unit.value == "{probability}"
+        assert values[dicom_sr.THRESHOLD[0]].value == pytest.approx(f.threshold, abs=1e-6)
+        (decision,) = g.get_qualitative_evaluations()
+        expected = dicom_sr.POSITIVE if f.positive else dicom_sr.NEGATIVE
+        assert decision.value.value == expected[0]
+    assert any(f.positive for f in pred.findings)  # both decisions are exercised
+    (risk,) = groups["risk"].get_measurements()
+    assert risk.value == pytest.approx(pred.risk.score, abs=1e-6)
+    assert risk.name.value == dicom_sr.risk_code(pred.risk.kind)[0]
+
+
+def test_sr_identifies_the_algorithm_and_the_observer_device(sr, pred):
+    sha = pred.model["sha256"]
+    params = [i.TextValue for i in _items(sr, "TEXT") if _name(i) == "111002"]
+    names = {i.TextValue for i in _items(sr, "TEXT") if _name(i) == "111001"}
+    versions = {i.TextValue for i in _items(sr, "TEXT") if _name(i) == "111003"}
+    assert f"weights_sha256={sha}" in params
+    assert names == {pred.model["name"]} and versions == {pred.model["version"]}
+    (device,) = [c for c in sr.content.get_observer_contexts() if c.observer_type.value == "121007"]
+    uid_items = [i for i in _items(sr, "UIDREF") if _name(i) == "121012"]  # Device Observer UID
+    assert uid_items and device is not None
+
+
+def test_sr_references_every_source_instance(sr, sources):
+    expected = {(s.SOPClassUID, s.SOPInstanceUID) for s in sources}
+    assert len(expected) == 48
+    assert _evidence_uids(sr) == expected
+    library = {
+        (
+            i.ReferencedSOPSequence[0].ReferencedSOPClassUID,
+            i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID,
+        )
+        for i in _items(sr, "IMAGE")
+    }
+    assert library == expected
+    (series,) = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == sources[0].SeriesInstanceUID
+
+
+def test_sr_carries_the_disclaimer(sr):
+    texts = [i.TextValue for i in _items(sr, "TEXT") if _name(i) == "121106"]
+    assert any("not for clinical use" in t for t in texts)
+
+
+def test_sr_validates_with_dciodvfy(exported):
+    (path,) = exported["dicom_sr"]
+    assert _dciodvfy_errors(path) == []
+
+
+def test_reexport_gives_the_same_uids(pred, exported, tmp_path):
+    again = medfuse.export(pred, tmp_path, formats=FORMATS)
+    for fmt in FORMATS:
+        for a, b in zip(exported[fmt], again[fmt], strict=True):
+            da, db = pydicom.dcmread(a), pydicom.dcmread(b)
+            assert (da.SeriesInstanceUID, da.SOPInstanceUID) == (
+                db.SeriesInstanceUID,
+                db.SOPInstanceUID,
+            )
+
+
+def test_rle_source_sr(model):
+    """chest_ct_0002 is RLE-compressed: the SR needs its headers only."""
+    case = SAMPLES / "chest_ct_0002"
+    pred = medfuse.predict(
+        model, (medfuse.read_study(case), medfuse.read_report(case / "report.txt"))
+    )
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in pred.case.volume.source_files]
+    assert sources[0].file_meta.TransferSyntaxUID == pydicom.uid.RLELossless
+    sr = dicom_sr.build_sr(pred, ExportOptions())
+    assert sr.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert _evidence_uids(sr) == {(s.SOPClassUID, s.SOPInstanceUID) for s in sources}
+
+
+# -- Parametric Map ---------------------------------------------------------------------------------
+def test_saliency_map_overlays_the_source(pred, exported, sources):
+    paths = exported["dicom_saliency"]
+    maps = {s.label: s for s in medfuse.export.saliency_maps(pred, ExportOptions())}
+    assert [p.name for p in paths] == [f"{label}.dcm" for label in maps]
+    by_position = {
+        tuple(np.round(np.array(s.ImagePositionPatient, float), 3)): s.SOPInstanceUID
+        for s in sources
+    }
+    for path in paths:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map
+        assert ds.StudyInstanceUID == sources[0].StudyInstanceUID
+        assert ds.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
+        assert ds.SeriesInstanceUID not in {s.SeriesInstanceUID for s in sources}
+        assert ds.PatientID == sources[0].PatientID
+        assert "FloatPixelData" in pydicom.dcmread(path)
+        assert (ds.Rows, ds.Columns, int(ds.NumberOfFrames)) == (88, 112, 48)
+        ((lut, (affine, values, derived)),) = _pm_volumes(path).items()
+        sal = maps[path.stem]
+        assert lut == dicom_saliency.lut_label(sal.label)
+        np.testing.assert_allclose(affine, sal.original.affine, atol=1e-3)
+        np.testing.assert_allclose(affine, pred.case.volume.affine, atol=1e-3)
+        np.testing.assert_array_equal(values, sal.original.array.astype(np.float32))
+        # each frame derives from the source slice at the same position
+        positions = [affine @ np.array([0, 0, k, 1.0]) for k in range(values.shape[2])]
+        lps = [tuple(np.round((LPS_TO_RAS @ p)[:3], 3)) for p in positions]
+        assert derived == [by_position[p] for p in lps]
+        rwvm = ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+        assert rwvm.LUTExplanation == f"{sal.method} saliency: {sal.label}"
+        assert rwvm.QuantityDefinitionSequence[0].ConceptCodeSequence[0].CodeValue == "130404"
+        assert "not for clinical use" in ds.SeriesDescription
+        assert _dciodvfy_errors(path) == []
+
+
+def test_several_labels_one_series(pred, tmp_path):
+    paths = medfuse.export(
+        pred, tmp_path, formats=["dicom_saliency"], options={"saliency_labels": MULTI}
+    )["dicom_saliency"]
+    assert [p.name for p in paths] == [f"{label}.dcm" for label in MULTI]
+    dss = [pydicom.dcmread(p) for p in paths]
+    assert len({d.SeriesInstanceUID for d in dss}) == 1
+    assert len({d.SOPInstanceUID for d in dss}) == 3
+    assert [int(d.InstanceNumber) for d in dss] == [1, 2, 3]
+    for label, path in zip(MULTI, paths, strict=True):
+        ((lut, (_, values, _)),) = _pm_volumes(path).items()
+        assert lut == label[:16]
+        sal = pred.explanation.get_saliency(label)
+        np.testing.assert_array_equal(values, sal.original.array.astype(np.float32))
+
+
+def test_sagittal_mr_parametric_map(tmp_path):
+    """A real sagittal MR series (slice normal to the patient's right): the map built on its grid
+    lands on its slices. The map is hand-made (the MR intensities scaled to [0, 1]): no model
+    for MR ships with medfuse."""
+    mr_study = medfuse.read_study(SAMPLES / "mr_sag_0001")
+    vol = mr_study.volume
+    geom = dicom_saliency.plane_geometry(vol.affine, vol.shape[2])
+    src = {
+        tuple(np.round(np.array(d.ImagePositionPatient, float), 3)): d
+        for d in (pydicom.dcmread(f, stop_before_pixels=True) for f in vol.source_files)
+    }
+    assert {tuple(np.round(p, 3)) for p in geom["positions"]} == set(src)
+    first = next(iter(src.values()))
+    np.testing.assert_allclose(
+        geom["orientation"], np.array(first.ImageOrientationPatient, float), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        geom["pixel_spacing"], np.array(first.PixelSpacing, float), atol=1e-6
+    )
+
+    arr = np.asarray(vol.array, np.float32)
+    arr = (arr - arr.min()) / (arr.max() - arr.min())
+    sal = Saliency(
+        "gradcam", "lesion", np.zeros((2, 2, 2), np.float32), np.eye(4), Volume(arr, vol.affine)
+    )
+    expl = Explanation(
+        ["lesion"],
+        ["gradcam"],
+        {"lesion": 0.9},
+        {"lesion": 2.2},
+        saliency={"lesion": {"gradcam": sal}},
+    )
+    pred = Prediction(
+        key="mr-sag",
+        findings=[FindingPrediction("lesion", 0.9, 0.5, True)],
+        risk=None,
+        modalities_used=("image",),
+        model={"name": "hand-made", "version": "0", "sha256": "0" * 64},
+        study_instance_uid=vol.study_instance_uid,
+        series_instance_uid=vol.series_instance_uid,
+        explanation=expl,
+        created="2026-01-01T00:00:00+00:00",
+        case=Case(volume=vol, study=mr_study, key="mr-sag"),
+    )
+    (path,) = medfuse.export(pred, tmp_path, formats=["dicom_saliency"])["dicom_saliency"]
+    ((_, (affine, values, _)),) = _pm_volumes(path).items()
+    np.testing.assert_allclose(affine, vol.affine, atol=1e-3)
+    np.testing.assert_array_equal(values, arr)
+    assert _dciodvfy_errors(path) == []
+
+
+# -- image-only and report-only ---------------------------------------------------------------------
+def test_image_only_prediction_exports_both(model, study, tmp_path):
+    pred = medfuse.predict(model, (study, None), explain=["gradcam"])
+    assert pred.modalities_used == ("image",)
+    out = medfuse.export(pred, tmp_path, formats=FORMATS)
+    (path,) = out["dicom_sr"]
+    sr = hd.sr.srread(path)
+    assert {g.tracking_identifier for g in sr.content.get_image_measurement_groups()} >= set(
+        pred.labels
+    )
+    comments = " ".join(i.TextValue for i in _items(sr, "TEXT") if _name(i) == "121106")
+    assert "image-only" in comments
+    assert out["dicom_saliency"]
+    for p in out["dicom_saliency"]:
+        assert _dciodvfy_errors(p) == []
+
+
+def test_report_only_prediction_is_skipped_with_a_reason(model, report, tmp_path, caplog):
+    pred = medfuse.predict(model, (None, report))
+    with caplog.at_level(logging.WARNING, logger="medfuse.export._source"):
+        out = medfuse.export(pred, tmp_path, formats=FORMATS)
+    assert out == {"dicom_sr": [], "dicom_saliency": []}
+    assert list(tmp_path.iterdir()) == []
+    assert "report-only" in caplog.text and "dicom_sr" in caplog.text
+    assert "report-only" in _source.dicom_source_problem(pred)
+    with pytest.raises(ExportError, match="no DICOM source"):
+        _source.source_datasets(pred)
+
+
+def test_nifti_source_is_skipped(pred, tmp_path, caplog):
+    """A volume read from NIfTI has no DICOM instances to reference."""
+    nii = tmp_path / "ct.nii.gz"
+    pred.case.volume.save(nii)
+    vol = read_nifti(nii)
+    other = Prediction(
+        key="nifti",
+        findings=pred.findings,
+        risk=pred.risk,
+        modalities_used=("image",),
+        model=pred.model,
+        explanation=pred.explanation,
+        case=Case(volume=vol, key="nifti"),
+    )
+    with caplog.at_level(logging.WARNING, logger="medfuse.export._source"):
+        assert dicom_sr.export_dicom_sr(other, tmp_path / "out", ExportOptions()) == []
+    assert "not from DICOM" in caplog.text
