@@ -107,8 +107,9 @@ class ExplainSection(_Strict):
     """Which explanations to compute (registry ``explainers``); empty ``methods``: none."""
 
     methods: tuple[str, ...] = ("gradcam", "integrated_gradients_text", "modality_shapley")
-    #: Labels to explain (None: all of the model's labels).
-    labels: tuple[str, ...] | None = None
+    #: Labels to explain: "positive" (the positive findings, else the most probable one), a
+    #: list, or null (all of the model's labels: slower).
+    labels: Literal["positive"] | tuple[str, ...] | None = "positive"
     #: Per-method keyword arguments, e.g. ``{occlusion: {levels: 2}}`` (plain values only).
     params: dict[str, dict[str, int | float | str | bool | None]] = Field(default_factory=dict)
 

@@ -256,7 +256,7 @@ def predict(
     case: Any,
     *,
     explain: bool | Sequence[str] = False,
-    labels: Sequence[str] | None = None,
+    labels: Sequence[str] | str | None = None,
     explain_params: dict[str, dict[str, Any]] | None = None,
 ) -> Prediction:
     """Predict one case with ``model`` (from :func:`medfuse.load_model`).
@@ -265,7 +265,9 @@ def predict(
     :class:`~medfuse.types.Volume`, a :class:`~medfuse.types.Report` / report text, or a
     ``(image, report)`` tuple (either may be None). ``explain``: True runs
     :data:`DEFAULT_EXPLAIN_METHODS`, a list names the methods (registry ``explainers``).
-    ``labels``: the labels to explain (all by default). Probabilities are calibrated with the
+    ``labels``: the labels to explain — a list, None (all), or ``"positive"`` (the findings at
+    or above their threshold, else the most probable one: what a triage report shows, at a
+    fraction of the cost). Probabilities are calibrated with the
     card's temperatures; ``positive`` uses the card's thresholds.
     """
     import torch
@@ -334,6 +336,11 @@ def predict(
         from .explain import explain as run_explain
 
         methods = DEFAULT_EXPLAIN_METHODS if explain is True else tuple(explain)
+        if labels == "positive":
+            chosen = [f.label for f in findings if f.positive]
+            labels = chosen or [max(findings, key=lambda f: f.probability).label]
+        elif isinstance(labels, str):
+            labels = [labels]
         t0 = time.perf_counter()
         explanation = run_explain(
             model, c, labels=labels, methods=list(methods), params=explain_params

@@ -6,7 +6,8 @@
     summary.failed        # [] when every study finished
 
 What counts as a study (:func:`discover_studies`): an input path that directly holds DICOM
-files, a report file or a DICOMDIR, or that is a NIfTI / NRRD / MHA file, is **one study**;
+files, a report file, a DICOMDIR or a ``dicom/`` sub-folder, or that is a NIfTI / NRRD / MHA
+file, is **one study**;
 any other folder is a **folder of studies**, each entry (sub-folder or volume file) one study,
 read recursively. Reports are paired as :class:`medfuse.config.ReportSource` describes.
 
@@ -94,6 +95,8 @@ def _is_single_study(folder: Path, report_names: Sequence[str]) -> bool:
         raise InputError(f"cannot list the folder: {exc.strerror or exc}", path=folder) from None
     names = {e.name for e in entries}
     if names & set(report_names) or "DICOMDIR" in names:
+        return True
+    if any(e.is_dir() and e.name.lower() == "dicom" for e in entries):
         return True
     return any(e.is_file() and _looks_like_dicom(e) for e in entries)
 
@@ -310,7 +313,11 @@ def process_study(item: _Loaded, model: Any, workflow: Workflow, out_dir: Path) 
             model,
             case,
             explain=methods if methods else False,
-            labels=list(workflow.explain.labels) if workflow.explain.labels else None,
+            labels=(
+                list(workflow.explain.labels)
+                if isinstance(workflow.explain.labels, tuple)
+                else workflow.explain.labels
+            ),
             explain_params={k: dict(v) for k, v in workflow.explain.params.items()},
         )
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{task.key}-", dir=out_dir)).resolve()

@@ -12,8 +12,8 @@ __all__ = ["register"]
 
 _HELP = """Run a workflow (YAML) over one study or a folder of studies.
 
-INPUT is one study when it directly holds DICOM files, report.txt or a DICOMDIR (or is a NIfTI /
-NRRD / MHA file); otherwise each sub-folder (or volume file) in it is one study. Each study's
+INPUT is one study when it directly holds DICOM files, report.txt, a DICOMDIR or a dicom/ folder
+(or is a NIfTI / NRRD / MHA file); otherwise each sub-folder (or volume file) in it is one study. Each study's
 report is found as the workflow's `reports` section says (report.txt in the study folder by
 default); studies without one run image-only and say so.
 

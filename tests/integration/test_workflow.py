@@ -263,3 +263,41 @@ def test_two_worker_processes(batch, tmp_path):
     )
     assert [r["status"] for r in summary.records] == ["ok", "ok"]
     assert len(read_status(tmp_path)) == 2
+
+
+def test_mr_example_workflow_with_a_saved_mr_model(tmp_path):
+    """workflows/brain_mr_research.yaml runs any saved MR model (here a tiny untrained one: this
+    checks the pipeline — sagittal geometry, MR preprocessing, exports — not the model)."""
+    import nibabel as nib
+    import numpy as np
+    import torch
+
+    import medfuse
+
+    torch.manual_seed(0)
+    model = medfuse.create_model(
+        "chest_ct_fusion_tiny",
+        labels=["focal_lesion", "hydrocephalus"],
+        preprocessing={"modality": "MR", "spacing": [4.0, 4.0, 4.0], "spatial_size": [32, 32, 32]},
+        description="pipeline test model (untrained)",
+    )
+    medfuse.save_model(model, None, tmp_path / "models" / "brain_mr", name="brain_mr_test")
+    wf = load_workflow(REPO / "workflows" / "brain_mr_research.yaml")
+    wf = wf.model_copy(
+        update={
+            "model": str(tmp_path / "models" / "brain_mr"),
+            "export": wf.export.model_copy(update={"formats": ("json", "nifti")}),
+        }
+    )
+    ct_study = SAMPLES / "chest_ct_0003"
+    summary = run_workflow(wf, [SAMPLES / "mr_sag_0001", ct_study], tmp_path / "out")
+    mr, ct = summary.records
+    assert mr["status"] == "ok", mr
+    assert ct["status"] == "error" and "modality CT is not one of MR" in ct["reason"]
+    doc = json.loads((tmp_path / "out" / mr["key"] / "prediction.json").read_text())
+    assert doc["model"]["name"] == "brain_mr_test"
+    assert doc["preprocessing"]["steps"][0]["params"]["orientation"] == "PIR"
+    img = nib.load(tmp_path / "out" / mr["key"] / "saliency" / "saliency.nii.gz")
+    vol = medfuse.read_study(SAMPLES / "mr_sag_0001").volume
+    assert img.shape == vol.shape
+    np.testing.assert_allclose(img.affine, vol.affine, atol=1e-4)

@@ -131,3 +131,11 @@ def test_bad_inputs_are_config_errors(model):
 def test_repr_names_model_and_modalities(full):
     text = repr(full)
     assert "chest_ct_demo" in text and "image+report" in text
+
+
+def test_explain_only_the_positive_findings(model, study, report, full):
+    pred = medfuse.predict(model, (study, report), explain=["gradcam"], labels="positive")
+    expected = [f.label for f in full.findings if f.positive] or [
+        max(full.findings, key=lambda f: f.probability).label
+    ]
+    assert pred.explanation.labels == expected
