@@ -122,7 +122,9 @@ def export(
     names = list(formats) if formats is not None else _default_formats()
     unknown = [n for n in names if str(n) not in exporters]
     if unknown:
-        raise ConfigError(f"unknown export format(s) {unknown}", hint=f"choose from {exporters.names()}")
+        raise ConfigError(
+            f"unknown export format(s) {unknown}", hint=f"choose from {exporters.names()}"
+        )
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[Path]] = {}
