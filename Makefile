@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 
 # The full workflow on the shipped sample cases (chest_ct_0003 has no report: it runs image-only).
 demo: $(STAMP)
-	$(VENV)/bin/medfuse run workflows/chest_ct_triage.yaml --out $(OUT)/chest_ct_triage --force \
+	rm -rf $(OUT)/chest_ct_triage
+	$(VENV)/bin/medfuse run workflows/chest_ct_triage.yaml --out $(OUT)/chest_ct_triage \
 	    -i sample_cases/chest_ct_0001 -i sample_cases/chest_ct_0002 -i sample_cases/chest_ct_0003
 	@echo
 	@echo "demo outputs: $(OUT)/chest_ct_triage/<study>/ (prediction.json report.html report.pdf sr.dcm saliency/ fhir.json)"
