@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..prediction import Prediction
 
 FOLDER = "saliency"
+QUANT = 32767.0
 
 
 @exporters.register("nifti")
@@ -34,14 +35,27 @@ def export_nifti(prediction: Prediction, out_dir: Path, options: ExportOptions) 
     if not maps:
         return []
     first = maps[0].original
-    arrays = [np.asarray(s.original.array, dtype=np.float32) for s in maps]
-    array = arrays[0] if len(arrays) == 1 else np.stack(arrays, axis=-1)
+    # each map is stored as int16 scaled to [-1, 1] by its largest magnitude (half the bytes of
+    # float32 and quicker to gzip; a heat map needs no more than 32767 levels); the sidecar has
+    # each label's scale to recover the raw values
+    peaks = [float(np.abs(s.original.array).max()) for s in maps]
+    shape = (*first.shape[:3], len(maps)) if len(maps) > 1 else first.shape[:3]
+    array = np.empty(shape, dtype=np.float32)
+    for i, (s, peak) in enumerate(zip(maps, peaks, strict=True)):
+        dst = array[..., i] if len(maps) > 1 else array
+        np.multiply(s.original.array, QUANT / peak if peak > 0 else 0.0, out=dst)
+        np.rint(dst, out=dst)
     vol = Volume(
         array,
         first.affine,
         modality="OT",
         units="saliency",
         volume_labels=tuple(s.label for s in maps) if len(maps) > 1 else (),
+        meta={
+            "integer_valued": True,
+            "value_bounds": (-QUANT, QUANT),
+            "nifti_scale": 1.0 / QUANT,
+        },
     )
     image = output_path(out_dir, f"{FOLDER}/saliency.nii.gz")
     image.parent.mkdir(parents=True, exist_ok=True)
@@ -51,6 +65,9 @@ def export_nifti(prediction: Prediction, out_dir: Path, options: ExportOptions) 
         "labels": [s.label for s in maps],
         "methods": [s.method for s in maps],
         "signed": [s.signed for s in maps],
+        "scale": peaks,
+        "values": "each label's map divided by its scale (largest magnitude): in [-1, 1]; "
+        "multiply by scale for the raw saliency",
         "axis": "4th axis = labels" if len(maps) > 1 else None,
         "grid": "original (source volume affine, RAS mm)",
         "shape": list(array.shape),

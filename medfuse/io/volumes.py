@@ -171,7 +171,9 @@ def _quaternion(rot: np.ndarray) -> tuple[float, float, float]:
     return float(b), float(c), float(d)
 
 
-def nifti1_header(shape: tuple[int, ...], affine: np.ndarray, dtype: np.dtype) -> bytes:
+def nifti1_header(
+    shape: tuple[int, ...], affine: np.ndarray, dtype: np.dtype, scale: float = 1.0
+) -> bytes:
     """A 352-byte NIfTI-1 single-file header (348 + empty extension flag) with sform and, when
     the affine has no shear, the equivalent qform — written directly, so that writing a volume
     does not need nibabel (0.5 s to import)."""
@@ -197,7 +199,7 @@ def nifti1_header(shape: tuple[int, ...], affine: np.ndarray, dtype: np.dtype) -
     struct.pack_into("<8h", hdr, 40, *dim)
     struct.pack_into("<hhh", hdr, 70, code, bitpix, 0)
     struct.pack_into("<8f", hdr, 76, *pixdim)
-    struct.pack_into("<fff", hdr, 108, 352.0, 1.0 if dtype.kind == "i" else 0.0, 0.0)
+    struct.pack_into("<fff", hdr, 108, 352.0, float(scale) if dtype.kind == "i" else 0.0, 0.0)
     hdr[123] = 2 | 8  # mm, seconds
     descrip = b"medfuse"
     hdr[148 : 148 + len(descrip)] = descrip
@@ -218,7 +220,8 @@ def write_nifti(volume: Volume, path: str | os.PathLike) -> str:
         raise ExportError("NIfTI file names end in .nii or .nii.gz", path=path)
     dtype = _storage_dtype(volume)
     arr = volume.array
-    header = nifti1_header(arr.shape, volume.affine, dtype)
+    # integer-valued arrays that stand for scaled values carry their scl_slope in meta
+    header = nifti1_header(arr.shape, volume.affine, dtype, volume.meta.get("nifti_scale", 1.0))
     gz = str(path).endswith(".gz")
     try:
         with (

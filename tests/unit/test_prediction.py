@@ -139,3 +139,21 @@ def test_explain_only_the_positive_findings(model, study, report, full):
         max(full.findings, key=lambda f: f.probability).label
     ]
     assert pred.explanation.labels == expected
+
+
+def test_saliency_nifti_round_trip(full, tmp_path):
+    import nibabel as nib
+
+    from medfuse.export import ExportOptions
+
+    labels = full.labels[:2]
+    medfuse.export(full, tmp_path, ["nifti"], ExportOptions(saliency_labels=labels))
+    img = nib.load(tmp_path / "saliency" / "saliency.nii.gz")
+    meta = json.loads((tmp_path / "saliency" / "saliency.json").read_text())
+    assert meta["labels"] == labels and img.get_data_dtype() == np.int16
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    for i, label in enumerate(labels):
+        ref = full.explanation.get_saliency(label).original
+        np.testing.assert_allclose(img.affine, ref.affine, atol=1e-4)
+        raw = data[..., i] * meta["scale"][i]
+        np.testing.assert_allclose(raw, ref.array, atol=meta["scale"][i] / 30000)
