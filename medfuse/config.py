@@ -171,6 +171,10 @@ class RunSection(_Strict):
     workers: int = Field(1, ge=1, le=64)
     #: Torch threads per worker (None: CPUs / workers).
     threads: int | None = Field(None, ge=1, le=256)
+    #: "local" (this machine) or "ray" (Ray actors; needs ``medfuse[ray]``).
+    engine: Literal["local", "ray"] = "local"
+    #: Address of an existing Ray cluster (None: start a local one).
+    address: str | None = Field(None, max_length=256)
     #: Device for the model: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d{1,2})?)$")
 

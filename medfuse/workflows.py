@@ -526,6 +526,68 @@ def _parallel(
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _ray(
+    tasks: Sequence[StudyTask],
+    workflow: Workflow,
+    out_dir: Path,
+    workers: int,
+    threads: int | None,
+    address: str | None,
+) -> Iterator[dict[str, Any]]:
+    """Across Ray actors (``medfuse[ray]``), each loading the model once: a local cluster of
+    ``workers`` CPUs by default, or the cluster at ``address`` (``out_dir`` must then be on a
+    filesystem every node sees). An actor that dies fails only its study and is replaced."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "the ray engine needs Ray", hint="pip install 'medfuse[ray]' (or use --engine local)"
+        ) from None
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            address=address,
+            num_cpus=None if address else workers,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+
+    @ray.remote(num_cpus=1)
+    class StudyWorker:
+        def __init__(self, data: dict[str, Any], threads: int | None) -> None:
+            _worker_init(data, threads)
+
+        def run(self, task: StudyTask, out: str) -> dict[str, Any]:
+            return _worker_run(task, out)
+
+    data = {**workflow.model_dump(), "base_dir": workflow.base_dir}
+    try:
+        free = [StudyWorker.remote(data, threads) for _ in range(workers)]
+        queue = list(tasks)
+        pending: dict[Any, tuple[StudyTask, Any]] = {}
+        while queue or pending:
+            while queue and free:
+                actor, task = free.pop(), queue.pop(0)
+                pending[actor.run.remote(task, str(out_dir))] = (task, actor)
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            task, actor = pending.pop(ref)
+            try:
+                yield ray.get(ref)
+                free.append(actor)
+            except ray.exceptions.RayActorError:
+                free.append(StudyWorker.remote(data, threads))
+                yield _error_record(
+                    task,
+                    InputError("the Ray worker died while processing this study", path=task.path),
+                    {},
+                )
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def run_workflow(
     workflow: Workflow,
     inputs: Sequence[str | os.PathLike],
@@ -533,13 +595,17 @@ def run_workflow(
     *,
     workers: int | None = None,
     force: bool = False,
+    engine: str | None = None,
+    address: str | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
 ) -> RunSummary:
     """Run ``workflow`` over every study under ``inputs``, writing into ``out_dir``.
 
     ``workers``: processes (default: the workflow's ``run.workers``). ``force`` redoes finished
-    studies. ``on_start(n_to_do, n_skipped)`` and ``on_result(record)`` (after each study) feed
+    studies. ``engine``: ``"local"`` (this machine: in-process, or worker processes) or
+    ``"ray"`` (Ray actors; ``address`` of an existing cluster, default a local one); default the
+    workflow's ``run.engine``. Status and resume are the same with every engine. ``on_start(n_to_do, n_skipped)`` and ``on_result(record)`` (after each study) feed
     progress displays. Never raises for a single study's failure: see the records.
     """
     t0 = time.perf_counter()
@@ -564,15 +630,14 @@ def run_workflow(
         if on_start is not None:
             on_start(len(todo), len(skipped))
         log.info("%d studies: %d to run, %d already finished", len(tasks), len(todo), len(skipped))
-        results: Iterable[dict[str, Any]] = (
-            (
-                _parallel(todo, workflow, out, n_workers, threads)
-                if n_workers > 1
-                else _sequential(todo, workflow, out, threads)
-            )
-            if todo
-            else ()
-        )
+        engine = engine or workflow.run.engine
+        results: Iterable[dict[str, Any]] = ()
+        if todo and engine == "ray":
+            results = _ray(todo, workflow, out, n_workers, threads, address or workflow.run.address)
+        elif todo and n_workers > 1:
+            results = _parallel(todo, workflow, out, n_workers, threads)
+        elif todo:
+            results = _sequential(todo, workflow, out, threads)
         for rec in results:
             _append_status(out, rec)
             records.append(rec)

@@ -38,6 +38,15 @@ def run_cmd(
         None, "--workers", "-w", min=1, max=64, help="Worker processes (default: the workflow's)."
     ),
     force: bool = typer.Option(False, "--force", help="Redo studies that already finished."),
+    engine: str | None = typer.Option(
+        None,
+        "--engine",
+        help="local (this machine) or ray (Ray actors, pip install 'medfuse[ray]'); "
+        "default: the workflow's run.engine.",
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster address (with --engine ray; default: a local one)."
+    ),
     include_phi: bool = typer.Option(
         False,
         "--include-phi",
@@ -52,6 +61,8 @@ def run_cmd(
     from ..workflows import discover_studies, run_workflow
 
     wf = load_workflow(workflow)
+    if engine not in (None, "local", "ray"):
+        raise typer.BadParameter(f"--engine must be local or ray, not {engine!r}")
     if include_phi:
         wf = wf.model_copy(update={"export": wf.export.model_copy(update={"include_phi": True})})
     if dry_run:
@@ -84,7 +95,15 @@ def run_cmd(
             p.advance(bar["id"])
 
         summary = run_workflow(
-            wf, inputs, out, workers=workers, force=force, on_result=on_result, on_start=on_start
+            wf,
+            inputs,
+            out,
+            workers=workers,
+            force=force,
+            engine=engine,
+            address=address,
+            on_result=on_result,
+            on_start=on_start,
         )
     _print_summary(summary)
     if summary.failed:

@@ -301,3 +301,14 @@ def test_mr_example_workflow_with_a_saved_mr_model(tmp_path):
     vol = medfuse.read_study(SAMPLES / "mr_sag_0001").volume
     assert img.shape == vol.shape
     np.testing.assert_allclose(img.affine, vol.affine, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_ray_engine_with_two_local_workers(batch, tmp_path):
+    pytest.importorskip("ray", reason="optional extra medfuse[ray] not installed")
+    inputs = [batch / "a_with_report", batch / "b_no_report", batch / "c_broken"]
+    summary = run_workflow(load_workflow(FAST), inputs, tmp_path, workers=2, engine="ray")
+    assert [r["status"] for r in summary.records] == ["ok", "ok", "error"]
+    assert "c_broken" in summary.records[2]["reason"]
+    again = run_workflow(load_workflow(FAST), inputs, tmp_path, workers=2, engine="ray")
+    assert len(again.skipped) == 2 and [r["status"] for r in again.records] == ["error"]
