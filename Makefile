@@ -36,6 +36,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/report_labels.py
 	$(PY) benchmarks/model.py
 	$(PY) benchmarks/explain.py
+	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/end_to_end.py --repeats 1
+	$(PY) benchmarks/scaling.py --studies 4
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medfuse tests benchmarks
