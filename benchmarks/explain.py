@@ -14,9 +14,18 @@ weights, map upsampled to the input grid); "MONAI GradCAM" is ``monai.visualize.
 same model and layer (backward through the whole network). Best of ``--repeats`` interleaved runs after
 one warm-up (the machine may be shared).
 
-Pointing game: a hit when the Grad-CAM maximum, on the original grid, lies inside the lesion
-(sphere of known centre and radius) — or, for the real CT, inside a tumour box (each slice's box,
-± half a slice). No tuning: the demo model is used as saved.
+Faithfulness with the demo model (``chest_ct_demo``), on the trainer's held-back synthetic test
+cohort (:func:`medfuse.train.evaluate.test_cohort`, the same 500 cases as
+``benchmarks/fusion_targets.py``): for every label with a focal finding (``lung_lesion`` and
+``suspected_malignancy`` -> the lesion sphere; ``consolidation`` and ``pneumonia`` -> the painted
+consolidation; masks from the cohort generator), the pointing game of Grad-CAM on the first
+``--cases`` cases with that finding — a hit when the maximum of the map on the original (phantom)
+grid lies inside the mask, strictly and within one model voxel (6 mm, i.e. the mask dilated by
+one voxel) — and deletion / insertion AUC against random voxel orders on the first
+``--deletion-cases``. On the real lung CT (image only): is the Grad-CAM peak of the lesion labels
+inside a tumour box (each slice's box, ± half a slice)? No tuning: the model is used as saved.
+
+    .venv/bin/python benchmarks/explain.py --skip-speed        # faithfulness only
 """
 
 from __future__ import annotations
@@ -166,44 +175,111 @@ def _demo_model():
         return None
 
 
-def synthetic_pointing_game(model, n_cases: int, seed: int = 20_000) -> dict | None:
-    """Pointing game of Grad-CAM on ``n_cases`` synthetic chest CTs with one lesion each."""
-    import medfuse
-    from medfuse.explain.faithfulness import pointing_game_spheres
-    from medfuse.synth.cohort import _place, default_spacing
-    from medfuse.synth.geometry import make_geometry
-    from medfuse.synth.phantom import ChestPhantom, Lesion
-    from medfuse.types import Case, Volume
+#: Which ground-truth mask of the cohort generator each label is pointed at.
+FINDING_OF_LABEL = {
+    "lung_lesion": "lung_lesion",
+    "suspected_malignancy": "lung_lesion",
+    "consolidation": "consolidation",
+    "pneumonia": "consolidation",
+}
+#: The labels whose pointing game the issue's target (>= 85 %) applies to.
+TARGET_LABELS = ("lung_lesion",)
+#: Tolerance of the headline pointing game: one voxel of the demo model's grid (6 mm), i.e. the
+#: lesion mask dilated by one model voxel. The strict figure (0 mm) is reported next to it.
+TOLERANCE_MM = 6.0
 
-    labels = [lab for lab in model.labels if lab in LESION_LABELS]
+
+def synthetic_pointing_game(
+    model,
+    n_cases: int,
+    *,
+    n_test: int = 500,
+    deletion_cases: int = 20,
+    tolerance_mm: float = TOLERANCE_MM,
+) -> dict | None:
+    """Pointing game of Grad-CAM, and deletion / insertion AUC vs random orders, on the trainer's
+    held-back synthetic test cohort (:func:`medfuse.train.evaluate.test_cohort`: seed held back,
+    clean labels, both modalities, the model's phantom shape).
+
+    For each label with a focal finding (:data:`FINDING_OF_LABEL`) the first ``n_cases`` test
+    cases that have the finding are explained with their own report; a hit is the Grad-CAM
+    maximum on the original (phantom) grid inside the finding's mask from the cohort generator
+    (lesion sphere, painted consolidation), strictly and within ``tolerance_mm``. Deletion /
+    insertion (16 steps, baseline = per-channel minimum, 2 random orders) run on the model grid
+    for the first ``deletion_cases`` cases of each label."""
+    import medfuse
+    from medfuse.explain import prepare_context
+    from medfuse.explain.faithfulness import deletion_insertion, label_score_fn, pointing_game
+    from medfuse.train.evaluate import test_cohort
+    from medfuse.types import Case
+
+    labels = [lab for lab in model.labels if lab in FINDING_OF_LABEL]
     if not labels:
-        print(f"the demo model has no lesion label ({', '.join(model.labels)}); skipped")
+        print(f"the demo model has no focal-finding label ({', '.join(model.labels)}); skipped")
         return None
-    shape = (64, 64, 48)
-    hits: dict[str, list[bool]] = {lab: [] for lab in labels}
-    for i in range(n_cases):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
-        geom = make_geometry(shape, default_spacing("chest_ct", shape), center_lps=(0, 0, -180))
-        anatomy = np.asarray((0.0, 0.0, -180.0)) + rng.uniform(-8, 8, 3)
-        base = ChestPhantom(geom, seed=seed + i, anatomy_center_lps=anatomy)
-        diameter = float(rng.uniform(16, 44))
-        ijk = _place(base, geom, rng, diameter / 2, None, [])
-        kind = "mass" if diameter > 30 else "nodule"
-        les = Lesion(diameter / 2, center_ijk=tuple(float(v) for v in ijk), kind=kind)
-        ph = ChestPhantom(geom, seed=seed + i, lesions=[les], anatomy_center_lps=anatomy)
-        vol = Volume(ph.volume(workers=1), geom.affine_ras, modality="CT")
-        c = ph.lesion_centres_lps()[0]
-        centre_ras = (-c[0], -c[1], c[2])
-        report = f"FINDINGS: {diameter / 10:.1f} cm {kind} in the lung.\nIMPRESSION: Lung {kind}."
-        case = Case(vol, medfuse.parse_report(report))
-        expl = medfuse.explain(model, case, labels=labels, methods=["gradcam"])
-        for lab in labels:
+    shape = tuple(model.card.training_data["cohort"]["shape"])
+    cohort = test_cohort(n_test, shape=shape)
+    by_finding: dict[str, list[int]] = {}
+    for finding in {FINDING_OF_LABEL[lab] for lab in labels}:
+        key = "lesion" if finding == "lung_lesion" else "consolidation"
+        by_finding[finding] = [i for i, c in enumerate(cohort.cases) if c["factors"][key]][:n_cases]
+    rows: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    for lab in labels:
+        finding = FINDING_OF_LABEL[lab]
+        strict, tol, chance, dist, curves = [], [], [], [], []
+        for n, i in enumerate(by_finding[finding]):
+            vol = cohort.volume(i)
+            mask = cohort.finding_masks(i)[finding]
+            case = Case(vol, medfuse.parse_report(cohort.cases[i]["report"]))
+            expl = medfuse.explain(model, case, labels=[lab], methods=["gradcam"])
             sal = expl.saliency[lab]["gradcam"]
-            peak = sal.original.voxel_to_world(np.asarray(sal.peak_original, dtype=float))
-            hits[lab].append(pointing_game_spheres(peak, [(centre_ras, diameter / 2)]))
-    out = {lab: round(float(np.mean(h)), 3) for lab, h in hits.items()}
-    out["n_cases"] = n_cases
-    print(json.dumps({"synthetic_pointing_game": out}), flush=True)
+            r = pointing_game(
+                sal.original.array, mask, affine=vol.affine, tolerance_mm=tolerance_mm
+            )
+            strict.append(r["distance_mm"] == 0.0)
+            tol.append(r["hit"])
+            chance.append(r["chance"])
+            dist.append(r["distance_mm"])
+            if n < deletion_cases:
+                ctx = prepare_context(model, case)
+                res = deletion_insertion(
+                    label_score_fn(model, lab, text=ctx.text), ctx.image, sal.model,
+                    steps=16, random_repeats=2, seed=n,
+                )  # fmt: skip
+                curves.append(res.summary())
+        row = {
+            "finding": finding,
+            "n_cases": len(strict),
+            "hit_rate_strict": round(float(np.mean(strict)), 3),
+            f"hit_rate_tol_{tolerance_mm:g}mm": round(float(np.mean(tol)), 3),
+            "median_miss_mm": round(float(np.median([d for d in dist if d > 0] or [0.0])), 1),
+            "chance_strict": round(float(np.mean(chance)), 4),
+        }
+        if curves:
+            for key in (
+                "deletion_auc",
+                "deletion_auc_random",
+                "insertion_auc",
+                "insertion_auc_random",
+            ):
+                row[key] = round(float(np.mean([c[key] for c in curves])), 4)
+            row["deletion_below_random"] = round(
+                float(np.mean([c["deletion_auc"] < c["deletion_auc_random"] for c in curves])), 3
+            )
+            row["insertion_above_random"] = round(
+                float(np.mean([c["insertion_auc"] > c["insertion_auc_random"] for c in curves])), 3
+            )
+            row["deletion_cases"] = len(curves)
+        rows[lab] = row
+        print(json.dumps({"synthetic_pointing_game": {lab: row}}), flush=True)
+    out = {
+        "cohort": {"n": n_test, "seed": "held-back test seed", "shape": list(shape)},
+        "tolerance_mm": tolerance_mm,
+        "target_labels": [lab for lab in TARGET_LABELS if lab in rows],
+        "labels": rows,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     return out
 
 
@@ -234,7 +310,12 @@ def real_ct_pointing_game(model, out_dir: Path) -> dict | None:
     for lab in labels:
         sal = expl.saliency[lab]["gradcam"]
         r = pointing_game(sal.original.array, mask, affine=vol.affine)
-        result[lab] = {"hit": r["hit"], "distance_mm": round(r["distance_mm"], 1)}
+        result[lab] = {
+            "hit": r["hit"],
+            f"hit_tol_{TOLERANCE_MM:g}mm": r["distance_mm"] <= TOLERANCE_MM,
+            "distance_mm": round(r["distance_mm"], 1),
+            "probability": round(expl.probabilities[lab], 4),
+        }
         (out_dir / f"lung_ct_A0002_{lab}_gradcam.png").write_bytes(expl.figure_png(lab, "gradcam"))
     result["chance"] = round(float(mask.mean()), 4)
     print(json.dumps({"real_ct_pointing_game": result}), flush=True)
@@ -245,7 +326,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[96, 128])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--cases", type=int, default=40, help="synthetic cases for the pointing game")
+    ap.add_argument(
+        "--cases",
+        type=int,
+        default=60,
+        help="test cases with the finding, per label (pointing game)",
+    )
+    ap.add_argument(
+        "--deletion-cases", type=int, default=20, help="of those, cases for deletion / insertion"
+    )
     ap.add_argument("--out", type=Path, default=REPO / "out" / "explain")
     ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args()
@@ -260,10 +349,13 @@ def main() -> int:
         results["occlusion"] = occlusion_passes(128)
     model = _demo_model()
     if model is not None:
-        results["synthetic_pointing_game"] = synthetic_pointing_game(model, args.cases)
+        results["synthetic_pointing_game"] = synthetic_pointing_game(
+            model, args.cases, deletion_cases=args.deletion_cases
+        )
         results["real_ct_pointing_game"] = real_ct_pointing_game(model, args.out)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "benchmark.json").write_text(json.dumps(results, indent=2))
+    name = "benchmark.json" if not args.skip_speed else "faithfulness.json"
+    (args.out / name).write_text(json.dumps(results, indent=2))
     return 0
 
 

@@ -70,6 +70,15 @@ def evaluate_cmd(
         "--variants",
         help="Comma-separated ablation variants to train (with --ablation).",
     ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help="Epoch budget of every ablation variant (default: config's)."
+    ),
+    reuse: bool = typer.Option(
+        False, "--reuse", help="Reuse ablation variants already trained under --out/ablation."
+    ),
+    write_doc: Path | None = typer.Option(
+        None, "--write-doc", help="Write the ablation table into this markdown file."
+    ),
 ) -> None:
     """Evaluate a model on a freshly generated synthetic test cohort (metrics JSON, ROC and
     calibration PNGs, HTML); with --ablation, train and compare the fusion variants."""
@@ -93,9 +102,28 @@ def evaluate_cmd(
             from ..train.trainer import load_train_config
 
             names = [v.strip() for v in variants.split(",") if v.strip()]
-            abl = run_ablation(load_train_config(ablation), cohort, variants=names,
-                               out_dir=out / "ablation", n_boot=n_boot, progress=bars)  # fmt: skip
+            tcfg = load_train_config(ablation)
+            abl = run_ablation(
+                tcfg,
+                cohort,
+                variants=names,
+                out_dir=out / "ablation",
+                n_boot=n_boot,
+                epochs=epochs,
+                reuse=reuse,
+                progress=bars,
+            )
             (out / "ablation.json").write_text(json.dumps(abl["table"], indent=2) + "\n")
+            if write_doc is not None:
+                from ..train.evaluate import write_ablation_doc
+
+                note = (
+                    f"Reduced budget: every variant trained for at most {epochs} epoch(s) "
+                    f"(the config says {tcfg.optim.epochs})."
+                    if epochs
+                    else ""
+                )
+                write_ablation_doc(write_doc, abl["table"], n=len(cohort), note=note)
     typer.echo(f"macro AUROC {res['macro_auroc']}  macro ECE {res['macro_ece']}")
     for name, mm in res["labels"].items():
         a = mm["auroc"]

@@ -51,7 +51,8 @@ def attention_maps(ctx: ExplainContext, labels: list[int]) -> list[MethodResult]
             tmask[1:] = out.text.mask[0].to(torch.bool)
             tmask[0] = not bool(tmask[1:].any())
         per_patch = w[tmask].mean(0)[1:]  # drop the missing-image key
-        grid = out.image.grid
+        pool = int(getattr(ctx.model.fusion, "token_pool", 1))  # pooled patch tokens
+        grid = tuple(-(-g // pool) for g in out.image.grid)
         m = per_patch.reshape(1, 1, *grid)
         m = F.interpolate(m, size=tuple(ctx.image.shape[2:]), mode="trilinear", align_corners=False)
         sal = m[0, 0].cpu().numpy().astype(np.float32)

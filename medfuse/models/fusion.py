@@ -226,7 +226,11 @@ class CrossAttentionFusion(Fusion):
     (multi-head, pre-norm, residual + feed-forward), each side is mean-pooled over its valid
     tokens, and the two are projected to ``dim``.
 
-    Image patches get a learned embedding of their normalised grid position. A missing image
+    Image patches get a learned embedding of their normalised grid position; ``token_pool`` > 1
+    average-pools the feature map in blocks of that size first (fewer, coarser patch tokens:
+    cheaper attention over a fine feature map, whose resolution Grad-CAM keeps). The image side
+    is pooled over its tokens by ``image_pool``: ``"mean"`` (default), ``"max"`` or ``"meanmax"``
+    (their sum; the maximum keeps a focal finding in one patch). A missing image
     (or report) becomes a single learned token, so attention always has a valid key.
     Attention weights are returned per head: ``text_to_image`` [B, H, T, N] and
     ``image_to_text`` [B, H, N, T].
@@ -243,12 +247,24 @@ class CrossAttentionFusion(Fusion):
         heads: int = 4,
         dropout: float = 0.1,
         ff_mult: int = 2,
+        token_pool: int = 1,
+        image_pool: str = "mean",
     ):
         super().__init__(image_dim, text_dim, dim)
         if self.dim % heads:
             raise ConfigError(f"cross_attention dim ({dim}) must be divisible by heads ({heads})")
+        if int(token_pool) < 1:
+            raise ConfigError(f"token_pool must be >= 1, got {token_pool}")
         self._init_kwargs = {"heads": heads, "dropout": dropout, "ff_mult": ff_mult}
+        if int(token_pool) != 1:
+            self._init_kwargs["token_pool"] = int(token_pool)
+        if image_pool not in ("mean", "max", "meanmax"):
+            raise ConfigError(f"image_pool must be 'mean', 'max' or 'meanmax', got {image_pool!r}")
+        if image_pool != "mean":
+            self._init_kwargs["image_pool"] = image_pool
+        self.image_pool = image_pool
         self.heads = heads
+        self.token_pool = int(token_pool)
         self.in_image = nn.Linear(self.image_dim, self.dim)
         self.in_text = nn.Linear(self.text_dim, self.dim)
         self.position = nn.Linear(3, self.dim)
@@ -277,8 +293,13 @@ class CrossAttentionFusion(Fusion):
         missing = self.in_image(self.missing_image).view(1, 1, -1).expand(B, 1, -1)
         if image is None:
             return missing, torch.ones(B, 1, dtype=torch.bool, device=mask.device)
-        tok = self.in_image(image.tokens.to(dtype))
-        tok = tok + self.position(self._grid_positions(image.grid, tok.device, tok.dtype))[None]
+        feats = image.features
+        if self.token_pool > 1:
+            k = self.token_pool
+            feats = nn.functional.avg_pool3d(feats, k, stride=k, ceil_mode=True)
+        grid = tuple(int(v) for v in feats.shape[2:])
+        tok = self.in_image(feats.flatten(2).transpose(1, 2).to(dtype))
+        tok = tok + self.position(self._grid_positions(grid, tok.device, tok.dtype))[None]
         present = mask[:, 0]
         tok = torch.cat([missing, tok], 1)
         valid = torch.cat([~present[:, None], present[:, None].expand(B, tok.shape[1] - 1)], 1)
@@ -299,9 +320,13 @@ class CrossAttentionFusion(Fusion):
         return tok, valid
 
     @staticmethod
-    def _pool(x: Tensor, valid: Tensor) -> Tensor:
+    def _pool(x: Tensor, valid: Tensor, how: str = "mean") -> Tensor:
         m = valid.unsqueeze(-1).to(x.dtype)
-        return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+        mean = (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+        if how == "mean":
+            return mean
+        mx = x.masked_fill(~valid.unsqueeze(-1), torch.finfo(x.dtype).min).amax(1)
+        return mx if how == "max" else mx + mean
 
     def forward(self, image: Any, text: Any, mask: Tensor | None = None) -> FusionOutput:
         mask = modality_mask(image, text, mask)
@@ -319,7 +344,7 @@ class CrossAttentionFusion(Fusion):
         )
         hi = ti + a_i
         hi = hi + self.ff_i(hi)
-        pt, pi = self._pool(ht, vt), self._pool(hi, vi)
+        pt, pi = self._pool(ht, vt), self._pool(hi, vi, self.image_pool)
         emb = self.out(torch.cat([pi, pt], -1))
         return FusionOutput(
             emb,

@@ -29,10 +29,16 @@ Image factors (painted into the :class:`~medfuse.synth.phantom.ChestPhantom`)::
 
 Labels (:data:`FUSION_LABELS`; where the evidence lies is :data:`LABEL_SOURCES`)::
 
-    image only   emphysema, cardiomegaly, pleural_effusion
+    image only   emphysema, cardiomegaly, pleural_effusion, consolidation, lung_lesion
     report only  smoking_history (former or current), dyspnea
     both         pneumonia            = consolidation AND infection
                  suspected_malignancy = lesion AND (smoking_history OR weight_loss)
+
+``consolidation`` and ``lung_lesion`` are the image evidence of the two "both" labels: training
+on them makes the image encoder detect the focal findings, and the "both" labels become
+conjunctions of an image finding and report facts. Their masks (the painted consolidation and
+the lesion sphere) are available per case (:meth:`FusionCohort.finding_masks`) for the pointing
+game.
 
 The report is a referral-style CT report from a template grammar (sections, synonyms,
 negations, hedges, measurements, comparison sentences, clinical history). The history states
@@ -79,6 +85,7 @@ __all__ = [
     "load_fusion_cohort",
     "make_fusion_cohort",
     "render_case",
+    "render_case_with_masks",
     "write_report",
 ]
 
@@ -88,6 +95,8 @@ FUSION_LABELS: tuple[str, ...] = (
     "emphysema",
     "cardiomegaly",
     "pleural_effusion",
+    "consolidation",
+    "lung_lesion",
     "smoking_history",
     "dyspnea",
     "pneumonia",
@@ -98,11 +107,15 @@ LABEL_SOURCES: dict[str, str] = {
     "emphysema": "image",
     "cardiomegaly": "image",
     "pleural_effusion": "image",
+    "consolidation": "image",
+    "lung_lesion": "image",
     "smoking_history": "report",
     "dyspnea": "report",
     "pneumonia": "both",
     "suspected_malignancy": "both",
 }
+#: Labels added after the first release (their noise is drawn last; see :func:`draw_case`).
+_ADDED_LABELS: tuple[str, ...] = ("consolidation", "lung_lesion")
 COHORT_FILE = "cohort.json"
 _LOBES = (
     "right upper lobe",
@@ -219,12 +232,17 @@ def draw_case(config: FusionCohortConfig, index: int) -> dict[str, Any]:
         "emphysema": int(emphysema),
         "cardiomegaly": int(cardiomegaly),
         "pleural_effusion": int(effusion),
+        "consolidation": int(consolidation),
+        "lung_lesion": int(lesion),
         "smoking_history": int(smoker),
         "dyspnea": int(dyspnea),
         "pneumonia": int(consolidation and infection),
         "suspected_malignancy": int(lesion and (smoker or weight_loss)),
     }
-    noisy = {k: int(v ^ (rng.random() < cfg.label_noise)) for k, v in clean.items()}
+    # noise draws of the first seven labels come here and those of the image-evidence labels
+    # added later (consolidation, lung_lesion) after the missingness draw, so that every other
+    # draw of a case is the same as in the original seven-label cohort
+    flips = {k: bool(rng.random() < cfg.label_noise) for k in clean if k not in _ADDED_LABELS}
     eta = (
         1.4 * (diameter / 30.0 if lesion else 0.0)
         + 0.9 * emphysema
@@ -242,6 +260,8 @@ def draw_case(config: FusionCohortConfig, index: int) -> dict[str, Any]:
     u = rng.random()
     report_present = not (u < cfg.report_missing)
     image_present = not (cfg.report_missing <= u < cfg.report_missing + cfg.image_missing)
+    flips.update({k: bool(rng.random() < cfg.label_noise) for k in _ADDED_LABELS})
+    noisy = {k: int(v ^ flips[k]) for k, v in clean.items()}
     text = write_report(factors, _case_rng(cfg.seed, index, 1), cfg.mention_rate, index + 1)
     return {
         "index": index,
@@ -423,6 +443,15 @@ def write_report(
 # -- images ----------------------------------------------------------------------------------------
 def render_case(case: dict[str, Any], shape: Sequence[int] = (64, 64, 48)):
     """The case's chest CT: ``(array int16 HU [X, Y, Z], geometry)`` (axial HFS)."""
+    arr, geometry, _ = render_case_with_masks(case, shape)
+    return arr, geometry
+
+
+def render_case_with_masks(case: dict[str, Any], shape: Sequence[int] = (64, 64, 48)):
+    """The case's chest CT and its focal findings: ``(array, geometry, masks)``; ``masks`` maps
+    ``"lung_lesion"`` and ``"consolidation"`` to boolean arrays on the same grid (the voxels
+    whose centre lies in the lesion sphere / the painted consolidation; all False when the case
+    has no such finding) and ``"lesion_sphere_ras"`` to ``(centre RAS mm, radius mm)`` or None."""
     from ..synth.cohort import _place, default_spacing
     from ..synth.geometry import make_geometry
     from ..synth.phantom import ChestPhantom, Lesion
@@ -454,29 +483,43 @@ def render_case(case: dict[str, Any], shape: Sequence[int] = (64, 64, 48)):
         lesions.append(Lesion(radius_mm=r, center_ijk=tuple(float(v) for v in ijk), kind=kind))
     phantom = ChestPhantom(geometry, lesions=lesions, **kw)
     arr = np.ascontiguousarray(phantom.volume(workers=1))
+    lps = _grid_lps(geometry, arr.shape)
+    masks: dict[str, Any] = {
+        "lung_lesion": np.zeros(arr.shape, dtype=bool),
+        "consolidation": np.zeros(arr.shape, dtype=bool),
+        "lesion_sphere_ras": None,
+    }
+    if lesions:
+        c = phantom.lesion_centres_lps()[0]
+        r = lesions[0].radius_mm
+        masks["lung_lesion"] = (((lps - c) ** 2).sum(1) <= r * r).reshape(arr.shape)
+        masks["lesion_sphere_ras"] = ((-float(c[0]), -float(c[1]), float(c[2])), float(r))
     if f["consolidation"]:
-        _paint_consolidation(arr, phantom, geometry, f, rng)
-    return arr, geometry
+        masks["consolidation"] = _paint_consolidation(arr, phantom, lps, f, rng)
+    return arr, geometry, masks
 
 
-def _paint_consolidation(arr, phantom, geometry, f: dict[str, Any], rng) -> None:
-    """Raise an ellipsoid of one lung to ~25 HU (noisy), in place."""
-    nx, ny, nz = arr.shape
+def _grid_lps(geometry, shape: Sequence[int]) -> np.ndarray:
+    nx, ny, nz = (int(s) for s in shape)
     ii, jj, kk = np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij")
-    ijk = np.stack([ii.ravel(), jj.ravel(), kk.ravel()], 1)
-    lps = geometry.ijk_to_lps(ijk)
+    return geometry.ijk_to_lps(np.stack([ii.ravel(), jj.ravel(), kk.ravel()], 1))
+
+
+def _paint_consolidation(arr, phantom, lps, f: dict[str, Any], rng) -> np.ndarray:
+    """Raise an ellipsoid of one lung to ~25 HU (noisy), in place; returns the painted mask."""
     lab = phantom.lung_label(lps).reshape(arr.shape)
     want = -1 if f["consolidation_side"] == "right" else 1
     lung = (lab == want) & (arr < -500)
     cand = np.flatnonzero(lung.ravel())
     if cand.size == 0:
-        return
+        return np.zeros(arr.shape, dtype=bool)
     centre = lps[cand[int(rng.integers(cand.size))]]
     radii = np.asarray(f["consolidation_radii_mm"], dtype=float)
     q = (((lps - centre) / radii) ** 2).sum(1).reshape(arr.shape)
     region = lung & (q <= 1.0)
     vals = rng.normal(25.0, 20.0, size=int(region.sum()))
     arr[region] = np.clip(np.rint(vals), -200, 200).astype(np.int16)
+    return region
 
 
 # -- the cohort ------------------------------------------------------------------------------------
@@ -532,6 +575,12 @@ class FusionCohort:
 
         arr, geometry = render_case(self.cases[i], self.config.shape)
         return Volume(array=arr, affine=geometry.affine_ras, modality="CT", units="HU")
+
+    def finding_masks(self, i: int) -> dict[str, Any]:
+        """Ground truth of case ``i``'s focal findings on the grid of :meth:`volume`: boolean
+        ``"lung_lesion"`` and ``"consolidation"`` arrays and ``"lesion_sphere_ras"`` (see
+        :func:`render_case_with_masks`)."""
+        return render_case_with_masks(self.cases[i], self.config.shape)[2]
 
     def inputs(
         self,

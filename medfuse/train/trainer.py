@@ -7,8 +7,8 @@
   builds the report tokenizer on the training reports and the model from a preset + overrides;
 * trains with AdamW, linear warm-up then cosine decay, gradient accumulation, gradient clipping,
   per-sample *modality dropout* (image / report hidden from the model, the learned
-  missing-modality tokens take their place), bf16 autocast on CUDA only, early stopping on the
-  validation loss; fully seeded (epoch order, dropout masks);
+  missing-modality tokens take their place), bf16 autocast on CUDA only, early stopping on a
+  validation score (``early_stopping.monitor``); fully seeded (epoch order, dropout masks);
 * checkpoints every epoch (``checkpoints/last``: model + optimizer as safetensors, state JSON)
   and resumes from there; keeps the best weights;
 * fits per-label temperatures and decision thresholds on the validation split and saves the
@@ -509,6 +509,10 @@ def train(
                 )
         aucs = [auroc(yv[:, j], pred["logits"][:, j]) for j in range(yv.shape[1])]
         macro = float(np.nanmean(aucs)) if np.any(np.isfinite(aucs)) else 0.5
+        log.info(
+            "validation AUROC by label: %s",
+            ", ".join(f"{n} {a:.3f}" for n, a in zip(model.labels, aucs, strict=True)),
+        )
         numbers = {"val_loss": loss, "val_bce": bce, "val_auroc": macro, "val_c_index": cidx}
         mon = cfg.early_stopping.monitor
         if mon == "auroc":
@@ -708,7 +712,7 @@ def _calibrate_and_save(
             "Trained only on synthetic phantoms and template reports; it has no clinical "
             "validity and must not be applied to real patients."
         ),
-        extra={"calibration": {"method": "temperature", "thresholds": cfg.calibration.thresholds}},
+        extra=_card_extra(cfg, pred["risk"]),
     )
     return {
         "model_dir": str(folder),
@@ -716,6 +720,28 @@ def _calibrate_and_save(
         "temperatures": temps,
         "thresholds": ths,
     }
+
+
+#: Number of validation risk quantiles stored in the card as ``extra["risk_reference"]``.
+RISK_REFERENCE_SIZE = 200
+
+
+def _card_extra(cfg: TrainConfig, risk: np.ndarray) -> dict[str, Any]:
+    """The card's ``extra``: calibration method and, with a risk head, the risk reference (the
+    validation risk scores at :data:`RISK_REFERENCE_SIZE` evenly spaced quantiles, sorted,
+    rounded to 4 decimals) that predictions use to report a percentile."""
+    extra: dict[str, Any] = {
+        "calibration": {"method": "temperature", "thresholds": cfg.calibration.thresholds}
+    }
+    r = np.asarray(risk, dtype=np.float64)
+    if r.size and np.all(np.isfinite(r)):
+        q = (np.arange(RISK_REFERENCE_SIZE) + 0.5) / RISK_REFERENCE_SIZE
+        extra["risk_reference"] = [round(float(v), 4) for v in np.sort(np.quantile(r, q))]
+        extra["risk_reference_info"] = (
+            f"{RISK_REFERENCE_SIZE} evenly spaced quantiles of the risk-head scores of the "
+            f"{r.size} validation cases (both modalities as recorded, missing ones included)"
+        )
+    return extra
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,6 +76,41 @@ def test_resnet_stems(stem):
     assert tuple(out.features.shape[2:]) == (expected,) * 3
 
 
+def test_resnet_stage_strides_keep_a_finer_feature_map():
+    from medfuse.models.encoders.image import image_encoder_from_config
+
+    enc = image_encoders.create(
+        "resnet10_3d", width=4, stem="s2d", max_pool=False, strides=[2, 1, 1]
+    )
+    out = enc(torch.randn(1, 1, SIZE, SIZE, SIZE))
+    assert tuple(out.features.shape[2:]) == (SIZE // 4,) * 3
+    again = image_encoder_from_config(enc.config())
+    assert again.config()["kwargs"]["strides"] == [2, 1, 1]
+    again.load_state_dict(enc.state_dict())
+    assert "strides" not in image_encoders.create("resnet10_3d", width=4).config()["kwargs"]
+    narrow = image_encoders.create("resnet10_3d", widths=[4, 8, 8, 6], stem="s2d", max_pool=False)
+    assert narrow.dim == 6 and narrow(torch.randn(1, 1, SIZE, SIZE, SIZE)).features.shape[1] == 6
+    assert image_encoder_from_config(narrow.config()).dim == 6
+
+
+@pytest.mark.parametrize("pool", ["max", "meanmax"])
+def test_resnet_pooling_options(pool):
+    from medfuse.models.encoders.image import image_encoder_from_config
+
+    enc = image_encoders.create("resnet10_3d", width=4, stem="s2d", max_pool=False, pool=pool)
+    out = enc.eval()(torch.randn(2, 1, SIZE, SIZE, SIZE), torch.tensor([True, False]))
+    want = out.features[0].amax(dim=(1, 2, 3))
+    if pool == "meanmax":
+        want = want + out.features[0].mean(dim=(1, 2, 3))
+    torch.testing.assert_close(out.pooled[0], want)
+    assert not out.pooled[1].any()  # missing image
+    assert image_encoder_from_config(enc.config()).pool == pool
+    with pytest.raises(ConfigError):
+        image_encoders.create("resnet10_3d", width=4, pool="median")
+    with pytest.raises(ConfigError):
+        image_encoders.create("resnet10_3d", width=4, strides=[2, 3, 1])
+
+
 # -- fusion ----------------------------------------------------------------------------------------
 def _encodings(B: int = 3, di: int = 12, dt: int = 10, img_present=None, txt_present=None):
     img_present = torch.tensor(img_present or [True] * B)
@@ -139,6 +174,25 @@ def test_cross_attention_returns_weights():
     assert att["text_to_image"].shape == (3, 2, 6, 9)
     assert att["image_to_text"].shape == (3, 2, 9, 6)
     torch.testing.assert_close(att["text_to_image"].sum(-1), torch.ones(3, 2, 6))
+
+
+def test_cross_attention_token_pool():
+    f = fusion.create("cross_attention", image_dim=12, text_dim=10, dim=16, heads=2, token_pool=2)
+    feats = torch.randn(3, 12, 4, 3, 2)
+    img = ImageEncoding(feats, feats.mean((2, 3, 4)), torch.ones(3, dtype=torch.bool))
+    _, txt = _encodings()
+    att = f.eval()(img, txt).attention
+    # 4x3x2 patches pooled in 2x2x2 blocks (ceil) -> 2x2x1 tokens, plus the missing-image key
+    assert att["text_to_image"].shape == (3, 2, 6, 5)
+    assert fusion_from_config(f.config()).token_pool == 2
+    assert "token_pool" not in fusion.create("cross_attention", image_dim=4, text_dim=4).config()
+    with pytest.raises(ConfigError):
+        fusion.create("cross_attention", image_dim=4, text_dim=4, dim=8, token_pool=0)
+    g = fusion.create("cross_attention", image_dim=12, text_dim=10, dim=16, image_pool="meanmax")
+    assert fusion_from_config(g.config()).image_pool == "meanmax"
+    assert torch.isfinite(g.eval()(img, txt).embedding).all()
+    with pytest.raises(ConfigError):
+        fusion.create("cross_attention", image_dim=4, text_dim=4, dim=8, image_pool="sum")
 
 
 def test_modality_mask_validation():

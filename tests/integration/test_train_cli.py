@@ -61,6 +61,8 @@ def test_train_writes_calibrated_model_and_checkpoints(trained):
     assert "no clinical validity" in card.limitations
     assert model.diagnosis_head.temperature.tolist() == pytest.approx(card.temperatures)
     assert "validation" in card.metrics
+    ref = card.extra["risk_reference"]
+    assert len(ref) == 200 and ref == sorted(ref) and all(round(r, 4) == r for r in ref)
     state = json.loads((tmp / "run" / "checkpoints" / "last" / "state.json").read_text())
     assert state["epoch"] == 1
     assert (tmp / "run" / "checkpoints" / "last" / "optimizer.safetensors").is_file()
@@ -87,6 +89,28 @@ def test_evaluate_writes_metrics_and_plots(trained, tmp_path):
     assert res["n"] == 16 and "c_index" in res and "pneumonia" in res["labels"]
     for f in ("roc.png", "calibration.png", "metrics.html"):
         assert (out / f).stat().st_size > 500
+
+
+def test_ablation_trains_variants_and_writes_the_table(trained, tmp_path):
+    tmp, cfg = trained
+    out = tmp_path / "eval"
+    doc = tmp_path / "card.md"
+    doc.write_text("# Card\n\n<!-- ablation:start -->\nold\n<!-- ablation:end -->\n\nTail.\n")
+    args = ["evaluate", str(tmp / "run" / "model"), "--n", "16", "--n-boot", "50", "-o", str(out)]
+    args += ["--ablation", str(cfg), "--variants", "image_only,text_only", "--epochs", "1"]
+    assert main([*args, "--write-doc", str(doc)]) == 0
+    table = json.loads((out / "ablation.json").read_text())
+    assert set(table) == {"image_only", "text_only"}
+    assert table["text_only"]["epochs_run"] == 1 and "pneumonia" in table["text_only"]["auroc"]
+    text = doc.read_text()
+    assert "old" not in text and text.endswith("Tail.\n")
+    assert "| image_only |" in text and "| text_only |" in text and "Reduced budget" in text
+    # --reuse evaluates the trained variants again without training them
+    stamp = (out / "ablation" / "text_only" / "model" / "weights.safetensors").stat().st_mtime_ns
+    assert main([*args, "--variants", "text_only", "--reuse"]) == 0
+    assert (
+        out / "ablation" / "text_only" / "model" / "weights.safetensors"
+    ).stat().st_mtime_ns == stamp
 
 
 def test_bad_configs_are_refused(tmp_path):

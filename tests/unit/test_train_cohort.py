@@ -35,6 +35,8 @@ def test_label_model_and_sources():
         assert y["pneumonia"] == int(f["consolidation"] and f["infection"])
         assert y["suspected_malignancy"] == int(f["lesion"] and (smoker or f["weight_loss"]))
         assert y["smoking_history"] == int(smoker)
+        assert y["consolidation"] == int(f["consolidation"])
+        assert y["lung_lesion"] == int(f["lesion"])
         assert y == case["labels_clean"]
     prev = cohort.label_matrix().mean(0)
     assert np.all(prev > 0.1) and np.all(prev < 0.6)
@@ -102,3 +104,27 @@ def test_write_study_is_readable(tmp_path):
     vol = medfuse.read_study(folder / "dicom").volume
     np.testing.assert_array_equal(vol.array, c.volume(0).array)
     assert (folder / "report.txt").read_text() == c.cases[0]["report"]
+
+
+def test_finding_masks_mark_the_painted_findings():
+    cohort = make_fusion_cohort(n=30, seed=4, shape=(48, 48, 36))
+    les = next(i for i, c in enumerate(cohort.cases) if c["factors"]["lesion"])
+    cons = next(i for i, c in enumerate(cohort.cases) if c["factors"]["consolidation"])
+    none = next(
+        i
+        for i, c in enumerate(cohort.cases)
+        if not c["factors"]["lesion"] and not c["factors"]["consolidation"]
+    )
+    arr = cohort.volume(les).array
+    m = cohort.finding_masks(les)
+    assert m["lung_lesion"].shape == arr.shape and m["lung_lesion"].any()
+    # lesion voxels carry exactly the lesion value (30 HU), unless consolidation overlaps
+    assert np.mean(arr[m["lung_lesion"]] == 30) > 0.9
+    centre, radius = m["lesion_sphere_ras"]
+    assert 8.0 <= radius <= 22.0 and len(centre) == 3
+    mc = cohort.finding_masks(cons)["consolidation"]
+    vals = cohort.volume(cons).array[mc]
+    assert mc.sum() > 20 and abs(float(vals.mean()) - 25.0) < 10.0
+    m0 = cohort.finding_masks(none)
+    assert not m0["lung_lesion"].any() and not m0["consolidation"].any()
+    assert m0["lesion_sphere_ras"] is None

@@ -17,7 +17,13 @@ Stems (``stem=``): ``"stride2"`` (default: first conv with stride 2, then max-po
 ResNet does; about 1/8 of the FLOPs of MONAI's default at 128³), ``"s2d"`` (space-to-depth: 2³
 voxel blocks become channels, then a stride-1 3³ conv; the cheapest), ``"monai"`` (MONAI's
 default stride-1 7³ conv, for comparison). ``width`` scales every stage (64 is the standard
-ResNet; 8 makes a test-sized net).
+ResNet; 8 makes a test-sized net). ``strides`` (of layer2, layer3, layer4; default 2, 2, 2)
+set to 1 keep a finer last feature map — finer patch tokens for cross-attention and a finer
+Grad-CAM — at a higher cost (e.g. ``[2, 1, 1]``: output stride 4 with the ``s2d`` stem);
+``widths`` (four stage widths) replaces ``width``'s ``[w, 2w, 4w, 8w]``, e.g. to keep a
+high-resolution last stage narrow. ``pool`` sets how the pooled vector is taken from the last
+feature map: ``"mean"`` (default), ``"max"`` or ``"meanmax"`` (their sum; the maximum keeps small
+focal findings that a mean over a fine grid dilutes).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from ...errors import ConfigError
 from ...registry import image_encoders
 
 __all__ = [
+    "POOLS",
     "STEMS",
     "TINY_OVERRIDES",
     "ImageEncoder",
@@ -39,6 +46,7 @@ __all__ = [
     "ResNet3DEncoder",
     "SpaceToDepth3d",
     "UNetEncoder3D",
+    "global_pool",
     "image_encoder_from_config",
 ]
 
@@ -120,8 +128,21 @@ class ImageEncoder(nn.Module):
         feats = self.feature_map(x)
         if present is None:
             present = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        pooled = feats.mean(dim=(2, 3, 4)) * present.to(feats.dtype).unsqueeze(-1)
+        pooled = global_pool(feats, getattr(self, "pool", "mean"))
+        pooled = pooled * present.to(feats.dtype).unsqueeze(-1)
         return ImageEncoding(feats, pooled, present.to(torch.bool))
+
+
+POOLS = ("mean", "max", "meanmax")
+
+
+def global_pool(feats: Tensor, pool: str = "mean") -> Tensor:
+    """[B, D, x, y, z] -> [B, D]: spatial mean, maximum, or their sum (``"meanmax"``: the
+    maximum keeps a small focal finding that the mean dilutes over the whole grid)."""
+    if pool == "mean":
+        return feats.mean(dim=(2, 3, 4))
+    mx = feats.amax(dim=(2, 3, 4))
+    return mx if pool == "max" else mx + feats.mean(dim=(2, 3, 4))
 
 
 class SpaceToDepth3d(nn.Module):
@@ -162,6 +183,9 @@ class ResNet3DEncoder(ImageEncoder):
         stem_kernel: int = 7,
         max_pool: bool = True,
         norm: str = "batch",
+        strides: tuple[int, ...] | list[int] = (2, 2, 2),
+        widths: tuple[int, ...] | list[int] | None = None,
+        pool: str = "mean",
     ):
         super().__init__()
         from monai.networks.nets import ResNet
@@ -174,6 +198,14 @@ class ResNet3DEncoder(ImageEncoder):
             raise ConfigError("width, in_channels and stem_kernel must be positive")
         if norm not in ("batch", "instance", "group"):
             raise ConfigError(f"norm must be 'batch', 'instance' or 'group', got {norm!r}")
+        strides = tuple(int(v) for v in strides)
+        if len(strides) != 3 or any(v not in (1, 2) for v in strides):
+            raise ConfigError(f"strides (of layer2..layer4) must be three of 1 or 2, got {strides}")
+        if widths is not None:
+            widths = [int(v) for v in widths]
+            if len(widths) != 4 or min(widths) < 1:
+                raise ConfigError(f"widths must be four positive channel counts, got {widths}")
+        stage_widths = widths or [width, 2 * width, 4 * width, 8 * width]
         self._init_kwargs = {
             "in_channels": in_channels,
             "width": width,
@@ -182,6 +214,15 @@ class ResNet3DEncoder(ImageEncoder):
             "max_pool": max_pool,
             "norm": norm,
         }
+        if strides != (2, 2, 2):
+            self._init_kwargs["strides"] = list(strides)
+        if widths is not None:
+            self._init_kwargs["widths"] = list(widths)
+        if pool not in POOLS:
+            raise ConfigError(f"pool must be one of {POOLS}, got {pool!r}")
+        if pool != "mean":
+            self._init_kwargs["pool"] = pool
+        self.pool = pool
         self.depth = depth
         self.in_channels = in_channels
         self.stem_kind = stem
@@ -191,7 +232,7 @@ class ResNet3DEncoder(ImageEncoder):
         self.net = ResNet(
             block,
             layers,
-            [width, 2 * width, 4 * width, 8 * width],
+            stage_widths,
             spatial_dims=3,
             n_input_channels=net_in,
             conv1_t_size=3 if stem == "s2d" else stem_kernel,
@@ -201,8 +242,14 @@ class ResNet3DEncoder(ImageEncoder):
             norm=norm_arg,
         )
         self.net.fc = None
+        for name, stride in zip(("layer2", "layer3", "layer4"), strides, strict=True):
+            if stride == 1:  # MONAI builds these stages with stride 2: undo it in place
+                first = getattr(self.net, name)[0]
+                for mod in (first.conv1, *(first.downsample or ())):
+                    if isinstance(mod, nn.Conv3d):
+                        mod.stride = (1, 1, 1)
         self.s2d = SpaceToDepth3d(2) if stem == "s2d" else None
-        self.dim = 8 * width * (4 if block == "bottleneck" else 1)
+        self.dim = stage_widths[3] * (4 if block == "bottleneck" else 1)
 
     def feature_map(self, x: Tensor) -> Tensor:
         n = self.net
