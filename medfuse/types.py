@@ -248,7 +248,11 @@ class Study:
                 )
         if s.key not in self._volumes:
             self._volumes[s.key] = load_series(
-                s, workers=workers, policy=self.policy, skipped=self.skipped
+                s,
+                workers=workers,
+                policy=self.policy,
+                skipped=self.skipped,
+                others=[o for o in self.series if o is not s],
             )
         return self._volumes[s.key]
 

@@ -114,7 +114,15 @@ def _sniff(path: Path) -> str | None:
         and head[2:4] in (b"\x00\x00", b"\x05\x00", b"\x08\x00", b"\x16\x00")
     ):
         return None
+    suffix = path.suffix.lower()
+    if len(head) < 132 and (suffix in DICOM_SUFFIXES or suffix[1:].isdigit()):
+        # named like a DICOM file but too short to be one: empty or cut before its header
+        return f"too short for a DICOM file ({len(head)} bytes): empty or truncated"
     return "not a DICOM file"
+
+
+#: File name suffixes of DICOM files ("" too: many archives use bare names or numbers).
+DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima", ""}
 
 
 def read_header(path: Path) -> Dataset:
@@ -360,6 +368,17 @@ def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> V
         raise DicomError(
             "series has no frames to load", path=series.files[0] if series.files else None
         )
+    for name in ("RescaleIntercept", "RescaleSlope"):
+        if series.kind != "slices":
+            break
+        lacking = [fr.file for fr in frames if fr.ds.get(name) in (None, "")]
+        if lacking and len(lacking) < len(frames):
+            raise DicomError(
+                f"{name} is missing from {len(lacking)} of the {len(frames)} images of the "
+                f"series ({', '.join(os.path.basename(str(f)) for f in lacking[:3])}): their "
+                "values cannot be put on the same scale as the others",
+                path=lacking[0],
+            )
     bad_files = [f"{os.path.basename(f)}: {r}" for f, r in series.rejected]
     if bad_files and policy.on_bad_file == "error":
         raise GeometryError(
@@ -435,6 +454,13 @@ def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> V
     ds = frames[0].ds
     modality = series.modality
     warns = list(geom.warnings)
+    if series.kind == "slices" and modality == "CT":
+        missing = sum(1 for fr in frames if fr.ds.get("RescaleIntercept") in (None, ""))
+        if missing:
+            warns.append(
+                f"{missing} CT image(s) without RescaleIntercept: their stored values are used "
+                "as they are (intercept 0, slope 1 unless given), which may not be HU"
+            )
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         warns.append("MONOCHROME1: low values display white; stored values are kept as they are")
     meta = {

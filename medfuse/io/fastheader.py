@@ -11,6 +11,7 @@ so the result is the same either way (tested against pydicom on every file in th
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -174,8 +175,11 @@ class _Reader:
     def __init__(self, fh):
         self.fh = fh
         self.buf = fh.read(16384)
+        self.size = os.fstat(fh.fileno()).st_size
 
     def need(self, end: int) -> None:
+        if end > self.size:  # a length beyond the end of the file: never try to read it
+            raise _Unsupported("truncated header")
         while end > len(self.buf):
             more = self.fh.read(max(65536, end - len(self.buf)))
             if not more:
@@ -262,7 +266,16 @@ def read_fast_header(path: str | Path) -> FastHeader | None:
                     r.need(start + length)
                     values[kw] = _convert(kw, vr, r.buf[start : start + length])
                 pos = start + length
-    except (_Unsupported, OSError, struct.error, ValueError, UnicodeDecodeError, IndexError):
+    except (
+        _Unsupported,
+        OSError,
+        struct.error,
+        ValueError,
+        UnicodeDecodeError,
+        IndexError,
+        RecursionError,  # sequences nested thousands deep: let pydicom judge the file
+        MemoryError,
+    ):
         return None
     image_type = values.get("ImageType") or []
     if "MOSAIC" in (str(v).upper() for v in image_type):
@@ -270,3 +283,36 @@ def read_fast_header(path: str | Path) -> FastHeader | None:
     if "PHILIPS" in str(values.get("Manufacturer", "")).upper():
         return None  # private floating-point scaling lives in private elements
     return FastHeader(values, pixel_offset, pixel_length)
+
+
+def ends_cleanly(path: str | Path) -> bool | None:
+    """Whether an explicit-VR little-endian Part 10 file is complete: its elements, sequences
+    and items (undefined lengths included) end exactly at the end of the file. False when it is
+    cut short or malformed; None when this cannot tell (implicit VR, big endian, deflate, no
+    preamble). pydicom reads a file cut inside a sequence without complaint; this does not."""
+    try:
+        with open(path, "rb") as fh:
+            r = _Reader(fh)
+            if len(r.buf) < 132 or r.buf[128:132] != b"DICM":
+                return None
+            pos, ts = 132, ""
+            while pos < r.size:
+                r.need(pos + 8)
+                if struct.unpack_from("<H", r.buf, pos)[0] != 0x0002:
+                    break
+                tag, _vr, length, start = r.element(pos)
+                if tag == 0x00020010:
+                    r.need(start + length)
+                    ts = r.buf[start : start + length].decode("latin-1").rstrip("\x00 ")
+                pos = start + length
+            if not ts or ts in _NOT_EXPLICIT_LE:
+                return None
+            while pos < r.size:
+                tag, _vr, length, start = r.element(pos)
+                pos = r.skip_undefined(start) if length == _UNDEFINED else start + length
+                r.need(pos)
+            return pos == r.size
+    except _Unsupported:
+        return False
+    except (OSError, struct.error, ValueError, UnicodeDecodeError, IndexError, RecursionError):
+        return None

@@ -15,7 +15,7 @@ from ..errors import DicomError, GeometryError
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-__all__ = ["Frame", "as_float", "frames_from_header"]
+__all__ = ["Frame", "as_float", "frames_from_header", "number_of_frames"]
 
 
 @dataclass
@@ -81,7 +81,49 @@ def _rescale(ds: Dataset, path: Path) -> dict[str, float]:
         if not np.isfinite(value) or (key == "slope" and value == 0):
             raise DicomError(f"{name} {raw!r} is not a usable number", path=path)
         out[key] = value
+    # Values are decoded into float32: a rescale that would overflow it is refused, never
+    # turned into infinities.
+    bits = int(as_float(ds.get("BitsStored", ds.get("BitsAllocated", 16)), 16))
+    largest = abs(out["slope"]) * 2.0 ** min(max(bits, 1), 64) + abs(out["intercept"])
+    if largest > _FLOAT32_MAX:
+        raise DicomError(
+            f"RescaleSlope {out['slope']:g} / RescaleIntercept {out['intercept']:g} give values "
+            "beyond the float32 range",
+            path=path,
+        )
     return out
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max) / 2
+_UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+
+
+def number_of_frames(ds: Dataset, path: Path) -> int:
+    """NumberOfFrames (1 when absent), refused when not a positive integer or when the file is
+    too small to hold that many frames (checked before anything is expanded or allocated)."""
+    raw = ds.get("NumberOfFrames")
+    if raw is None or raw == "":
+        return 1
+    n = as_float(raw, float("nan"))
+    if not np.isfinite(n) or n < 1 or n != int(n):
+        raise DicomError(f"NumberOfFrames {raw!r} is not a positive integer", path=path)
+    n = int(n)
+    if n > 1:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = None
+        ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+        rows, cols = int(as_float(ds.get("Rows"), 0)), int(as_float(ds.get("Columns"), 0))
+        bits = int(as_float(ds.get("BitsAllocated"), 8))
+        per_frame = rows * cols * max(bits, 1) // 8 if ts in _UNCOMPRESSED or not ts else 8
+        if size is not None and n * max(per_frame, 1) > size:
+            raise DicomError(
+                f"NumberOfFrames {n} cannot fit in a file of {size} bytes "
+                f"({rows}×{cols} pixels of {bits} bits per frame)",
+                path=path,
+            )
+    return n
 
 
 def _private(ds: Dataset, group: int, creator: str, elem: int):
@@ -155,7 +197,7 @@ def frames_from_header(path: Path, ds: Dataset) -> tuple[str, list[Frame]]:
         units=_units(ds, modality),
         sop_uid=str(ds.get("SOPInstanceUID", "")),
     )
-    n_frames = int(as_float(ds.get("NumberOfFrames", 1), 1))
+    n_frames = number_of_frames(ds, path)
     if n_frames > 1:
         # Legacy multi-frame without functional groups (e.g. NM/US): frames stacked along the
         # normal with SpacingBetweenSlices. Only accepted when that spacing is given.
@@ -197,7 +239,7 @@ def _enhanced_frames(path: Path, ds: Dataset) -> list[Frame]:
         ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
     )
     n = int(as_float(ds.get("NumberOfFrames", len(per_frame)), len(per_frame)))
-    if n != len(per_frame):
+    if n != len(per_frame) or n < 1:
         raise DicomError(
             f"NumberOfFrames is {n} but there are {len(per_frame)} per-frame functional groups",
             path=path,

@@ -55,8 +55,9 @@ def build_geometry(frames: list[Frame], policy: ReadPolicy = DEFAULT_POLICY) -> 
     # Exact duplicates (the same SOP instance twice) are dropped with a warning.
     uniq: dict[tuple, Frame] = {}
     for fr in frames:
-        key = (fr.sop_uid, fr.frame, fr.tile)
-        if key in uniq and fr.sop_uid:
+        # without a SOPInstanceUID nothing says two frames are the same instance: keep both
+        key = (fr.sop_uid, fr.frame, fr.tile) if fr.sop_uid else (id(fr),)
+        if key in uniq:
             warns.append(
                 f"{fr.file}: duplicate of SOP instance {fr.sop_uid} (also in {uniq[key].file}); ignored"
             )
@@ -71,11 +72,13 @@ def build_geometry(frames: list[Frame], policy: ReadPolicy = DEFAULT_POLICY) -> 
         for g in groups:
             by_count[len(g)].append(g)
         rare = min(by_count, key=lambda c: len(by_count[c]))
-        example = frames[by_count[rare][0][0]]
+        at = by_count[rare][0]
+        example = frames[at[-1]]
+        names = sorted({os.path.basename(str(frames[i].file)) for i in at})
         raise GeometryError(
             f"positions hold different numbers of images ({sorted(counts)}), e.g. {rare} at "
-            f"{d[by_count[rare][0][0]]:.2f} mm along the normal: slices are missing from a volume "
-            "or duplicated",
+            f"{d[at[0]]:.2f} mm along the normal ({', '.join(names[:4])}): slices are missing "
+            "from a volume or duplicated",
             path=example.file,
         )
     n_vol = counts.pop()
@@ -117,10 +120,15 @@ def build_geometry(frames: list[Frame], policy: ReadPolicy = DEFAULT_POLICY) -> 
     big = np.nonzero(dk > policy.gap_factor * med)[0]
     if len(big):
         k = int(big[0])
+        more = "".join(
+            f"; {dk[j]:.3g} mm between {os.path.basename(str(grid[j][0].file))} and "
+            f"{os.path.basename(str(grid[j + 1][0].file))}"
+            for j in (int(x) for x in big[1:3])
+        )
         raise GeometryError(
             f"missing slice(s): a gap of {dk[k]:.3g} mm between "
             f"{os.path.basename(str(grid[k][0].file))} and {os.path.basename(str(grid[k + 1][0].file))} "
-            f"where the usual step is {med:.3g} mm ({len(big)} gap(s) in all)",
+            f"where the usual step is {med:.3g} mm ({len(big)} gap(s) in all{more})",
             path=grid[k + 1][0].file,
             hint="the series is incomplete; copy the missing files or pick another series",
         )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import CodecError, DicomError
-from .frames import as_float
+from .frames import number_of_frames
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -93,9 +93,11 @@ def _fast_pixels(path: Path, ds: Dataset, n_frames: int) -> np.ndarray | None:
     count = rows * cols * n_frames
     offset = getattr(ds, "pixel_offset", None)
     if offset is not None:  # located by the fast header reader
-        if ds.pixel_length < nbytes:
+        if not nbytes <= ds.pixel_length <= nbytes + 1:  # + 1: the padding of an odd length
             raise DicomError(
-                f"pixel data holds {ds.pixel_length} bytes, the header needs {nbytes}", path=path
+                f"pixel data holds {ds.pixel_length} bytes, the header (Rows × Columns × "
+                f"frames × BitsAllocated) needs {nbytes}",
+                path=path,
             )
         arr = np.fromfile(path, dtype=dtype, count=count, offset=offset)
         if arr.size != count:
@@ -127,9 +129,28 @@ def _fast_pixels(path: Path, ds: Dataset, n_frames: int) -> np.ndarray | None:
     return None
 
 
+def _check_native_length(ds: Dataset, path: Path, n_frames: int) -> None:
+    """Uncompressed pixel data must be as long as the header says (pydicom would silently drop
+    the excess, e.g. the second half of 16-bit data whose BitsAllocated says 8)."""
+    ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if (ts and ts not in UNCOMPRESSED_LE and ts != "1.2.840.10008.1.2.2") or "PixelData" not in ds:
+        return
+    bits = int(ds.get("BitsAllocated", 0) or 0)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    count = int(ds.Rows) * int(ds.Columns) * n_frames * samples
+    needed = (count + 7) // 8 if bits == 1 else count * bits // 8
+    have = len(ds.PixelData)
+    if not needed <= have <= needed + 1:
+        raise DicomError(
+            f"pixel data holds {have} bytes, the header (Rows × Columns × frames × "
+            f"BitsAllocated) needs {needed}",
+            path=path,
+        )
+
+
 def decode_file(path: Path, ds_header: Dataset) -> np.ndarray:
     """All frames of one file as an integer array (rows, cols) or (frames, rows, cols)."""
-    n_frames = int(as_float(ds_header.get("NumberOfFrames", 1), 1))
+    n_frames = number_of_frames(ds_header, path)
     arr = _fast_pixels(path, ds_header, n_frames)
     if arr is not None:
         return arr
@@ -145,6 +166,7 @@ def decode_file(path: Path, ds_header: Dataset) -> np.ndarray:
                 and "DoubleFloatPixelData" not in ds
             ):
                 raise DicomError("no pixel data", path=path)
+            _check_native_length(ds, path, n_frames)
             return ds.pixel_array
     except (DicomError, CodecError):
         raise

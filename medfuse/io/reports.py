@@ -22,6 +22,8 @@ import html
 import json
 import os
 import re
+import stat
+import warnings as _pywarnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -221,14 +223,30 @@ def _join_sections(pairs: Iterable[tuple[Any, Any]]) -> str:
     )
 
 
-def _fhir_text(obj: Mapping[str, Any]) -> str | None:
-    """Text of a FHIR DiagnosticReport: presentedForm (text/*), narrative div, conclusion."""
+def _fhir_text(obj: Mapping[str, Any], source: str = "") -> str | None:
+    """Text of a FHIR DiagnosticReport: presentedForm (text/*), narrative div, conclusion.
+    A malformed resource (presentedForm not a list of attachments, data that is not base64 or
+    not text) is a :class:`ReportError`."""
     if obj.get("resourceType") != "DiagnosticReport":
         return None
+    forms = obj.get("presentedForm") or []
+    if not isinstance(forms, list) or not all(isinstance(f, Mapping) for f in forms):
+        raise ReportError(
+            "FHIR DiagnosticReport.presentedForm must be a list of attachments",
+            path=source or None,
+        )
     parts = []
-    for form in obj.get("presentedForm") or []:
+    for i, form in enumerate(forms):
         if str(form.get("contentType", "")).startswith("text/") and form.get("data"):
-            parts.append(base64.b64decode(form["data"]).decode("utf-8", errors="replace"))
+            try:
+                data = base64.b64decode(str(form["data"]), validate=True)
+            except ValueError as exc:  # binascii.Error
+                raise ReportError(
+                    f"FHIR presentedForm[{i}].data is not valid base64 ({exc})",
+                    path=source or None,
+                ) from None
+            text, _warnings, _enc = decode_report_bytes(data, source)
+            parts.append(text)
     if not parts and isinstance(obj.get("text"), Mapping) and obj["text"].get("div"):
         parts.append(str(obj["text"]["div"]))
     if obj.get("conclusion"):
@@ -237,8 +255,23 @@ def _fhir_text(obj: Mapping[str, Any]) -> str | None:
 
 
 # -- file readers -----------------------------------------------------------------------------
+#: Report files larger than this are refused before reading (a report is a few KB of text).
+MAX_REPORT_BYTES = 64 << 20
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
+            raise ReportError("not a regular file (a pipe, socket or device)", path=path)
+        if st.st_size > MAX_REPORT_BYTES:
+            raise ReportError(
+                f"file of {st.st_size} bytes is too large for a report "
+                f"(limit {MAX_REPORT_BYTES} bytes)",
+                path=path,
+            )
         return path.read_bytes()
     except FileNotFoundError:
         raise ReportError("no such file", path=path) from None
@@ -258,6 +291,8 @@ def _read_json(data: bytes, path: Path, text_column, row, parse, max_chars) -> R
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ReportError(f"not valid JSON: {exc.msg} (line {exc.lineno})", path=path) from None
+    except RecursionError:
+        raise ReportError("not a report: JSON nested too deeply", path=path) from None
     source = str(path)
     if isinstance(obj, list):
         if row is None and len(obj) != 1:
@@ -271,7 +306,7 @@ def _read_json(data: bytes, path: Path, text_column, row, parse, max_chars) -> R
     if isinstance(obj, str):
         body, meta = obj, {}
     elif isinstance(obj, Mapping):
-        body = _fhir_text(obj) if text_column is None else None
+        body = _fhir_text(obj, source) if text_column is None else None
         if body is None:
             body = report_text_from_mapping(obj, text_column, source)
         meta = {
@@ -419,9 +454,22 @@ def _read_dicom_sr(path: Path, parse, max_chars) -> Report:
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        with _pywarnings.catch_warnings(record=True) as caught:
+            _pywarnings.simplefilter("always")
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds.walk(lambda _ds, _elem: None)  # values are parsed lazily: parse them now
     except (InvalidDicomError, OSError, ValueError) as exc:
         raise ReportError(f"not a readable DICOM file: {exc}", path=path) from None
+    except Exception as exc:  # pydicom raises assorted errors on corrupt files
+        raise ReportError(
+            f"not a readable DICOM file ({type(exc).__name__}: {exc})", path=path
+        ) from None
+    from .fastheader import ends_cleanly
+
+    cut = [w for w in caught if "end of file" in str(w.message).lower()]
+    if cut or ends_cleanly(path) is False:
+        why = cut[0].message if cut else "its last element or sequence is cut short"
+        raise ReportError(f"truncated or malformed DICOM file: {why}", path=path)
     modality = str(getattr(ds, "Modality", ""))
     if modality != "SR" and "ContentSequence" not in ds:
         raise ReportError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -107,12 +108,16 @@ def _hint(skipped: list[tuple[str, str]]) -> str | None:
     return None
 
 
-def load_series(series: Series, *, workers: int | None = None, policy=None, skipped=()) -> Volume:
+def load_series(
+    series: Series, *, workers: int | None = None, policy=None, skipped=(), others=()
+) -> Volume:
     """Decode one series (part) of a study into a Volume.
 
-    ``skipped`` are the (file, reason) pairs the scan could not use; when the series turns out
-    to have missing slices, the unreadable DICOM files beside it are named in the error, since
-    they are the likely missing ones."""
+    ``skipped`` are the (file, reason) pairs the scan could not use and ``others`` the other
+    series (parts) of the study. When the series turns out to have missing slices, the error
+    names the unreadable DICOM files beside it and the files of other series or stacks that lie
+    at a missing position, since they are the likely missing ones. When it loads, unreadable
+    DICOM files beside it are recorded in the volume's warnings (they may be slices of it)."""
     from dataclasses import replace
 
     from .dicom import DEFAULT_POLICY, load_frames_volume
@@ -121,20 +126,79 @@ def load_series(series: Series, *, workers: int | None = None, policy=None, skip
     if workers is not None:
         pol = replace(pol, workers=workers)
     try:
-        return load_frames_volume(series, pol)
+        vol = load_frames_volume(series, pol)
     except GeometryError as exc:
-        folders = {os.path.dirname(f) for f in series.files}
-        nearby = [
-            (f, r) for f, r in skipped if os.path.dirname(f) in folders and r != "not a DICOM file"
-        ]
-        if not nearby or "missing slice" not in exc.reason:
+        if "missing slice" not in exc.reason:
+            raise
+        nearby = _unusable_beside(series, skipped, strict=False)
+        in_gaps = _files_in_gaps(series, others, pol.gap_factor)
+        if not nearby and not in_gaps:
             raise
         named = "; ".join(f"{os.path.basename(f)}: {r}" for f, r in nearby[:3])
+        if nearby:
+            named = f"unusable DICOM file(s) beside the series: {named}"
+        if in_gaps:
+            gap_files = "; ".join(f"{os.path.basename(f)} ({r})" for f, r in in_gaps[:3])
+            named += ("; " if named else "") + f"file(s) at a missing position: {gap_files}"
+        culprits = nearby + in_gaps
         raise GeometryError(
-            f"{exc.reason}; unusable DICOM file(s) beside the series: {named}",
-            path=nearby[0][0] if len(nearby) == 1 else exc.path,
+            f"{exc.reason}; {named}",
+            path=culprits[0][0] if len(culprits) == 1 else exc.path,
             hint=exc.hint,
         ) from exc
+    nearby = _unusable_beside(series, skipped, strict=True)
+    if nearby:
+        vol.warnings.append(
+            f"{len(nearby)} unusable DICOM file(s) beside the series were left out (they may be "
+            "slices of it): " + "; ".join(f"{os.path.basename(f)}: {r}" for f, r in nearby[:3])
+        )
+    return vol
+
+
+def _unusable_beside(series: Series, skipped, *, strict: bool) -> list[tuple[str, str]]:
+    """Skipped DICOM files in the series' folders (not the non-DICOM ones). ``strict``: only
+    those that looked like images but could not be used (truncated, unreadable, no
+    SeriesInstanceUID, colour, ...), not the objects that are no images at all (SR,
+    presentation states, DICOMDIR, ...)."""
+    from .dicom import NON_IMAGE_SOP_CLASSES
+
+    benign = {"not a DICOM file"}
+    if strict:
+        benign |= set(NON_IMAGE_SOP_CLASSES.values())
+    folders = {os.path.dirname(f) for f in series.files}
+    return [(f, r) for f, r in skipped if os.path.dirname(f) in folders and r not in benign]
+
+
+def _files_in_gaps(series: Series, others, gap_factor: float) -> list[tuple[str, str]]:
+    """Files of other series / stacks of the study whose position lies in a gap of ``series``."""
+    import numpy as np
+
+    frames = series.headers or []
+    if len(frames) < 2:
+        return []
+    iop = frames[0].iop
+    normal = np.cross(iop[:3], iop[3:])
+    normal = normal / (np.linalg.norm(normal) or 1.0)
+    d = np.unique(np.round([float(fr.ipp @ normal) for fr in frames], 2))
+    steps = np.diff(d)
+    if not len(steps):
+        return []
+    med = float(np.median(steps))
+    gaps = [(d[i], d[i + 1]) for i in np.nonzero(steps > gap_factor * med)[0]]
+    hits: list[tuple[str, str]] = []
+    for other in others:
+        same_uid = other.series_instance_uid == series.series_instance_uid
+        why = (
+            "in another stack of the series: size, spacing, orientation or image type differ"
+            if same_uid
+            else f"in another series, {other.series_instance_uid[:64]}"
+        )
+        for fr in other.headers or []:
+            with contextlib.suppress(ValueError, TypeError, FloatingPointError):
+                x = float(fr.ipp @ normal)
+                if any(a + 0.01 < x < b - 0.01 for a, b in gaps):
+                    hits.append((str(fr.file), why))
+    return list(dict.fromkeys(hits))
 
 
 def read_volume(path: str | os.PathLike, *, series: str | None = None, policy=None) -> Volume:
