@@ -138,7 +138,8 @@ class ExportSection(_Strict):
     )
     #: Put patient-identifying header values in the human-readable outputs (off by default).
     include_phi: bool = False
-    #: Labels whose saliency maps are exported (None: the positive findings, else the top one).
+    #: Labels whose saliency maps are exported (None: the positive findings with image evidence,
+    #: else the most probable such label).
     saliency_labels: tuple[str, ...] | None = None
     saliency_method: str | None = None
 

@@ -51,7 +51,8 @@ class ExportOptions:
     FHIR); the study is named by its pseudonymous key. DICOM outputs always belong to the source
     study (same StudyInstanceUID and patient module) so that a viewer shows them beside it.
     ``saliency_labels``: the labels whose saliency maps are exported (None: the positive
-    findings, or the most probable label when none is positive). ``saliency_method``: which
+    findings whose evidence can be in the image — not those the model card marks as
+    report-only — or the most probable such label when none is positive). ``saliency_method``: which
     method's maps (None: the first one computed).
     """
 
@@ -90,14 +91,14 @@ def saliency_maps(prediction: Prediction, options: ExportOptions) -> list[Salien
         return []
     labels = list(options.saliency_labels) if options.saliency_labels is not None else None
     if labels is None:
-        labels = [f.label for f in prediction.positive if f.label in expl.saliency]
-        if not labels:
-            ranked = sorted(
-                (f for f in prediction.findings if f.label in expl.saliency),
-                key=lambda f: f.probability,
-                reverse=True,
-            )
-            labels = [ranked[0].label] if ranked else []
+        # a map only for findings whose evidence can be in the image (not those the model's card
+        # says come from the report alone, such as a smoking history)
+        candidates = [
+            f for f in prediction.findings if f.label in expl.saliency and f.evidence != "report"
+        ] or [f for f in prediction.findings if f.label in expl.saliency]
+        labels = [f.label for f in candidates if f.positive]
+        if not labels and candidates:
+            labels = [max(candidates, key=lambda f: f.probability).label]
     out = []
     for label in labels:
         sal = expl.get_saliency(label, options.saliency_method)
