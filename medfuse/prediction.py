@@ -272,6 +272,7 @@ def predict(
     """
     import torch
 
+    from .explain.api import prepare_context
     from .explain.context import eval_mode
 
     c = Case.coerce(case)
@@ -310,14 +311,13 @@ def predict(
         warnings.extend(f"report: {n}" for n in getattr(rep, "notes", []))
 
     t0 = time.perf_counter()
-    batch = model.prepare(
-        volumes=[vol] if vol is not None else None, reports=[rep] if rep is not None else None
-    )
-    records = batch.pop("records", None) or [None]
+    ctx = prepare_context(model, Case(volume=vol, report=rep))  # preprocessed once, reused below
     timings["preprocess"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with eval_mode(model), torch.no_grad():
-        out = model(**batch)
+        out = model(
+            image=ctx.image if ctx.has_image else None, text=ctx.text if ctx.has_text else None
+        )
         probs = head.probabilities(out.logits)[0].float().cpu().tolist()
         risk = _risk(model, out)
         used = tuple(m for m, u in zip(("image", "report"), out.mask[0].tolist(), strict=True) if u)
@@ -343,7 +343,7 @@ def predict(
             labels = [labels]
         t0 = time.perf_counter()
         explanation = run_explain(
-            model, c, labels=labels, methods=list(methods), params=explain_params
+            model, c, labels=labels, methods=list(methods), params=explain_params, context=ctx
         )
         timings["explain"] = time.perf_counter() - t0
 
@@ -356,7 +356,7 @@ def predict(
         study_instance_uid=(vol.study_instance_uid if vol is not None else None)
         or (c.study.study_instance_uid if c.study is not None else None),
         series_instance_uid=vol.series_instance_uid if vol is not None else None,
-        preprocessing=records[0],
+        preprocessing=ctx.record,
         explanation=explanation,
         warnings=warnings,
         timings=timings,

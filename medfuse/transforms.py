@@ -440,17 +440,27 @@ def _separable_linear(
     import numpy as np
 
     arr = np.ascontiguousarray(np.transpose(a, perm), dtype=np.float32)
-    outside = []
-    for d in range(3):
+    outside: list = [None, None, None]
+    # last axis first: the final, largest step then gathers whole contiguous planes (axis 0)
+    for d in (2, 1, 0):
         n = arr.shape[d]
         c = m[perm[d], d] * np.arange(out_shape[d], dtype=np.float64) + m[perm[d], 3]
-        outside.append((c < -1e-6) | (c > n - 1 + 1e-6))
+        outside[d] = (c < -1e-6) | (c > n - 1 + 1e-6)
         lo = np.clip(np.floor(c), 0, max(n - 2, 0)).astype(np.intp)
         hi = np.minimum(lo + 1, n - 1)
         w = np.clip(c - lo, 0.0, 1.0).astype(np.float32)
         shape = [1, 1, 1]
         shape[d] = -1
         w = w.reshape(shape)
+        if d == 0:  # the largest step: plane by plane into one array (no temporaries)
+            out = np.empty((len(c), *arr.shape[1:]), dtype=np.float32)
+            wf = w.ravel()
+            for i in range(len(c)):
+                np.subtract(arr[hi[i]], arr[lo[i]], out=out[i])
+                out[i] *= wf[i]
+                out[i] += arr[lo[i]]
+            arr = out
+            continue
         a0 = np.take(arr, lo, axis=d)
         a1 = np.take(arr, hi, axis=d)
         a1 -= a0

@@ -100,6 +100,7 @@ def explain(
     methods: Sequence[str] | str | None = None,
     params: dict[str, dict[str, Any]] | None = None,
     original_grid: bool = True,
+    context: ExplainContext | None = None,
 ) -> Explanation:
     """Explain ``model``'s prediction for ``case`` (a :class:`~medfuse.types.Case`, a Volume, a
     Report or ``(volume, report)``).
@@ -108,7 +109,8 @@ def explain(
     ``explainers`` registry (default :data:`DEFAULT_METHODS`; methods that need a modality the
     case or model lacks are skipped with a note). ``params``: per-method keyword arguments, e.g.
     ``{"occlusion": {"levels": 3}}``. Saliency maps are also resampled onto the source volume's
-    grid (its affine) unless ``original_grid`` is False.
+    grid (its affine) unless ``original_grid`` is False. ``context``: the case already prepared
+    by :func:`prepare_context` for this model (saves preprocessing it again).
     """
     methods = [methods] if isinstance(methods, str) else list(methods or DEFAULT_METHODS)
     params = dict(params or {})
@@ -118,7 +120,7 @@ def explain(
             f"unknown explanation method(s) {unknown}", hint=f"choose from {explainers.names()}"
         )
     case = Case.coerce(case)
-    ctx = prepare_context(model, case)
+    ctx = context if context is not None else prepare_context(model, case)
     idx = _label_indices(model, labels)
     names = [ctx.label_names[k] for k in idx]
     with eval_mode(model), torch.no_grad():
