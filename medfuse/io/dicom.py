@@ -118,6 +118,8 @@ def _sniff(path: Path) -> str | None:
     if len(head) < 132 and (suffix in DICOM_SUFFIXES or suffix[1:].isdigit()):
         # named like a DICOM file but too short to be one: empty or cut before its header
         return f"too short for a DICOM file ({len(head)} bytes): empty or truncated"
+    if suffix in DICOM_SUFFIXES - {""}:
+        return f"named {suffix} but not a DICOM file (no DICM marker at byte 128)"
     return "not a DICOM file"
 
 
@@ -149,6 +151,7 @@ def read_header(path: Path) -> Dataset:
         raise DicomError(f"unreadable DICOM header: {exc}", path=path) from exc
     except Exception as exc:  # pydicom raises assorted errors on corrupt headers
         raise DicomError(f"corrupt DICOM header ({type(exc).__name__}: {exc})", path=path) from exc
+    _drop_unreadable(ds)
     # pydicom returns what it read so far from a truncated file. Reading stops *before* the
     # pixel data, so a file that ended instead, with no sign of being a non-image object,
     # was cut short.
@@ -158,6 +161,22 @@ def read_header(path: Path) -> Dataset:
             path=path,
         )
     return ds
+
+
+def _drop_unreadable(ds: Dataset, depth: int = 0) -> None:
+    """Convert every element now (pydicom converts lazily, on first access, and an element
+    with an unknown VR or a value it cannot parse then raises wherever it is used); elements
+    that cannot be converted are dropped, so that the reader treats them as absent."""
+    for tag in list(ds.keys()):
+        try:
+            elem = ds[tag]
+            items = list(elem.value) if elem.VR == "SQ" else ()
+        except Exception:  # pydicom raises many kinds here
+            del ds[tag]
+            continue
+        if depth < 16:
+            for item in items:
+                _drop_unreadable(item, depth + 1)
 
 
 def non_image_reason(ds: Dataset) -> str | None:
@@ -196,7 +215,7 @@ def scan_dicom(root: str | os.PathLike) -> tuple[list[tuple[Path, Dataset]], lis
                     why = "SeriesInstanceUID is missing"
             except DicomError as exc:
                 why = exc.reason
-            except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+            except Exception as exc:  # any failure to interpret one file's header skips it
                 why = f"invalid header value ({type(exc).__name__}: {exc})"
             else:
                 if why is None:
@@ -239,7 +258,7 @@ def series_from_headers(
             kind, frames = frames_from_header(path, ds)
         except (DicomError, GeometryError) as exc:
             reason = exc.reason
-        except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+        except Exception as exc:  # a header that cannot be interpreted skips that file only
             reason = f"invalid header value ({type(exc).__name__}: {exc})"
         else:
             for fr in frames:

@@ -168,9 +168,18 @@ def decode_file(path: Path, ds_header: Dataset) -> np.ndarray:
                 raise DicomError("no pixel data", path=path)
             _check_native_length(ds, path, n_frames)
             return ds.pixel_array
-    except (DicomError, CodecError):
+    except (DicomError, CodecError, KeyboardInterrupt, SystemExit):
         raise
-    except Exception as exc:  # truncated or corrupt pixel data raises many different errors
+    except BaseException as exc:
+        # Truncated or corrupt pixel data raises many different errors, and a Rust decoder
+        # (pylibjpeg-rle) that panics raises pyo3's PanicException, a BaseException.
+        if isinstance(exc, GeneratorExit) or not _is_decoder_error(exc):
+            raise
         raise DicomError(
             f"pixel data cannot be decoded ({type(exc).__name__}: {exc})", path=path
         ) from exc
+
+
+def _is_decoder_error(exc: BaseException) -> bool:
+    """An ordinary exception, or a panic of a Rust extension (pyo3_runtime.PanicException)."""
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"

@@ -152,6 +152,12 @@ def load_series(
             f"{len(nearby)} unusable DICOM file(s) beside the series were left out (they may be "
             "slices of it): " + "; ".join(f"{os.path.basename(f)}: {r}" for f, r in nearby[:3])
         )
+    beyond = _files_in_gaps(series, others, pol.gap_factor, ends=True)
+    if beyond:
+        vol.warnings.append(
+            f"{len(beyond)} file(s) of another series would continue this stack and were left "
+            "out: " + "; ".join(f"{os.path.basename(f)} ({r})" for f, r in beyond[:3])
+        )
     return vol
 
 
@@ -169,14 +175,19 @@ def _unusable_beside(series: Series, skipped, *, strict: bool) -> list[tuple[str
     return [(f, r) for f, r in skipped if os.path.dirname(f) in folders and r not in benign]
 
 
-def _files_in_gaps(series: Series, others, gap_factor: float) -> list[tuple[str, str]]:
-    """Files of other series / stacks of the study whose position lies in a gap of ``series``."""
+def _files_in_gaps(
+    series: Series, others, gap_factor: float, *, ends: bool = False
+) -> list[tuple[str, str]]:
+    """Files of other series / stacks of the study whose position lies in a gap of ``series``;
+    with ``ends``, instead, slices of the same size, spacing and orientation lying one step
+    beyond either end of the stack (a slice with another SeriesInstanceUID that continues it)."""
     import numpy as np
 
     frames = series.headers or []
     if len(frames) < 2:
         return []
-    iop = frames[0].iop
+    f0 = frames[0]
+    iop = f0.iop
     normal = np.cross(iop[:3], iop[3:])
     normal = normal / (np.linalg.norm(normal) or 1.0)
     d = np.unique(np.round([float(fr.ipp @ normal) for fr in frames], 2))
@@ -184,7 +195,11 @@ def _files_in_gaps(series: Series, others, gap_factor: float) -> list[tuple[str,
     if not len(steps):
         return []
     med = float(np.median(steps))
-    gaps = [(d[i], d[i + 1]) for i in np.nonzero(steps > gap_factor * med)[0]]
+    if ends:
+        reach = gap_factor * med
+        intervals = [(d[0] - reach, d[0]), (d[-1], d[-1] + reach)]
+    else:
+        intervals = [(d[i], d[i + 1]) for i in np.nonzero(steps > gap_factor * med)[0]]
     hits: list[tuple[str, str]] = []
     for other in others:
         same_uid = other.series_instance_uid == series.series_instance_uid
@@ -195,8 +210,14 @@ def _files_in_gaps(series: Series, others, gap_factor: float) -> list[tuple[str,
         )
         for fr in other.headers or []:
             with contextlib.suppress(ValueError, TypeError, FloatingPointError):
+                if ends and not (
+                    (fr.rows, fr.cols) == (f0.rows, f0.cols)
+                    and np.allclose(fr.spacing, f0.spacing, atol=1e-4)
+                    and np.allclose(fr.iop, f0.iop, atol=1e-3)
+                ):
+                    continue
                 x = float(fr.ipp @ normal)
-                if any(a + 0.01 < x < b - 0.01 for a, b in gaps):
+                if any(a + 0.01 < x < b - 0.01 for a, b in intervals):
                     hits.append((str(fr.file), why))
     return list(dict.fromkeys(hits))
 

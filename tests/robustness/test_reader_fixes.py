@@ -259,3 +259,52 @@ def test_oversized_report_is_refused_before_reading(tmp_path, monkeypatch):
     path.write_text("no effusion. " * 200)
     with pytest.raises(ReportError, match="too large"):
         medfuse.read_report(path, parse=False)
+
+
+def test_unknown_vr_is_a_named_skip_not_a_not_implemented_error(series):
+    """pydicom converts values lazily: an element with an unknown VR raised NotImplementedError
+    wherever it was first used (found by the fuzzer)."""
+    folder, files, _ = series
+    data = bytearray(files[2].read_bytes())
+    at = data.find(struct.pack("<HH", 0x0020, 0x000E), 132)  # SeriesInstanceUID
+    data[at + 4 : at + 6] = b"HI"
+    files[2].write_bytes(bytes(data))
+    err = _error(folder, GeometryError)
+    assert files[2].name in str(err)
+
+
+def test_a_panicking_rust_decoder_is_a_dicom_error(series, monkeypatch):
+    """pylibjpeg-rle panics on some corrupt RLE data (found by the fuzzer); pyo3's
+    PanicException is a BaseException, which escaped every `except Exception` up to the batch
+    runner."""
+    folder, _files, _ = series
+    import medfuse.io.pixels as pixels
+
+    class PanicException(BaseException):
+        pass
+
+    def panic(*_a, **_k):
+        raise PanicException("index out of bounds: the len is 19712 but the index is 19713")
+
+    monkeypatch.setattr(pixels, "_fast_pixels", lambda *a: None)
+    monkeypatch.setattr(pydicom.Dataset, "pixel_array", property(panic))
+    err = _error(folder, DicomError)
+    assert "PanicException" in str(err) and err.path.endswith(".dcm")
+
+
+def test_dcm_file_without_marker_beside_the_series_is_recorded(series):
+    folder, files, vol = series
+    data = bytearray(files[-1].read_bytes())
+    data[128:132] = b"DICN"
+    files[-1].write_bytes(bytes(data))
+    out = medfuse.read_volume(folder)
+    np.testing.assert_array_equal(out.array, vol[:, :, :-1])
+    assert any("left out" in w and "no DICM marker" in w for w in out.warnings)
+
+
+def test_end_slice_with_another_series_uid_is_recorded(series):
+    folder, files, vol = series
+    _edit(files[-1], SeriesInstanceUID="1.2.3.4.5.6")
+    out = medfuse.read_volume(folder)
+    np.testing.assert_array_equal(out.array, vol[:, :, :-1])
+    assert any("would continue this stack" in w and files[-1].name in w for w in out.warnings)
