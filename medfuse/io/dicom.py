@@ -373,6 +373,7 @@ def _value_bounds(frames: list[Frame]) -> tuple[float, float]:
     lo, hi = np.inf, -np.inf
     for fr in frames:
         bits = int(as_float(fr.ds.get("BitsStored", fr.ds.get("BitsAllocated", 16)), 16))
+        bits = min(max(bits, 1), 64)  # an absurd BitsStored must not overflow the bounds
         signed = int(as_float(fr.ds.get("PixelRepresentation", 0), 0)) == 1
         raw = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
         vals = [r * fr.slope + fr.intercept for r in raw]

@@ -8,7 +8,8 @@ or in a result that holds up:
 * DICOM: a volume whose values and affine are finite, and in which every slice that comes from
   an *unmutated* file is exactly that file's slice of the reference volume, at the position its
   header gives (a mutated file may legitimately change its own slice's values). Fewer slices
-  than the reference only with a warning that says why.
+  than the reference only with a warning that says why, or when the study records the mutated
+  file as skipped (with its reason) or as another series.
 * reports: a Report with non-empty text and no control characters left;
 * workflows: a valid :class:`~medfuse.config.Workflow`.
 """
@@ -137,11 +138,17 @@ class DicomFuzzer:
         except MedfuseError as exc:
             assert exc.path and str(exc.reason).strip(), f"error without file or reason: {exc!r}"
             return f"error:{type(exc).__name__}"
-        problems = self.check_volume(vol, list(study.warnings), mutated)
+        # a mutated file that became another series, or was skipped, is recorded in the study
+        recorded = any(Path(f).name == mutated for f, _r in study.skipped) or any(
+            mutated in {Path(f).name for f in s.files} for s in study.series if not s.selected
+        )
+        problems = self.check_volume(vol, list(study.warnings), mutated, recorded)
         assert not problems, "; ".join(problems)
         return "volume"
 
-    def check_volume(self, vol: Any, study_warnings: list[str], mutated: str) -> list[str]:
+    def check_volume(
+        self, vol: Any, study_warnings: list[str], mutated: str, recorded: bool = False
+    ) -> list[str]:
         if not np.all(np.isfinite(vol.array)):
             return ["non-finite voxel values"]
         aff = vol.affine
@@ -165,7 +172,7 @@ class DicomFuzzer:
         missing = [n for n in unmutated if n not in used]
         if missing:
             problems.append(f"unmutated file(s) {missing} left out of the volume")
-        if vol.array.shape[2] < len(self.order):
+        if vol.array.shape[2] < len(self.order) and not recorded:
             why = ("left out", "duplicate", "incompatible")
             if not any(w in x for x in [*vol.warnings, *study_warnings] for w in why):
                 problems.append(f"{vol.array.shape[2]} of {len(self.order)} slices, no warning")

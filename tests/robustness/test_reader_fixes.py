@@ -308,3 +308,15 @@ def test_end_slice_with_another_series_uid_is_recorded(series):
     out = medfuse.read_volume(folder)
     np.testing.assert_array_equal(out.array, vol[:, :, :-1])
     assert any("would continue this stack" in w and files[-1].name in w for w in out.warnings)
+
+
+def test_absurd_bits_stored_does_not_overflow_the_value_bounds(series):
+    """BitsStored 1025 made 2**1025 overflow a float (found by the long fuzz run)."""
+    folder, files, vol = series
+    _edit(files[2], BitsStored=1025)
+    try:
+        out = medfuse.read_volume(folder)
+    except medfuse.MedfuseError as exc:
+        assert exc.path
+    else:
+        np.testing.assert_array_equal(out.array, vol)
