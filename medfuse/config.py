@@ -138,6 +138,9 @@ class ExportSection(_Strict):
     )
     #: Put patient-identifying header values in the human-readable outputs (off by default).
     include_phi: bool = False
+    #: De-identify the DICOM outputs (SR, parametric maps): DICOM PS3.15 basic profile, patient
+    #: name / ID = the study key, UIDs replaced consistently within the output set.
+    deidentify: bool = False
     #: Labels whose saliency maps are exported (None: the positive findings with image evidence,
     #: else the most probable such label).
     saliency_labels: tuple[str, ...] | None = None
@@ -160,6 +163,7 @@ class ExportSection(_Strict):
 
         return ExportOptions(
             include_phi=self.include_phi,
+            deidentify=self.deidentify,
             saliency_labels=self.saliency_labels,
             saliency_method=self.saliency_method,
         )

@@ -53,6 +53,13 @@ def run_cmd(
         help="Name output folders after the study folders and put patient header values in "
         "the human-readable outputs (off by default: pseudonymous keys).",
     ),
+    deidentify: bool = typer.Option(
+        False,
+        "--deidentify",
+        help="De-identify the DICOM outputs (sr.dcm, saliency/*.dcm) with the DICOM PS3.15 "
+        "basic profile: patient name and ID replaced by the study key, identifying attributes "
+        "removed, UIDs replaced consistently within each study's outputs.",
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Validate the workflow and list the studies; run nothing."
     ),
@@ -65,6 +72,8 @@ def run_cmd(
         raise typer.BadParameter(f"--engine must be local or ray, not {engine!r}")
     if include_phi:
         wf = wf.model_copy(update={"export": wf.export.model_copy(update={"include_phi": True})})
+    if deidentify:
+        wf = wf.model_copy(update={"export": wf.export.model_copy(update={"deidentify": True})})
     if dry_run:
         tasks = discover_studies(
             inputs, readable_keys=wf.export.include_phi, report_names=wf.reports.filenames

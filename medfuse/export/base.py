@@ -48,8 +48,12 @@ class ExportOptions:
 
     ``include_phi`` False (the default) keeps patient-identifying header values (name, ID,
     birth date, accession, institution) out of the human-readable outputs (JSON, HTML, PDF,
-    FHIR); the study is named by its pseudonymous key. DICOM outputs always belong to the source
-    study (same StudyInstanceUID and patient module) so that a viewer shows them beside it.
+    FHIR); the study is named by its pseudonymous key. DICOM outputs belong to the source study
+    (same StudyInstanceUID and patient module) so that a viewer shows them beside it, unless
+    ``deidentify``: then they follow the DICOM PS3.15 Basic Application Level Confidentiality
+    Profile (patient name and ID replaced by the study key, identifying attributes emptied or
+    removed, UIDs replaced consistently within the output set, which ``prediction.json`` and
+    ``fhir.json`` also use; see :mod:`medfuse.export.deid`).
     ``saliency_labels``: the labels whose saliency maps are exported (None: the positive
     findings whose evidence can be in the image — not those the model card marks as
     report-only — or the most probable such label when none is positive). ``saliency_method``: which
@@ -57,6 +61,7 @@ class ExportOptions:
     """
 
     include_phi: bool = False
+    deidentify: bool = False
     saliency_labels: Sequence[str] | None = None
     saliency_method: str | None = None
     #: Institution / device strings written into DICOM and FHIR outputs.

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from .._atomic import atomic_path
 from ..errors import ExportError
 from ..registry import exporters
-from . import _source
+from . import _source, deid
 from .base import ExportOptions, output_path, saliency_maps
 
 if TYPE_CHECKING:
@@ -260,6 +260,8 @@ def export_dicom_saliency(
         pm = build_parametric_map(
             prediction, sal, options, series_instance_uid=series, instance_number=number
         )
+        if options.deidentify:
+            pm = deid.deidentify(pm, deid.uid_map(prediction), deid.pseudonym(prediction))
         path = output_path(out_dir, name)
         with atomic_path(path) as tmp:
             pm.save_as(tmp, enforce_file_format=True)

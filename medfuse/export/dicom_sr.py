@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._atomic import atomic_path
 from ..registry import exporters
-from . import _source
+from . import _source, deid
 from .base import ExportOptions, output_path
 
 if TYPE_CHECKING:
@@ -384,6 +384,8 @@ def export_dicom_sr(prediction: Prediction, out_dir: Path, options: ExportOption
     if _source.skip_reason(prediction, "dicom_sr") is not None:
         return []
     sr = build_sr(prediction, options)
+    if options.deidentify:
+        sr = deid.deidentify(sr, deid.uid_map(prediction), deid.pseudonym(prediction))
     path = output_path(out_dir, FILENAME)
     with atomic_path(path) as tmp:
         sr.save_as(tmp, enforce_file_format=True)

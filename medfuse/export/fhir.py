@@ -28,7 +28,9 @@ accession number, study date or source path is written, and no report text; the 
 pseudonymous ``Patient`` reference by identifier ``urn:medfuse:case-key|<prediction key>``
 (omitted when the key is empty). With ``include_phi`` a ``Patient`` resource (name, ID, birth
 date, sex from the source DICOM header) is added and referenced, the DiagnosticReport gets the
-study date as ``effectiveDateTime`` and the accession number as an identifier.
+study date as ``effectiveDateTime`` and the accession number as an identifier. With
+``deidentify`` the study reference carries the replaced StudyInstanceUID of the de-identified
+DICOM outputs (:mod:`medfuse.export.deid`).
 
 Works for every prediction, report-only included (no ``imagingStudy`` without a study UID).
 Opens in any FHIR R4 tool: HAPI FHIR validator / server, Firely / Simplifier,
@@ -44,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._atomic import atomic_write_text
 from ..registry import exporters
-from . import _source
+from . import _source, deid
 from .base import ExportOptions, output_path
 from .dicom_sr import FINDING_CODES
 
@@ -110,8 +112,8 @@ def _report_code(prediction: Prediction, header: Any) -> tuple[str, str]:
     return REPORT_CODES.get((modality, body)) or REPORT_CODES.get((modality, "")) or IMAGING_REPORT
 
 
-def _study_reference(prediction: Prediction) -> dict[str, Any] | None:
-    uid = prediction.study_instance_uid
+def _study_reference(prediction: Prediction, options: ExportOptions) -> dict[str, Any] | None:
+    uid = deid.output_uid(prediction, prediction.study_instance_uid, options)
     if not uid:
         return None
     return {
@@ -306,7 +308,7 @@ def build_bundle(prediction: Prediction, options: ExportOptions) -> Any:
 
     header = _source.source_header(prediction)
     device = _device(prediction, options)
-    study_ref = _study_reference(prediction)
+    study_ref = _study_reference(prediction, options)
 
     patient = _patient(prediction, header) if options.include_phi else None
     if patient is not None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from .._atomic import atomic_write_text
 from ..registry import exporters
 from .base import ExportOptions, output_path
+from .deid import output_uid
 
 if TYPE_CHECKING:
     from ..prediction import Prediction
@@ -18,10 +19,14 @@ FILENAME = "prediction.json"
 
 def prediction_document(prediction: Prediction, options: ExportOptions) -> dict:
     """``Prediction.to_dict()``; the source path is kept only with ``include_phi`` (folder
-    names often carry patient names)."""
+    names often carry patient names); with ``deidentify`` the study / series UIDs are the
+    replaced ones of the DICOM outputs."""
     doc = prediction.to_dict()
     if options.include_phi and prediction.case is not None and prediction.case.study is not None:
         doc["source_path"] = prediction.case.study.path
+    if options.deidentify:  # the UIDs of the de-identified DICOM outputs
+        for key in ("study_instance_uid", "series_instance_uid"):
+            doc[key] = output_uid(prediction, doc.get(key), options)
     return doc
 
 

@@ -58,8 +58,10 @@ def build_geometry(frames: list[Frame], policy: ReadPolicy = DEFAULT_POLICY) -> 
         # without a SOPInstanceUID nothing says two frames are the same instance: keep both
         key = (fr.sop_uid, fr.frame, fr.tile) if fr.sop_uid else (id(fr),)
         if key in uniq:
+            # file names only: warnings reach the exported files, folder names may name people
             warns.append(
-                f"{fr.file}: duplicate of SOP instance {fr.sop_uid} (also in {uniq[key].file}); ignored"
+                f"{os.path.basename(str(fr.file))}: duplicate of SOP instance in "
+                f"{os.path.basename(str(uniq[key].file))}; ignored"
             )
             continue
         uniq[key] = fr

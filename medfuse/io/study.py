@@ -203,11 +203,12 @@ def _files_in_gaps(
     hits: list[tuple[str, str]] = []
     for other in others:
         same_uid = other.series_instance_uid == series.series_instance_uid
-        why = (
-            "in another stack of the series: size, spacing, orientation or image type differ"
-            if same_uid
-            else f"in another series, {other.series_instance_uid[:64]}"
-        )
+        if same_uid:
+            why = "in another stack of the series: size, spacing, orientation or image type differ"
+        elif ends:  # a volume warning, exported with the prediction: no UID in it
+            why = "another SeriesInstanceUID"
+        else:
+            why = f"in another series, {other.series_instance_uid[:64]}"
         for fr in other.headers or []:
             with contextlib.suppress(ValueError, TypeError, FloatingPointError):
                 if ends and not (
