@@ -609,6 +609,12 @@ def load_model(
             hint=f"presets: {', '.join(preset_names())}",
         )
     card = ModelCard.load(folder)
+    for named in (card.weights_file, card.tokenizer_file):  # files inside the model folder only
+        if named is not None and (Path(named).name != named or named in ("", ".", "..")):
+            raise ModelError(
+                f"the model card names {named!r}: a plain file name in the model folder is needed",
+                path=folder / CARD_FILE,
+            )
     tokenizer = None
     if card.tokenizer_file:
         tpath = folder / card.tokenizer_file

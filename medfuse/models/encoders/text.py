@@ -676,7 +676,10 @@ class HFLocalTextEncoder(TextEncoder):
             self.hf_tokenizer = transformers.AutoTokenizer.from_pretrained(
                 folder, local_files_only=True, use_fast=True
             )
-            self.model = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
+            # use_safetensors: never a pickle checkpoint (pytorch_model.bin can run code)
+            self.model = transformers.AutoModel.from_pretrained(
+                folder, local_files_only=True, use_safetensors=True
+            )
         except (OSError, ValueError) as exc:
             raise ModelError(
                 f"cannot load the HuggingFace checkpoint: {exc}", path=folder
