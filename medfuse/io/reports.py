@@ -351,6 +351,8 @@ def iter_csv_reports(
     """
     path = Path(path)
     csv.field_size_limit(1 << 30)
+    if path.exists() and not path.is_file():  # a folder, or a pipe that would block
+        raise ReportError("not a regular file", path=path)
     try:
         fh = path.open(newline="", encoding="utf-8", errors="replace")
     except FileNotFoundError:

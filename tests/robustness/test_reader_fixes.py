@@ -320,3 +320,33 @@ def test_absurd_bits_stored_does_not_overflow_the_value_bounds(series):
         assert exc.path
     else:
         np.testing.assert_array_equal(out.array, vol)
+
+
+def test_declared_size_above_the_cap_is_refused_before_allocating(series, monkeypatch):
+    """Rows × Columns of 60000 in every header: refused from the header, nothing allocated."""
+    from medfuse.io.policy import ReadPolicy
+
+    folder, files, _ = series
+    for f in files:
+        _edit(f, Rows=60000, Columns=60000)
+    allocated = []
+    real = np.empty
+
+    def empty(shape, *args, **kwargs):
+        allocated.append(shape)
+        return real(shape, *args, **kwargs)
+
+    monkeypatch.setattr(np, "empty", empty)
+    err = _error(folder, DicomError)
+    assert "above the limit" in str(err)
+    err = _error(files[0].parent, DicomError, policy=ReadPolicy(max_bytes=10**6))
+    assert not [s for s in allocated if np.prod(s) * 4 > 10**6], allocated
+
+
+@pytest.mark.skipif(os.name != "posix", reason="FIFOs")
+def test_reports_csv_fifo_is_refused_instead_of_blocking(tmp_path):
+    from medfuse.io.reports import iter_csv_reports
+
+    os.mkfifo(tmp_path / "reports.csv")
+    with pytest.raises(ReportError, match="not a regular file"):
+        list(iter_csv_reports(tmp_path / "reports.csv"))
