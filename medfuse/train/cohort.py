@@ -541,9 +541,12 @@ class FusionCohort:
     def labels(self) -> list[str]:
         return list(FUSION_LABELS)
 
-    def label_matrix(self, clean: bool = False) -> np.ndarray:
+    def label_matrix(self, clean: bool = False, names: Sequence[str] | None = None) -> np.ndarray:
+        """[cases, labels] 0/1, columns in the order of ``names`` (default :data:`FUSION_LABELS`):
+        pass a model's labels so that columns match its outputs."""
         key = "labels_clean" if clean else "labels"
-        return np.asarray([[c[key][k] for k in FUSION_LABELS] for c in self.cases], np.float32)
+        cols = tuple(names) if names is not None else FUSION_LABELS
+        return np.asarray([[c[key][k] for k in cols] for c in self.cases], np.float32)
 
     @property
     def times(self) -> np.ndarray:

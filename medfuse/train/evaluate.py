@@ -99,8 +99,8 @@ def evaluate_model(
     from .trainer import predict_cohort
 
     pred = predict_cohort(model, cohort, drop_report=drop_report, progress=progress)
-    y = cohort.label_matrix(clean=True)
     names = model.labels
+    y = cohort.label_matrix(clean=True, names=names)
     th = model.diagnosis_head.threshold.tolist()
     res = evaluate_predictions(
         pred["probs"],
@@ -150,7 +150,7 @@ def fusion_targets(
     from .trainer import predict_cohort
 
     labels = fusion.labels
-    y = cohort.label_matrix(clean=True)
+    y = cohort.label_matrix(clean=True, names=labels)
     pf = predict_cohort(fusion, cohort)
     pi = predict_cohort(image_only, cohort)
     pt = predict_cohort(text_only, cohort)
