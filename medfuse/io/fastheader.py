@@ -243,7 +243,7 @@ def read_fast_header(path: str | Path) -> FastHeader | None:
                     values[WANTED[tag]] = _convert(WANTED[tag], vr, r.buf[start : start + length])
                 pos = start + length
             ts = values.get("TransferSyntaxUID") or ""
-            if not ts or ts in _NOT_EXPLICIT_LE:
+            if not isinstance(ts, str) or not ts or ts in _NOT_EXPLICIT_LE:
                 return None
             pixel_offset = pixel_length = None
             while True:
@@ -273,6 +273,7 @@ def read_fast_header(path: str | Path) -> FastHeader | None:
         ValueError,
         UnicodeDecodeError,
         IndexError,
+        TypeError,  # a value of an unexpected VR (a list where text belongs)
         RecursionError,  # sequences nested thousands deep: let pydicom judge the file
         MemoryError,
     ):

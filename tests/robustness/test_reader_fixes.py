@@ -350,3 +350,16 @@ def test_reports_csv_fifo_is_refused_instead_of_blocking(tmp_path):
     os.mkfifo(tmp_path / "reports.csv")
     with pytest.raises(ReportError, match="not a regular file"):
         list(iter_csv_reports(tmp_path / "reports.csv"))
+
+
+def test_transfer_syntax_with_a_binary_vr_is_declined_not_a_type_error(series):
+    """A mutated VR made TransferSyntaxUID a list: `TypeError: unhashable type` escaped the fast
+    header reader (found by the long fuzz run)."""
+    folder, files, _ = series
+    data = bytearray(files[2].read_bytes())
+    at = data.find(struct.pack("<HH", 0x0002, 0x0010), 128)
+    data[at + 4 : at + 6] = b"US"
+    files[2].write_bytes(bytes(data))
+    assert read_fast_header(files[2]) is None
+    err = _error(folder)  # pydicom reads it; its transfer syntax is then unusable
+    assert err.path == str(files[2])
