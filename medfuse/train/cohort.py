@@ -499,6 +499,19 @@ def render_case_with_masks(case: dict[str, Any], shape: Sequence[int] = (64, 64,
     return arr, geometry, masks
 
 
+def _to_model_grid(mask: np.ndarray, record: Any) -> np.ndarray:
+    """A boolean mask on the original grid -> uint8 on the model grid of ``record``
+    (nearest neighbour; voxels outside the original field of view are 0)."""
+    shape = tuple(int(v) for v in record.output_shape[-3:])
+    ii, jj, kk = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    ijk = np.stack([ii.ravel(), jj.ravel(), kk.ravel(), np.ones(ii.size)], 0)
+    src = np.rint(np.asarray(record.model_to_original)[:3] @ ijk).astype(np.int64)
+    ok = np.all((src >= 0) & (src < np.asarray(mask.shape)[:, None]), 0)
+    out = np.zeros(ii.size, dtype=np.uint8)
+    out[ok] = mask[src[0, ok], src[1, ok], src[2, ok]]
+    return out.reshape(shape)
+
+
 def _grid_lps(geometry, shape: Sequence[int]) -> np.ndarray:
     nx, ny, nz = (int(s) for s in shape)
     ii, jj, kk = np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij")
@@ -585,6 +598,15 @@ class FusionCohort:
         :func:`render_case_with_masks`)."""
         return render_case_with_masks(self.cases[i], self.config.shape)[2]
 
+    def _cache_key(self, cfg: Any) -> str:
+        return hashlib.sha256(
+            json.dumps(
+                {"pre": cfg.to_dict(), "cohort": self.config.fingerprint(), "n": len(self)},
+                sort_keys=True,
+                default=str,
+            ).encode()
+        ).hexdigest()[:16]
+
     def inputs(
         self,
         preprocessing: Any,
@@ -595,43 +617,78 @@ class FusionCohort:
         """Model inputs ``[N, C, X, Y, Z]`` (float16) for a preprocessing config (a
         :class:`~medfuse.transforms.PreprocessingConfig` or its dict), generated once and cached
         in memory and, when the cohort has a folder, on disk."""
+        return self._generate(preprocessing, (), progress, cache)[0]
+
+    def finding_maps(
+        self,
+        preprocessing: Any,
+        findings: Sequence[str] = ("lung_lesion", "consolidation"),
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        cache: bool = True,
+    ) -> np.ndarray:
+        """The finding masks (:meth:`finding_masks`) on each case's *model* grid (the grid of
+        :meth:`inputs` for the same preprocessing; nearest-neighbour), ``[N, K, X, Y, Z]``
+        uint8 for ``findings`` in order; generated together with the inputs and cached the same
+        way. Used for auxiliary finding-map training."""
+        return self._generate(preprocessing, tuple(findings), progress, cache)[1]
+
+    def _generate(
+        self,
+        preprocessing: Any,
+        findings: tuple[str, ...],
+        progress: Callable[[int, int], None] | None,
+        cache: bool,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         from ..transforms import PreprocessingConfig, preprocess
 
+        bad = [f for f in findings if f not in ("lung_lesion", "consolidation")]
+        if bad:
+            raise ConfigError(f"no finding masks for {bad}; known: lung_lesion, consolidation")
         cfg = (
             preprocessing
             if isinstance(preprocessing, PreprocessingConfig)
             else PreprocessingConfig.from_dict(dict(preprocessing))
         )
-        key = hashlib.sha256(
-            json.dumps(
-                {"pre": cfg.to_dict(), "cohort": self.config.fingerprint(), "n": len(self)},
-                sort_keys=True,
-                default=str,
-            ).encode()
-        ).hexdigest()[:16]
-        if key in self._inputs:
-            return self._inputs[key]
-        path = self.folder / f"inputs_{key}.npy" if (self.folder and cache) else None
-        if path is not None and path.is_file():
-            arr = np.load(path, mmap_mode=None)
-            self._inputs[key] = arr
-            return arr
-        out: np.ndarray | None = None
+        key = self._cache_key(cfg)
+        mkey = f"{key}_{'-'.join(findings)}" if findings else None
+        folder = self.folder if cache else None
+        x_path = folder / f"inputs_{key}.npy" if folder else None
+        m_path = folder / f"maps_{mkey}.npy" if (folder and mkey) else None
+        for k, path in ((key, x_path), (mkey, m_path)):
+            if k and k not in self._inputs and path is not None and path.is_file():
+                self._inputs[k] = np.load(path)
+        if key in self._inputs and (mkey is None or mkey in self._inputs):
+            return self._inputs[key], self._inputs.get(mkey) if mkey else None
+        xs: np.ndarray | None = None
+        ms: np.ndarray | None = None
         for i in range(len(self)):
-            x, _ = preprocess(self.volume(i), cfg)
-            if out is None:
-                out = np.zeros((len(self), *x.shape), dtype=np.float16)
-            out[i] = x.numpy().astype(np.float16)
+            arr, geometry, masks = render_case_with_masks(self.cases[i], self.config.shape)
+            from ..types import Volume
+
+            vol = Volume(array=arr, affine=geometry.affine_ras, modality="CT", units="HU")
+            x, rec = preprocess(vol, cfg)
+            if xs is None:
+                xs = np.zeros((len(self), *x.shape), dtype=np.float16)
+                if findings:
+                    ms = np.zeros((len(self), len(findings), *x.shape[1:]), dtype=np.uint8)
+            xs[i] = x.numpy().astype(np.float16)
+            if ms is not None:
+                for j, name in enumerate(findings):
+                    ms[i, j] = _to_model_grid(masks[name], rec)
             if progress is not None:
                 progress(i + 1, len(self))
-        assert out is not None
-        if path is not None:
-            from .._atomic import atomic_path
+        assert xs is not None
+        from .._atomic import atomic_path
 
-            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-                np.save(fh, out)
-        self._inputs[key] = out
-        return out
+        for k, path, arr in ((key, x_path, xs), (mkey, m_path, ms)):
+            if k is None or arr is None:
+                continue
+            if path is not None and not path.is_file():
+                with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, arr)
+            self._inputs.setdefault(k, arr)
+        return self._inputs[key], self._inputs.get(mkey) if mkey else None
 
     def subset(self, indices: Sequence[int]) -> FusionCohort:
         """A cohort of the given cases (in-memory; inputs are not shared)."""

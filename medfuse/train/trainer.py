@@ -11,6 +11,8 @@
   validation score (``early_stopping.monitor``); fully seeded (epoch order, dropout masks);
 * checkpoints every epoch (``checkpoints/last``: model + optimizer as safetensors, state JSON)
   and resumes from there; keeps the best weights;
+* optionally fits the image encoder's auxiliary finding maps to the cohort's finding masks
+  (``aux_maps`` section: dense supervision of where the focal findings are);
 * fits per-label temperatures and decision thresholds on the validation split and saves the
   model (safetensors + card with calibration, training data and validation metrics).
 
@@ -92,6 +94,17 @@ class EarlyStopSection(_Strict):
     monitor: str = Field("auroc", pattern="^(auroc|bce|loss)$")
 
 
+class AuxMapsSection(_Strict):
+    """Auxiliary finding maps: the image encoder's ``aux_maps`` logits (feature grid) are fitted
+    with a binary cross-entropy to the cohort's finding masks (``findings``, in the order of the
+    encoder's map channels) average-pooled onto that grid; ``weight`` 0 turns it off."""
+
+    weight: float = Field(0.0, ge=0)
+    findings: list[str] = Field(default_factory=lambda: ["lung_lesion", "consolidation"])
+    #: weight of the positive cells (findings cover a few cells of the grid)
+    pos_weight: float = Field(10.0, gt=0)
+
+
 class CalibrationSection(_Strict):
     thresholds: str = Field("youden", pattern="^(youden|sensitivity)$")
     target_sensitivity: float = Field(0.9, gt=0, le=1)
@@ -108,6 +121,7 @@ class TrainConfig(_Strict):
     modality_dropout: DropoutSection = Field(default_factory=DropoutSection)
     early_stopping: EarlyStopSection = Field(default_factory=EarlyStopSection)
     calibration: CalibrationSection = Field(default_factory=CalibrationSection)
+    aux_maps: AuxMapsSection = Field(default_factory=AuxMapsSection)
     #: bf16 autocast (CUDA only; ignored on CPU)
     amp: bool = True
     device: str = "auto"
@@ -171,12 +185,25 @@ def _index_text(batch: Any, idx: np.ndarray) -> Any:
 class _Data:
     """Cached model inputs of a cohort: image array, tokenized reports, targets."""
 
-    def __init__(self, model: Any, cohort: Any, *, progress: Callable | None = None):
+    def __init__(
+        self,
+        model: Any,
+        cohort: Any,
+        *,
+        progress: Callable | None = None,
+        maps: list[str] | None = None,
+    ):
         self.cohort = cohort
         self.n = len(cohort)
         self.images = (
             cohort.inputs(model.preprocessing, progress=progress)
             if model.image_encoder is not None
+            else None
+        )
+        #: finding masks on the model grid [N, K, X, Y, Z] uint8 (auxiliary map training)
+        self.maps = (
+            cohort.finding_maps(model.preprocessing, maps, progress=progress)
+            if maps and model.image_encoder is not None
             else None
         )
         self.text = model.tokenize(cohort.reports()) if model.text_encoder is not None else None
@@ -419,7 +446,14 @@ def train(
         import torch.distributed as dist
 
         dist.barrier()  # rank 0 writes the input cache first
-    data = _Data(model, cohort, progress=cb)
+    aux = cfg.aux_maps
+    use_aux = aux.weight > 0 and model.image_encoder is not None
+    if use_aux and getattr(model.image_encoder, "aux_maps", 0) != len(aux.findings):
+        raise ConfigError(
+            f"aux_maps.weight > 0 needs an image encoder built with aux_maps={len(aux.findings)} "
+            f"(one map per finding in {aux.findings})"
+        )
+    data = _Data(model, cohort, progress=cb, maps=list(aux.findings) if use_aux else None)
     if world > 1 and cfg.data.cache_dir and rank == 0:
         import torch.distributed as dist
 
@@ -474,9 +508,21 @@ def train(
     has_risk = "risk" in model.heads and o.risk_weight > 0
     md = cfg.modality_dropout
 
+    aux_pos = torch.full((len(aux.findings), 1, 1, 1), aux.pos_weight, device=device)
+
     def loss_of(out: Any, idx: np.ndarray) -> Any:
         y = torch.from_numpy(data.labels[idx]).to(device)
         loss = model.diagnosis_head.loss(out.logits.float(), y)
+        img = out.image
+        if use_aux and img is not None and img.segmentation is not None and bool(img.present.any()):
+            seg = img.segmentation.float()[img.present]
+            target = F.adaptive_avg_pool3d(
+                torch.from_numpy(data.maps[idx]).to(device=device, dtype=torch.float32),
+                tuple(seg.shape[2:]),
+            )[img.present]
+            loss = loss + aux.weight * F.binary_cross_entropy_with_logits(
+                seg, target, pos_weight=aux_pos
+            )
         if has_risk:
             tt = torch.from_numpy(data.time[idx]).to(device)
             ee = torch.from_numpy(data.event[idx]).to(device)
@@ -692,6 +738,7 @@ def _calibrate_and_save(
         "n_validation": len(val_idx),
         "label_sources": {k: LABEL_SOURCES.get(k, "?") for k in model.labels},
         "modality_dropout": cfg.modality_dropout.model_dump(),
+        "aux_maps": cfg.aux_maps.model_dump() if cfg.aux_maps.weight > 0 else None,
         "training": {
             "seed": cfg.seed,
             "optim": cfg.optim.model_dump(),

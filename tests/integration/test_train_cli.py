@@ -113,6 +113,29 @@ def test_ablation_trains_variants_and_writes_the_table(trained, tmp_path):
     ).stat().st_mtime_ns == stamp
 
 
+def test_auxiliary_finding_maps_are_trained(tmp_path):
+    import medfuse
+
+    cfg = tiny_config(
+        tmp_path,
+        aux_maps={"weight": 1.0, "findings": ["lung_lesion", "consolidation"]},
+    )
+    data = yaml.safe_load(cfg.read_text())
+    data["model"]["overrides"] = {"image_encoder_kwargs": {"aux_maps": 2, "pool": "meanmax"}}
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["train", str(cfg)]) == 0
+    model = medfuse.load_model(tmp_path / "run" / "model")
+    assert model.image_encoder.aux_maps == 2
+    assert model.card.training_data["aux_maps"]["findings"] == ["lung_lesion", "consolidation"]
+    maps = list((tmp_path / "cohort").glob("maps_*_lung_lesion-consolidation.npy"))
+    assert len(maps) == 1
+    # an encoder without the maps is refused when the loss is on
+    data["model"]["overrides"] = {}
+    data["out_dir"] = str(tmp_path / "run2")
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["train", str(cfg)]) == 2
+
+
 def test_bad_configs_are_refused(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim: {epochs: 1, bogus: 3}\n")

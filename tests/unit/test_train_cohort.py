@@ -128,3 +128,23 @@ def test_finding_masks_mark_the_painted_findings():
     m0 = cohort.finding_masks(none)
     assert not m0["lung_lesion"].any() and not m0["consolidation"].any()
     assert m0["lesion_sphere_ras"] is None
+
+
+def test_finding_maps_on_the_model_grid(tmp_path):
+    from medfuse.transforms import PreprocessingConfig
+
+    cohort = make_fusion_cohort(n=6, seed=5, shape=(32, 32, 24), out_dir=tmp_path)
+    pre = PreprocessingConfig.from_dict(
+        {"spacing": [12.0, 12.0, 12.0], "spatial_size": [24, 16, 16], "ct_windows": ["lung"]}
+    )
+    maps = cohort.finding_maps(pre, ["consolidation", "lung_lesion"])
+    x = cohort.inputs(pre)
+    assert maps.shape == (6, 2, *x.shape[2:]) and maps.dtype == np.uint8
+    for i, case in enumerate(cohort.cases):
+        assert bool(maps[i, 0].any()) <= case["factors"]["consolidation"]
+        assert bool(maps[i, 1].any()) <= case["factors"]["lesion"]
+    # cached on disk next to the inputs, reloaded by a fresh cohort object
+    again = load_fusion_cohort(tmp_path).finding_maps(pre, ["consolidation", "lung_lesion"])
+    assert np.array_equal(again, maps)
+    with pytest.raises(ConfigError):
+        cohort.finding_maps(pre, ["emphysema"])

@@ -23,7 +23,9 @@ Grad-CAM — at a higher cost (e.g. ``[2, 1, 1]``: output stride 4 with the ``s2
 ``widths`` (four stage widths) replaces ``width``'s ``[w, 2w, 4w, 8w]``, e.g. to keep a
 high-resolution last stage narrow. ``pool`` sets how the pooled vector is taken from the last
 feature map: ``"mean"`` (default), ``"max"`` or ``"meanmax"`` (their sum; the maximum keeps small
-focal findings that a mean over a fine grid dilutes).
+focal findings that a mean over a fine grid dilutes). ``aux_maps`` > 0 adds a 1×1×1 conv on
+the last feature map whose logits (``ImageEncoding.segmentation``, on the feature grid) the
+trainer can fit to finding masks — dense supervision of where the findings are.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ class ImageEncoding:
     pooled: Tensor
     #: [B] bool, False where the image is missing
     present: Tensor
-    #: segmentation logits [B, K, X, Y, Z] (encoders with a decoder), else None
+    #: segmentation logits [B, K, X, Y, Z] (encoders with a decoder), or auxiliary finding-map
+    #: logits [B, K, x, y, z] on the feature grid (ResNets built with ``aux_maps``), else None
     segmentation: Tensor | None = None
 
     @property
@@ -130,7 +133,9 @@ class ImageEncoder(nn.Module):
             present = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         pooled = global_pool(feats, getattr(self, "pool", "mean"))
         pooled = pooled * present.to(feats.dtype).unsqueeze(-1)
-        return ImageEncoding(feats, pooled, present.to(torch.bool))
+        aux = getattr(self, "aux_head", None)
+        seg = aux(feats) if aux is not None else None
+        return ImageEncoding(feats, pooled, present.to(torch.bool), seg)
 
 
 POOLS = ("mean", "max", "meanmax")
@@ -186,6 +191,7 @@ class ResNet3DEncoder(ImageEncoder):
         strides: tuple[int, ...] | list[int] = (2, 2, 2),
         widths: tuple[int, ...] | list[int] | None = None,
         pool: str = "mean",
+        aux_maps: int = 0,
     ):
         super().__init__()
         from monai.networks.nets import ResNet
@@ -223,6 +229,11 @@ class ResNet3DEncoder(ImageEncoder):
         if pool != "mean":
             self._init_kwargs["pool"] = pool
         self.pool = pool
+        if int(aux_maps) < 0:
+            raise ConfigError(f"aux_maps must be >= 0, got {aux_maps}")
+        if int(aux_maps):
+            self._init_kwargs["aux_maps"] = int(aux_maps)
+        self.aux_maps = int(aux_maps)
         self.depth = depth
         self.in_channels = in_channels
         self.stem_kind = stem
@@ -250,6 +261,9 @@ class ResNet3DEncoder(ImageEncoder):
                         mod.stride = (1, 1, 1)
         self.s2d = SpaceToDepth3d(2) if stem == "s2d" else None
         self.dim = stage_widths[3] * (4 if block == "bottleneck" else 1)
+        # auxiliary finding maps: a 1x1x1 conv on the last feature map, trained against
+        # downsampled finding masks (the trainer's ``aux_maps`` section); not used by the heads
+        self.aux_head = nn.Conv3d(self.dim, self.aux_maps, 1) if self.aux_maps else None
 
     def feature_map(self, x: Tensor) -> Tensor:
         n = self.net
