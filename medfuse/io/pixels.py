@@ -151,7 +151,14 @@ def _check_native_length(ds: Dataset, path: Path, n_frames: int) -> None:
 def decode_file(path: Path, ds_header: Dataset) -> np.ndarray:
     """All frames of one file as an integer array (rows, cols) or (frames, rows, cols)."""
     n_frames = number_of_frames(ds_header, path)
-    arr = _fast_pixels(path, ds_header, n_frames)
+    try:
+        arr = _fast_pixels(path, ds_header, n_frames)
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. BitsStored "NO"
+        raise DicomError(
+            f"invalid pixel description (Rows, Columns, BitsAllocated, BitsStored, "
+            f"PixelRepresentation): {type(exc).__name__}: {exc}",
+            path=path,
+        ) from exc
     if arr is not None:
         return arr
     import pydicom

@@ -363,3 +363,13 @@ def test_transfer_syntax_with_a_binary_vr_is_declined_not_a_type_error(series):
     assert read_fast_header(files[2]) is None
     err = _error(folder)  # pydicom reads it; its transfer syntax is then unusable
     assert err.path == str(files[2])
+
+
+def test_text_in_bits_stored_is_a_dicom_error(series):
+    """BitsStored 'NO' (a mutated tag number) raised ValueError from the pixel reader (found by
+    the long fuzz run)."""
+    folder, files, _ = series
+    ds = pydicom.dcmread(files[2])
+    ds[0x00280101] = pydicom.DataElement(0x00280101, "CS", "NO")
+    ds.save_as(files[2], enforce_file_format=False)
+    assert _error(folder).path == str(files[2])
