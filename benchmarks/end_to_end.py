@@ -142,7 +142,17 @@ def peak_rss(study: Path) -> tuple[float, int]:
     wf = Path(tempfile.mkdtemp(prefix="medfuse-bench-wf-")) / "wf.json"
     wf.write_text(json.dumps(WORKFLOW))  # JSON is YAML
     out = wf.parent / "out"
-    cmd = [sys.executable, "-m", "medfuse.cli.main", "run", str(wf), "-i", str(study), "-o", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "medfuse.cli.main",
+        "run",
+        str(wf),
+        "-i",
+        str(study),
+        "-o",
+        str(out),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -154,7 +164,9 @@ def peak_rss(study: Path) -> tuple[float, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--slices", type=int, default=300)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
@@ -179,9 +191,11 @@ def main() -> None:
     med = lambda rows, k: statistics.median(r.get(k, 0.0) for r in rows)  # noqa: E731
     m_wall, n_wall = med(fast, "wall"), med(slow, "wall")
 
-    print(f"\n{args.size}²×{args.slices} CT + report → 7 exports, Grad-CAM + modality Shapley "
-          f"(positive findings); {os.cpu_count()} CPUs, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), median of {args.repeats}, warm\n")
+    print(
+        f"\n{args.size}²×{args.slices} CT + report → 7 exports, Grad-CAM + modality Shapley "
+        f"(positive findings); {os.cpu_count()} CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), median of {args.repeats}, warm\n"
+    )
     stages = [k for k in fast[0] if k not in ("wall", "process_wall")]
     print("medfuse per stage (s):")
     for k in stages:
@@ -198,8 +212,10 @@ def main() -> None:
         rss_study = make_study(args.cache, args.size, args.rss_slices)
         cold, rss = peak_rss(rss_study)
         rss_txt = f"{rss / 2**30:.2f}"
-        print(f"peak RSS, medfuse run on {args.size}²×{args.rss_slices} (whole cold process, "
-              f"{cold:.1f} s) = {rss / 2**30:.2f} GiB (target ≤ 3 GB)")
+        print(
+            f"peak RSS, medfuse run on {args.size}²×{args.rss_slices} (whole cold process, "
+            f"{cold:.1f} s) = {rss / 2**30:.2f} GiB (target ≤ 3 GB)"
+        )
     if args.record:
         from load import record_row
 

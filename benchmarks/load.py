@@ -91,11 +91,15 @@ def canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--slices", type=int, default=500)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--cache", type=Path, default=REPO / ".bench", help="where the series is generated")
+    ap.add_argument(
+        "--cache", type=Path, default=REPO / ".bench", help="where the series is generated"
+    )
     ap.add_argument("--record", action="store_true", help="append the result to docs/benchmarks.md")
     args = ap.parse_args()
 
@@ -107,17 +111,48 @@ def main() -> None:
         shutil.rmtree(series_dir, ignore_errors=True)
         write_ct_series(series_dir, shape=(args.size, args.size, args.slices), seed=0)
         (series_dir / ".complete").touch()
-        print(f"generated {args.slices} slices of {args.size}² in {time.perf_counter() - t0:.1f} s → {series_dir}")
+        print(
+            f"generated {args.slices} slices of {args.size}² in {time.perf_counter() - t0:.1f} s → {series_dir}"
+        )
     dicom_dir = series_dir if any(series_dir.glob("*.dcm")) else series_dir / "dicom"
     n_files = len([p for p in dicom_dir.iterdir() if p.suffix == ".dcm"])
     vol_bytes = args.size * args.size * args.slices * 4
 
     out = Path(tempfile.mkdtemp(prefix="medfuse-bench-"))
     readers = {
-        "medfuse": lambda o: [sys.executable, "-c", MEDFUSE, str(dicom_dir), str(o / "medfuse.nii")],
-        "SimpleITK": lambda o: [sys.executable, "-c", SIMPLEITK, str(dicom_dir), str(o / "SimpleITK.nii")],
-        "dcm2niix": lambda o: [dcm2niix_bin(), "-z", "n", "-b", "n", "-f", "dcm2niix", "-o", str(o), str(dicom_dir)],
-        "naive pydicom": lambda o: [sys.executable, "-c", NAIVE, str(dicom_dir), str(o / "naive pydicom.nii")],
+        "medfuse": lambda o: [
+            sys.executable,
+            "-c",
+            MEDFUSE,
+            str(dicom_dir),
+            str(o / "medfuse.nii"),
+        ],
+        "SimpleITK": lambda o: [
+            sys.executable,
+            "-c",
+            SIMPLEITK,
+            str(dicom_dir),
+            str(o / "SimpleITK.nii"),
+        ],
+        "dcm2niix": lambda o: [
+            dcm2niix_bin(),
+            "-z",
+            "n",
+            "-b",
+            "n",
+            "-f",
+            "dcm2niix",
+            "-o",
+            str(o),
+            str(dicom_dir),
+        ],
+        "naive pydicom": lambda o: [
+            sys.executable,
+            "-c",
+            NAIVE,
+            str(dicom_dir),
+            str(o / "naive pydicom.nii"),
+        ],
     }
     times: dict[str, list[float]] = {k: [] for k in readers}
     rss: dict[str, int] = {}
@@ -132,13 +167,21 @@ def main() -> None:
     same = {}
     for name in readers:
         arr, aff = canonical(out / f"{name}.nii")
-        same[name] = arr.shape == ref.shape and np.allclose(aff, ref_aff, atol=1e-3) and np.array_equal(arr, ref)
+        same[name] = (
+            arr.shape == ref.shape
+            and np.allclose(aff, ref_aff, atol=1e-3)
+            and np.array_equal(arr, ref)
+        )
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\n{n_files} files, {args.size}×{args.size}×{args.slices}, float32 volume {vol_bytes / 2**20:.0f} MiB, "
-          f"{os.cpu_count()} CPUs, median of {args.repeats} (interleaved, warm cache)\n")
+    print(
+        f"\n{n_files} files, {args.size}×{args.size}×{args.slices}, float32 volume {vol_bytes / 2**20:.0f} MiB, "
+        f"{os.cpu_count()} CPUs, median of {args.repeats} (interleaved, warm cache)\n"
+    )
     print(f"{'reader':<15}{'seconds':>9}{'× medfuse':>11}{'peak RSS MiB':>14}  same voxels")
     for name in readers:
-        print(f"{name:<15}{med[name]:>9.2f}{med[name] / med['medfuse']:>11.2f}{rss[name] / 2**20:>14.0f}  {same[name]}")
+        print(
+            f"{name:<15}{med[name]:>9.2f}{med[name] / med['medfuse']:>11.2f}{rss[name] / 2**20:>14.0f}  {same[name]}"
+        )
     r_sitk = med["medfuse"] / med["SimpleITK"]
     r_d2n = med["medfuse"] / med["dcm2niix"]
     r_mem = rss["medfuse"] / vol_bytes
@@ -155,7 +198,9 @@ def main() -> None:
         record_row(REPO / "docs" / "benchmarks.md", "<!-- rows: benchmarks/load.py -->", row)
     shutil.rmtree(out, ignore_errors=True)
     if not all(same.values()):
-        raise SystemExit("readers disagree on the voxels: " + ", ".join(k for k, v in same.items() if not v))
+        raise SystemExit(
+            "readers disagree on the voxels: " + ", ".join(k for k, v in same.items() if not v)
+        )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ from end_to_end import WORKFLOW  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--studies", type=int, default=8)
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--record", action="store_true")
@@ -55,14 +57,18 @@ def main() -> None:
             wall = time.perf_counter() - t0
             assert not summary.failed, summary.failed
             rate[(engine, n)] = 60.0 * args.studies / wall
-            print(f"{engine:<6} {n} worker(s): {wall:7.1f} s, {rate[(engine, n)]:6.1f} studies/min, "
-                  f"× {rate[(engine, n)] / rate[(engine, 1)] if (engine, 1) in rate else 1:.2f} vs 1")
+            print(
+                f"{engine:<6} {n} worker(s): {wall:7.1f} s, {rate[(engine, n)]:6.1f} studies/min, "
+                f"× {rate[(engine, n)] / rate[(engine, 1)] if (engine, 1) in rate else 1:.2f} vs 1"
+            )
     if args.record:
         from load import record_row
 
         cells = " | ".join(f"{e} ×{n}: {r:.1f}" for (e, n), r in rate.items())
-        row = (f"| {time.strftime('%Y-%m-%d')} | {platform.machine()}, {os.cpu_count()} CPUs | "
-               f"{args.studies} | {cells} |")
+        row = (
+            f"| {time.strftime('%Y-%m-%d')} | {platform.machine()}, {os.cpu_count()} CPUs | "
+            f"{args.studies} | {cells} |"
+        )
         record_row(REPO / "docs" / "benchmarks.md", "<!-- rows: benchmarks/scaling.py -->", row)
     shutil.rmtree(work, ignore_errors=True)
 

@@ -464,7 +464,9 @@ class Case:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return tuple(m for m, v in (("image", self.volume), ("report", self.report)) if v is not None)
+        return tuple(
+            m for m, v in (("image", self.volume), ("report", self.report)) if v is not None
+        )
 
     @classmethod
     def coerce(cls, obj: Any) -> Case:
@@ -492,13 +494,17 @@ class Case:
         if study is not None:
             image = study.volume
         if image is not None and not isinstance(image, Volume):
-            raise ConfigError(f"the image part must be a Study or Volume, not {type(image).__name__}")
+            raise ConfigError(
+                f"the image part must be a Study or Volume, not {type(image).__name__}"
+            )
         if isinstance(report, str):
             from .text.pipeline import parse_report
 
             report = parse_report(report)
         if report is not None and not isinstance(report, Report):
-            raise ConfigError(f"the report part must be a Report or text, not {type(report).__name__}")
+            raise ConfigError(
+                f"the report part must be a Report or text, not {type(report).__name__}"
+            )
         return cls(volume=image, report=report, study=study)
 
 

@@ -1,6 +1,6 @@
 """Write the CLI reference (docs/cli.md) from the commands' own ``--help``.
 
-    python -m medfuse.cli.reference > docs/cli.md
+python -m medfuse.cli.reference > docs/cli.md
 """
 
 from __future__ import annotations
