@@ -18,13 +18,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
-# The full workflow on the shipped sample cases (chest_ct_0003 has no report: it runs image-only).
+# The shipped workflows on the shipped sample cases (chest_ct_0003 has no report: it runs
+# image-only; mr_sag_0001 is a sagittal T1 brain MR read by the brain MR demo model).
 demo: $(STAMP)
-	rm -rf $(OUT)/chest_ct_triage
+	rm -rf $(OUT)/chest_ct_triage $(OUT)/brain_mr_research
 	$(VENV)/bin/medfuse run workflows/chest_ct_triage.yaml --out $(OUT)/chest_ct_triage \
 	    -i sample_cases/chest_ct_0001 -i sample_cases/chest_ct_0002 -i sample_cases/chest_ct_0003
+	$(VENV)/bin/medfuse run workflows/brain_mr_research.yaml --out $(OUT)/brain_mr_research \
+	    -i sample_cases/mr_sag_0001
 	@echo
 	@echo "demo outputs: $(OUT)/chest_ct_triage/<study>/ (prediction.json report.html report.pdf sr.dcm saliency/ fhir.json)"
+	@echo "              $(OUT)/brain_mr_research/<study>/ (the same for the brain MR sample)"
 	@echo "              $(OUT)/chest_ct_triage/status.jsonl lists each study, its input folder and its timings"
 
 test: $(STAMP)
@@ -46,7 +50,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
 
-# Demo model (synthetic data only): train on CPU (~15 min, seeded), then ship it as
+# Demo model (synthetic data only): train on CPU (~15 min on an idle 2-core machine, seeded), then ship it as
 # medfuse/assets/models/chest_ct_demo (weights + tokenizer + card with calibration and metrics).
 DEMO_MODEL := medfuse/assets/models/chest_ct_demo
 .PHONY: train-demo
@@ -56,3 +60,15 @@ train-demo: $(STAMP)
 	cp out/train/chest_ct_demo/model/card.json out/train/chest_ct_demo/model/weights.safetensors \
 	   out/train/chest_ct_demo/model/tokenizer.json $(DEMO_MODEL)/
 	$(PY) benchmarks/fusion_targets.py --fusion $(DEMO_MODEL) --record-card --write-doc docs/model_card.md
+
+# Brain MR demo model (synthetic data only): train on CPU (~3 min, seeded; one torch thread),
+# then ship it as medfuse/assets/models/brain_mr_demo (weights + tokenizer + card with calibration
+# and validation / test metrics). Without make:
+#   python -c "from medfuse.train.mr_demo import MRDemoConfig, train_mr_demo; train_mr_demo(MRDemoConfig(), 'out/train/brain_mr_demo')"
+MR_DEMO_MODEL := medfuse/assets/models/brain_mr_demo
+.PHONY: train-mr-demo
+train-mr-demo: $(STAMP)
+	$(PY) -m medfuse.train.mr_demo out/train/brain_mr_demo
+	rm -rf $(MR_DEMO_MODEL) && mkdir -p $(MR_DEMO_MODEL)
+	cp out/train/brain_mr_demo/card.json out/train/brain_mr_demo/weights.safetensors \
+	   out/train/brain_mr_demo/tokenizer.json $(MR_DEMO_MODEL)/

@@ -12,7 +12,8 @@ Two phantoms:
   cardiomegaly), descending aorta, vertebral bodies with discs and posterior arches, ribs, sternum,
   optional dependent pleural effusion and emphysema, and spherical lesions (nodules / masses).
 * :class:`HeadPhantom` — a T1-like brain MR in arbitrary units (uint16): scalp fat, skull, CSF,
-  grey and white matter, lateral ventricles, cerebellum, brainstem, neck, optional lesions.
+  grey and white matter, lateral ventricles (``ventricle_scale`` >= 1.7 reads as hydrocephalus),
+  cerebellum, brainstem, neck, optional lesions.
 
 Lesion voxels carry exactly the lesion value (no noise), so a test can check the voxel at a
 lesion's centre.
@@ -403,12 +404,34 @@ class HeadPhantom(_Phantom):
     """T1-like brain MR in arbitrary units (returned as uint16). Lesions default to ``MR_LESION``.
 
     Noise (``noise``, default 8) is added everywhere except inside lesions and folded to be
-    non-negative (magnitude images).
+    non-negative (magnitude images). ``ventricle_scale`` (1.0 normal, within 0.5..3.0) scales the
+    lateral ventricles: their left-right and cranio-caudal semi-axes by ``s`` and their
+    antero-posterior one by ``1 + 0.3 (s - 1)``; 1.7 or more reads as hydrocephalus.
     """
 
     dtype = np.uint16
     default_lesion_value = float(MR_LESION)
     noise_sigma = 8.0
+
+    def __init__(
+        self,
+        geometry: Geometry,
+        *,
+        seed: int = 0,
+        lesions: Sequence[Lesion] = (),
+        ventricle_scale: float = 1.0,
+        anatomy_center_lps: Sequence[float] | None = None,
+        noise: float | None = None,
+    ) -> None:
+        super().__init__(
+            geometry, seed=seed, lesions=lesions, anatomy_center_lps=anatomy_center_lps, noise=noise
+        )
+        s = float(ventricle_scale)
+        if not (0.5 <= s <= 3.0):
+            raise ConfigError(f"ventricle_scale must be within 0.5..3.0, got {ventricle_scale}")
+        self.ventricle_scale = s
+        # semi-axes (u, v, w) of each lateral ventricle; exactly (5, 26, 11) mm when s == 1
+        self._vent_axes = (5.0 * s, 26.0 * (1.0 + 0.3 * (s - 1.0)), 11.0 * s)
 
     def _paint(self, out: np.ndarray, u, v, w, k: int) -> None:
         out.fill(MR_BACKGROUND)
@@ -427,10 +450,9 @@ class HeadPhantom(_Phantom):
         put(out, np.int16(MR_GREY), where=brain)
         put(out, np.int16(MR_WHITE), where=(q(0.62, 12.0) <= 1.0) & (w > -30.0))
         # Lateral ventricles.
+        va, vb, vc = self._vent_axes
         for sign in (-1.0, 1.0):
-            vent = (
-                ((u - sign * 9.0) / 5.0) ** 2 + ((v + 8.0) / 26.0) ** 2 + ((w - 12.0) / 11.0) ** 2
-            )
+            vent = ((u - sign * 9.0) / va) ** 2 + ((v + 8.0) / vb) ** 2 + ((w - 12.0) / vc) ** 2
             put(out, np.int16(MR_CSF), where=vent <= 1.0)
         # Cerebellum and brainstem.
         cb = (u / 45.0) ** 2 + ((v - 45.0) / 28.0) ** 2 + ((w + 45.0) / 22.0) ** 2
@@ -468,11 +490,14 @@ class HeadPhantom(_Phantom):
         u, v, w = p[:, 0], p[:, 1], p[:, 2]
         ha, hb, hc = (r * 0.83 - margin_mm for r in _HEAD)
         inside = ((u / ha) ** 2 + (v / hb) ** 2 + (w / hc) ** 2 <= 1.0) & (w > -55.0 + margin_mm)
-        # keep clear of the ventricles (|u| < 14 + margin near the midline, around w = 12)
+        # keep clear of the ventricles (|u| < 14 + margin near the midline, around w = 12, for
+        # normal-sized ones)
+        va, vb, vc = self._vent_axes
+        half_u = 9.0 + va
         near_vent = (
-            (np.abs(u) < 14.0 + margin_mm)
-            & (np.abs(v + 8.0) < 26.0 + margin_mm)
-            & (np.abs(w - 12.0) < 11.0 + margin_mm)
+            (np.abs(u) < half_u + margin_mm)
+            & (np.abs(v + 8.0) < vb + margin_mm)
+            & (np.abs(w - 12.0) < vc + margin_mm)
         )
         return inside & ~near_vent
 
@@ -513,12 +538,14 @@ def head_mr_phantom(
     *,
     seed: int = 0,
     lesions: Sequence[Lesion] = (),
+    ventricle_scale: float = 1.0,
     geometry: Geometry | None = None,
     **geometry_kw,
 ) -> np.ndarray:
-    """A brain MR volume (uint16, arbitrary units); sagittal ``[0,1,0,0,0,-1]`` by default."""
+    """A brain MR volume (uint16, arbitrary units); sagittal ``[0,1,0,0,0,-1]`` by default;
+    ``ventricle_scale`` >= 1.7 draws hydrocephalus."""
     geometry_kw.setdefault("orientation", "sagittal")
     geom = geometry or make_geometry(shape, spacing, **geometry_kw)
     if tuple(geom.shape) != tuple(int(s) for s in shape):
         raise ConfigError(f"geometry shape {geom.shape} differs from shape {tuple(shape)}")
-    return HeadPhantom(geom, seed=seed, lesions=lesions).volume()
+    return HeadPhantom(geom, seed=seed, lesions=lesions, ventricle_scale=ventricle_scale).volume()

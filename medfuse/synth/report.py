@@ -11,7 +11,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["chest_ct_report", "mr_brain_report"]
+__all__ = [
+    "HISTORIES_MR",
+    "chest_ct_report",
+    "mr_brain_report",
+    "mr_lesion_impression",
+    "mr_lesion_sentence",
+]
 
 _HISTORIES_CT = (
     "Cough for three weeks.",
@@ -21,7 +27,8 @@ _HISTORIES_CT = (
     "Chest pain.",
     "Weight loss.",
 )
-_HISTORIES_MR = ("Headache.", "Dizziness.", "Follow-up.", "Seizure.")
+#: Clinical histories of :func:`mr_brain_report` (one drawn per report).
+HISTORIES_MR = ("Headache.", "Dizziness.", "Follow-up.", "Seizure.")
 
 
 def _a(n: int) -> str:
@@ -121,22 +128,32 @@ def chest_ct_report(
     return text, impression
 
 
+def mr_lesion_sentence(les: dict, *, image_ref: bool = True) -> str:
+    """The FINDINGS sentence of a brain MR lesion record (``diameter_mm``, ``location`` and, with
+    ``image_ref``, ``series_number`` / ``instance_number``)."""
+    d = les["diameter_mm"]
+    ref = f" (series {les['series_number']}, image {les['instance_number']})" if image_ref else ""
+    return f"There is {_a(d)} {d} mm T1-hyperintense focal lesion in the {les['location']}{ref}."
+
+
+def mr_lesion_impression(les: dict) -> str:
+    """The IMPRESSION item of a brain MR lesion record."""
+    return (
+        f"{les['diameter_mm']} mm T1-hyperintense lesion in the {les['location']}. "
+        "Contrast-enhanced MRI is recommended."
+    )
+
+
 def mr_brain_report(
     *, rng: np.random.Generator, case_number: int, slice_thickness: float, lesions: Sequence[dict]
 ) -> tuple[str, list[str]]:
     """Report text and impression items for a sagittal T1 brain MR."""
-    history = _HISTORIES_MR[int(rng.integers(len(_HISTORIES_MR)))]
+    history = HISTORIES_MR[int(rng.integers(len(HISTORIES_MR)))]
     findings: list[str] = []
     impression: list[str] = []
     for les in lesions:
-        findings.append(
-            f"There is {_a(les['diameter_mm'])} {les['diameter_mm']} mm T1-hyperintense focal lesion in the "
-            f"{les['location']} (series {les['series_number']}, image {les['instance_number']})."
-        )
-        impression.append(
-            f"{les['diameter_mm']} mm T1-hyperintense lesion in the {les['location']}. "
-            "Contrast-enhanced MRI is recommended."
-        )
+        findings.append(mr_lesion_sentence(les))
+        impression.append(mr_lesion_impression(les))
     if not lesions:
         findings.append("No focal lesion.")
         impression.append("No acute intracranial abnormality. No focal lesion.")
