@@ -164,14 +164,14 @@ def occlusion_passes(size: int = 128) -> dict:
     return row
 
 
-def _demo_model():
+def _demo_model(name: str = "chest_ct_demo"):
     import medfuse
     from medfuse.errors import ModelError
 
     try:
-        return medfuse.load_model("chest_ct_demo")
+        return medfuse.load_model(name)
     except ModelError as exc:
-        print(f"demo model 'chest_ct_demo' not available ({exc}); pointing game skipped")
+        print(f"model {name!r} not available ({exc}); pointing game skipped")
         return None
 
 
@@ -337,6 +337,9 @@ def main() -> int:
     )
     ap.add_argument("--out", type=Path, default=REPO / "out" / "explain")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument(
+        "--model", default="chest_ct_demo", help="model for the faithfulness part (name or folder)"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print(
@@ -347,7 +350,7 @@ def main() -> int:
     if not args.skip_speed:
         results["speed"] = speed(args.sizes, args.repeats)
         results["occlusion"] = occlusion_passes(128)
-    model = _demo_model()
+    model = _demo_model(args.model)
     if model is not None:
         results["synthetic_pointing_game"] = synthetic_pointing_game(
             model, args.cases, deletion_cases=args.deletion_cases
