@@ -40,7 +40,8 @@ def export_nifti(prediction: Prediction, out_dir: Path, options: ExportOptions) 
     # each label's scale to recover the raw values
     peaks = [float(np.abs(s.original.array).max()) for s in maps]
     shape = (*first.shape[:3], len(maps)) if len(maps) > 1 else first.shape[:3]
-    array = np.empty(shape, dtype=np.float32)
+    # Fortran order (i fastest, as NIfTI stores voxels; the resampled maps come in that order)
+    array = np.empty(shape, dtype=np.float32, order="F")
     for i, (s, peak) in enumerate(zip(maps, peaks, strict=True)):
         dst = array[..., i] if len(maps) > 1 else array
         np.multiply(s.original.array, QUANT / peak if peak > 0 else 0.0, out=dst)
