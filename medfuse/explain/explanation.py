@@ -21,7 +21,18 @@ __all__ = [
     "ModalityContribution",
     "Saliency",
     "TokenAttribution",
+    "argmax_index",
 ]
+
+
+def argmax_index(arr: np.ndarray) -> tuple[int, ...]:
+    """Index of the maximum of ``arr`` without copying it when it is Fortran-ordered (maps on
+    the original grid are; ``np.argmax`` would first copy a 300 MB map into C order)."""
+    import numpy as np
+
+    order = "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
+    flat = arr.ravel(order=order)  # a view for a contiguous array of either order
+    return tuple(int(v) for v in np.unravel_index(int(np.argmax(flat)), arr.shape, order=order))
 
 
 @dataclass(eq=False)
@@ -62,12 +73,9 @@ class Saliency:
     @property
     def peak_original(self) -> tuple[int, int, int] | None:
         """Voxel index of the maximum on the original grid (None without ``original``)."""
-        import numpy as np
-
         if self.original is None:
             return None
-        arr = self.original.array
-        return tuple(int(v) for v in np.unravel_index(int(np.argmax(arr)), arr.shape))  # type: ignore[return-value]
+        return argmax_index(self.original.array)
 
     def normalized(self) -> np.ndarray:
         """The model-grid map scaled to [0, 1] (positive part for signed maps)."""

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .explanation import argmax_index
 
 __all__ = [
     "CurveResult",
@@ -234,7 +235,7 @@ def pointing_game(
         raise ConfigError(f"saliency {sal.shape} and mask {mask.shape} must share a grid")
     if not mask.any():
         raise ConfigError("the pointing game needs a non-empty mask")
-    peak = np.unravel_index(int(np.argmax(sal)), sal.shape)
+    peak = argmax_index(sal)
     inside = bool(mask[peak])
     a = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
     dist = 0.0
