@@ -443,7 +443,6 @@ def _separable_linear(
     resampling and returned as its transpose, a view. That is the order in which NIfTI stores
     voxels and in which DICOM frames ``[k][j][i]`` lie, so neither exporter copies the map again.
     """
-    import numpy as np
 
     rev = m.copy()
     rev[:, :3] = m[:, 2::-1]  # output axes reversed: column d of rev is column 2 - d of m

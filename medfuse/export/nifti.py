@@ -40,12 +40,15 @@ def export_nifti(prediction: Prediction, out_dir: Path, options: ExportOptions) 
     # each label's scale to recover the raw values
     peaks = [float(np.abs(s.original.array).max()) for s in maps]
     shape = (*first.shape[:3], len(maps)) if len(maps) > 1 else first.shape[:3]
-    # Fortran order (i fastest, as NIfTI stores voxels; the resampled maps come in that order)
-    array = np.empty(shape, dtype=np.float32, order="F")
+    # int16 from the start, in Fortran order (i fastest, as NIfTI stores voxels and as the
+    # resampled maps come), converted a slab at a time: no float copy of the 4D stack
+    array = np.empty(shape, dtype=np.int16, order="F")
     for i, (s, peak) in enumerate(zip(maps, peaks, strict=True)):
-        dst = array[..., i] if len(maps) > 1 else array
-        np.multiply(s.original.array, QUANT / peak if peak > 0 else 0.0, out=dst)
-        np.rint(dst, out=dst)
+        src, dst = s.original.array, (array[..., i] if len(maps) > 1 else array)
+        scale = QUANT / peak if peak > 0 else 0.0
+        step = max(1, (8 << 20) // max(1, src.shape[0] * src.shape[1] * 4))
+        for k in range(0, src.shape[2], step):
+            dst[:, :, k : k + step] = np.rint(src[:, :, k : k + step] * np.float32(scale))
     vol = Volume(
         array,
         first.affine,
