@@ -436,8 +436,9 @@ def _separable_linear(
 ) -> np.ndarray:
     """Trilinear resampling as three 1D linear interpolations (what
     ``ndimage.affine_transform(order=1, mode="constant")`` gives for an axis-aligned affine, to
-    float32 rounding), about 10× faster on large grids: each output voxel costs two reads and a
-    multiply-add.
+    float32 rounding, inside the model grid; outside it exactly ``cval``, where scipy blends
+    towards ``cval`` over the first voxel), about 10× faster on large grids: each output voxel
+    costs two reads and a multiply-add.
 
     The result is Fortran-ordered (``i`` fastest): computed as the C-ordered ``[k, j, i]``
     resampling and returned as its transpose, a view. That is the order in which NIfTI stores
