@@ -127,8 +127,32 @@ _LOBES = (
 _GRID_CENTER = (0.0, 0.0, -180.0)
 
 
+class CohortParams:
+    """What the cohort configs share: rate checks and construction from a mapping."""
+
+    _kind = "cohort"
+
+    def _check_rates(self, names: Sequence[str]) -> None:
+        """Each named attribute a probability in [0, 1] (stored as float); the two missing-
+        modality rates together at most 1."""
+        for name in names:
+            v = float(getattr(self, name))
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{name} must lie in [0, 1], got {v}")
+            setattr(self, name, v)
+        if self.report_missing + self.image_missing > 1.0:  # type: ignore[attr-defined]
+            raise ConfigError("report_missing + image_missing must not exceed 1")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        unknown = set(data) - set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+        if unknown:
+            raise ConfigError(f"unknown {cls._kind} parameters {sorted(unknown)}")
+        return cls(**data)
+
+
 @dataclass
-class FusionCohortConfig:
+class FusionCohortConfig(CohortParams):
     """Parameters of the generative model (see the module docstring)."""
 
     n: int = 1000
@@ -149,33 +173,22 @@ class FusionCohortConfig:
             raise ConfigError(f"shape must be three sizes >= 16, got {self.shape}")
         if not isinstance(self.n, int) or self.n < 1:
             raise ConfigError(f"n must be a positive integer, got {self.n!r}")
-        for name in (
-            "label_noise",
-            "report_missing",
-            "image_missing",
-            "mention_rate",
-            "p_lesion",
-            "p_consolidation",
-            "p_infection",
-        ):
-            v = float(getattr(self, name))
-            if not 0.0 <= v <= 1.0:
-                raise ConfigError(f"{name} must lie in [0, 1], got {v}")
-            setattr(self, name, v)
-        if self.report_missing + self.image_missing > 1.0:
-            raise ConfigError("report_missing + image_missing must not exceed 1")
+        self._check_rates(
+            (
+                "label_noise",
+                "report_missing",
+                "image_missing",
+                "mention_rate",
+                "p_lesion",
+                "p_consolidation",
+                "p_infection",
+            )
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["shape"] = list(self.shape)
         return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FusionCohortConfig:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown cohort parameters {sorted(unknown)}")
-        return cls(**data)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]

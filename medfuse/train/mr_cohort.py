@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from .cohort import CohortParams
 
 __all__ = [
     "MR_LABELS",
@@ -96,8 +97,10 @@ _COVERAGE_MM = {"sagittal": 160.0, "axial": 170.0, "coronal": 200.0}
 
 
 @dataclass
-class MRCohortConfig:
+class MRCohortConfig(CohortParams):
     """Parameters of the generative model (see the module docstring)."""
+
+    _kind = "MR cohort"
 
     n: int = 800
     seed: int = 0
@@ -123,23 +126,19 @@ class MRCohortConfig:
             raise ConfigError(f"n must be a positive integer, got {self.n!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
-        for name in (
-            "label_noise",
-            "report_missing",
-            "image_missing",
-            "mention_rate",
-            "p_lesion",
-            "p_hydrocephalus",
-            "p_headache",
-            "p_oblique",
-            "bias_max",
-        ):
-            v = float(getattr(self, name))
-            if not 0.0 <= v <= 1.0:
-                raise ConfigError(f"{name} must lie in [0, 1], got {v}")
-            setattr(self, name, v)
-        if self.report_missing + self.image_missing > 1.0:
-            raise ConfigError("report_missing + image_missing must not exceed 1")
+        self._check_rates(
+            (
+                "label_noise",
+                "report_missing",
+                "image_missing",
+                "mention_rate",
+                "p_lesion",
+                "p_hydrocephalus",
+                "p_headache",
+                "p_oblique",
+                "bias_max",
+            )
+        )
         probs = tuple(float(p) for p in self.orientation_probs)
         if len(probs) != 3 or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
             raise ConfigError(
@@ -165,13 +164,6 @@ class MRCohortConfig:
         d["lesion_diameter_mm"] = list(self.lesion_diameter_mm)
         d["lesion_value"] = list(self.lesion_value)
         return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MRCohortConfig:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown MR cohort parameters {sorted(unknown)}")
-        return cls(**data)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from .mr_cohort import MR_LABEL_SOURCES, MR_LABELS, MRCohort, MRCohortConfig, make_mr_cohort
+from .trainer import _index_text
 
 __all__ = [
     "MR_DEMO_NAME",
@@ -216,24 +217,6 @@ def build_mr_model(config: MRDemoConfig, train_reports: list[str | None]) -> Any
 
 
 # -- data ------------------------------------------------------------------------------------------
-def _rows(batch: Any, idx: np.ndarray) -> Any:
-    """Rows ``idx`` of a pre-tokenized :class:`~medfuse.models.encoders.text.TokenBatch`."""
-    import torch
-
-    from ..models.encoders.text import TokenBatch
-
-    t = torch.as_tensor(idx, dtype=torch.long)
-    mask = batch.mask.index_select(0, t)
-    w = max(1, int(mask.sum(1).max()))
-    return TokenBatch(
-        batch.input_ids.index_select(0, t)[:, :w].contiguous(),
-        mask[:, :w].contiguous(),
-        [batch.spans[i][:w] for i in idx],
-        batch.present.index_select(0, t),
-        [batch.tokens[i] for i in idx],
-    )
-
-
 class _Inputs:
     """A cohort's model inputs: image array, tokenized reports, presence flags."""
 
@@ -268,7 +251,7 @@ class _Inputs:
         return {
             "image": img,
             "image_present": torch.from_numpy(ip),
-            "text": _rows(self.text, idx),
+            "text": _index_text(self.text, idx),
             "text_present": torch.from_numpy(rp),
         }
 
