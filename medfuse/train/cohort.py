@@ -549,7 +549,29 @@ def _paint_consolidation(arr, phantom, lps, f: dict[str, Any], rng) -> np.ndarra
 
 
 # -- the cohort ------------------------------------------------------------------------------------
-class FusionCohort:
+class CohortCases:
+    """What every cohort derives from its list of drawn cases (``self.cases``: dicts with
+    ``image_present``, ``report_present`` and ``report``)."""
+
+    cases: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def image_present(self) -> np.ndarray:
+        return np.asarray([c["image_present"] for c in self.cases], dtype=bool)
+
+    def report_present(self) -> np.ndarray:
+        return np.asarray([c["report_present"] for c in self.cases], dtype=bool)
+
+    def reports(self, *, drop_missing: bool = True) -> list[str | None]:
+        """Report texts (``None`` where the report is missing, unless ``drop_missing`` is False)."""
+        return [
+            c["report"] if (c["report_present"] or not drop_missing) else None for c in self.cases
+        ]
+
+
+class FusionCohort(CohortCases):
     """Drawn cases (metadata + report text) with lazily generated, cached model inputs."""
 
     def __init__(
@@ -559,9 +581,6 @@ class FusionCohort:
         self.cases = cases
         self.folder = folder
         self._inputs: dict[str, np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return len(self.cases)
 
     @property
     def labels(self) -> list[str]:
@@ -585,18 +604,6 @@ class FusionCohort:
     @property
     def eta(self) -> np.ndarray:
         return np.asarray([c["eta"] for c in self.cases], dtype=np.float64)
-
-    def image_present(self) -> np.ndarray:
-        return np.asarray([c["image_present"] for c in self.cases], dtype=bool)
-
-    def report_present(self) -> np.ndarray:
-        return np.asarray([c["report_present"] for c in self.cases], dtype=bool)
-
-    def reports(self, *, drop_missing: bool = True) -> list[str | None]:
-        """Report texts (``None`` where the report is missing, unless ``drop_missing`` is False)."""
-        return [
-            c["report"] if (c["report_present"] or not drop_missing) else None for c in self.cases
-        ]
 
     def volume(self, i: int):
         """Case ``i`` as a :class:`~medfuse.types.Volume` (CT, HU, RAS affine)."""

@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .cohort import CohortParams
+from .cohort import CohortCases, CohortParams
 
 __all__ = [
     "MR_LABELS",
@@ -473,7 +473,7 @@ def render_mr_case(case: dict[str, Any]):
 
 
 # -- the cohort ------------------------------------------------------------------------------------
-class MRCohort:
+class MRCohort(CohortCases):
     """Drawn cases (metadata + report text) with lazily generated, in-memory model inputs.
 
     It has the interface of :class:`medfuse.train.cohort.FusionCohort` that prediction and
@@ -486,9 +486,6 @@ class MRCohort:
         self.cases = cases
         self._inputs: dict[str, np.ndarray] = {}
         self._affines: dict[str, np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return len(self.cases)
 
     @property
     def labels(self) -> list[str]:
@@ -505,18 +502,6 @@ class MRCohort:
     @property
     def events(self) -> np.ndarray:
         return np.zeros(len(self), dtype=np.float32)
-
-    def image_present(self) -> np.ndarray:
-        return np.asarray([c["image_present"] for c in self.cases], dtype=bool)
-
-    def report_present(self) -> np.ndarray:
-        return np.asarray([c["report_present"] for c in self.cases], dtype=bool)
-
-    def reports(self, *, drop_missing: bool = True) -> list[str | None]:
-        """Report texts (``None`` where the report is missing, unless ``drop_missing`` is False)."""
-        return [
-            c["report"] if (c["report_present"] or not drop_missing) else None for c in self.cases
-        ]
 
     def volume(self, i: int):
         """Case ``i`` as a :class:`~medfuse.types.Volume` (MR, RAS affine of its own grid)."""

@@ -44,6 +44,8 @@ import numpy as np
 import pydicom
 from pydicom.dataelem import DataElement
 
+from medfuse.io.fastheader import _LONG_VRS  # VRs with a 4-byte length (explicit VR)
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "sample_cases"
 
@@ -126,23 +128,6 @@ def _set(keyword: str, value: Any, vr: str | None = None) -> Callable[[pydicom.D
             setattr(ds, keyword, value)
 
     return fn
-
-
-_LONG_VRS = (
-    b"OB",
-    b"OD",
-    b"OF",
-    b"OL",
-    b"OV",
-    b"OW",
-    b"SQ",
-    b"SV",
-    b"UC",
-    b"UN",
-    b"UR",
-    b"UT",
-    b"UV",
-)
 
 
 def _raw_value(path: Path, keyword: str, raw: bytes, vr: str | None = None) -> None:
