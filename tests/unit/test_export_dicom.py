@@ -4,6 +4,7 @@ dciodvfy, geometry checked against the source series."""
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import subprocess
@@ -284,6 +285,56 @@ def test_several_labels_one_series(pred, tmp_path):
         assert lut == label[:16]
         sal = pred.explanation.get_saliency(label)
         np.testing.assert_array_equal(values, sal.original.array.astype(np.float32))
+    assert _dciodvfy_errors(paths[-1]) == []  # a retargeted instance
+
+
+#: set by highdicom when it builds an instance (clock times, a new UID per instance)
+_PER_BUILD = {
+    "InstanceCreationTime",
+    "ContentTime",
+    "ContributionDateTime",
+    "DimensionOrganizationUID",
+    "FloatPixelData",
+}
+
+
+def _differences(a, b, where: str = "") -> list[str]:
+    """Keywords (with their item path) whose values differ between datasets ``a`` and ``b``."""
+    out = [f"{where}{e.keyword}" for e in b if e.tag not in a]
+    for e in a:
+        if e.keyword in _PER_BUILD:
+            continue
+        if e.tag not in b:
+            out.append(f"{where}{e.keyword}")
+        elif e.VR == "SQ":
+            f = b[e.tag].value
+            if len(e.value) != len(f):
+                out.append(f"{where}{e.keyword}")
+            for i, (u, v) in enumerate(zip(e.value, f, strict=False)):
+                out += _differences(u, v, f"{where}{e.keyword}[{i}].")
+        elif e.value != b[e.tag].value:
+            out.append(f"{where}{e.keyword}")
+    return out
+
+
+def test_retargeted_parametric_map_equals_highdicoms_own(pred):
+    """The second and later maps of an export are the first one with what differs replaced:
+    the result must be what highdicom builds for that label directly."""
+    first, second = (pred.explanation.get_saliency(label) for label in MULTI[:2])
+    opts, series = ExportOptions(), "1.2.826.0.1.3680043.10.511.3.1"
+    pm = dicom_saliency.build_parametric_map(pred, first, opts, series_instance_uid=series)
+    dicom_saliency.retarget_parametric_map(pm, pred, second, instance_number=2)
+    direct = dicom_saliency.build_parametric_map(
+        pred, second, opts, series_instance_uid=series, instance_number=2
+    )
+    assert _differences(pm, direct) == []
+    assert _differences(pm.file_meta, direct.file_meta) == []
+    written = []
+    for ds in (pm, direct):  # the retargeted map's pixels are a buffer over the map
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        written.append(pydicom.dcmread(io.BytesIO(buf.getvalue())).FloatPixelData)
+    assert written[0] == written[1]
 
 
 def test_sagittal_mr_parametric_map(tmp_path):
