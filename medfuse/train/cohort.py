@@ -45,7 +45,10 @@ negations, hedges, measurements, comparison sentences, clinical history). The hi
 the patient factors (smoking status is omitted with probability 0.1); an image finding is
 mentioned in FINDINGS only with probability ``mention_rate`` (default 0.15; present findings
 then get a measurement or a hedge, absent ones a negation), so the report alone cannot tell the
-image findings and the image alone cannot tell the history.
+image findings and the image alone cannot tell the history. One history in three also carries a
+sentence that bears on no label ("Chest pain.", "Staging."). Grammar version 2 (the terse
+phrasings "Smoker, screening.", "Weight loss.", "Shortness of breath." and the neutral
+sentences) changed only the report text: a saved cohort of another version is drawn again.
 
 Risk (Cox-type, exponential times)::
 
@@ -117,6 +120,8 @@ LABEL_SOURCES: dict[str, str] = {
 #: Labels added after the first release (their noise is drawn last; see :func:`draw_case`).
 _ADDED_LABELS: tuple[str, ...] = ("consolidation", "lung_lesion")
 COHORT_FILE = "cohort.json"
+#: Version of the report grammar: a saved cohort written by another version is drawn again
+GRAMMAR_VERSION = 2
 _LOBES = (
     "right upper lobe",
     "right middle lobe",
@@ -310,27 +315,41 @@ _SMOKE = {
         "Current smoker, {p} pack-years.",
         "Active smoker ({p} pack-years).",
         "Smokes one pack per day; {p} pack-year history.",
+        "Smoker, screening.",
+        "Smoker, {p} pack-years.",
+        "Lung cancer screening; current smoker.",
     ),
     "former": (
         "Former smoker, {p} pack-years, quit {y} years ago.",
         "Ex-smoker ({p} pack-years).",
         "Quit smoking {y} years ago after {p} pack-years.",
+        "Former smoker.",
     ),
     "never": ("Never smoker.", "Non-smoker.", "Denies tobacco use.", "Lifelong non-smoker."),
 }
 _WEIGHT_POS = (
     "Unintentional weight loss of {k} kg over {m} months.",
     "Reports weight loss.",
+    "Weight loss.",
     "Loss of appetite and {k} kg weight loss.",
 )
 _WEIGHT_NEG = ("No weight loss.", "Weight stable.", "Denies weight loss.")
 _DYSP_POS = (
     "Shortness of breath on exertion.",
+    "Shortness of breath.",
     "Progressive dyspnea.",
     "Dyspnoea at rest.",
     "Breathlessness climbing one flight of stairs.",
 )
 _DYSP_NEG = ("No shortness of breath.", "Denies dyspnea.", "Breathing comfortably.")
+#: history that bears on no label (one in three reports carries one)
+_NEUTRAL = (
+    "Chest pain.",
+    "Cough for three weeks.",
+    "Follow-up of abnormal chest radiograph.",
+    "Staging.",
+    "Pre-operative assessment.",
+)
 _COMPARISON = (
     "None.",
     "None available.",
@@ -365,6 +384,8 @@ def write_report(
         hist.append(_pick(rng, _DYSP_POS))
     elif rng.random() < 0.6:
         hist.append(_pick(rng, _DYSP_NEG))
+    if rng.random() < 1 / 3:
+        hist.append(_pick(rng, _NEUTRAL))
     order = [h for h in hist if h]
     rng.shuffle(order)
     history = f"{who}. " + " ".join(order)
@@ -580,6 +601,8 @@ class FusionCohort(CohortCases):
         self.config = config
         self.cases = cases
         self.folder = folder
+        #: whether the reports were written by this version of the grammar
+        self.current = True
         self._inputs: dict[str, np.ndarray] = {}
 
     @property
@@ -746,6 +769,7 @@ class FusionCohort(CohortCases):
         p.mkdir(parents=True, exist_ok=True)
         data = {
             "generator": "medfuse.train.cohort",
+            "grammar_version": GRAMMAR_VERSION,
             "synthetic": True,
             "config": self.config.to_dict(),
             "labels": list(FUSION_LABELS),
@@ -777,7 +801,7 @@ def make_fusion_cohort(
             old = load_fusion_cohort(out_dir)
         except ConfigError:
             old = None
-        if old is not None and old.config.to_dict() == config.to_dict():
+        if old is not None and old.config.to_dict() == config.to_dict() and old.current:
             log.info("reusing cohort in %s", out_dir)
             cohort = old
             if not write_dicom:
@@ -801,4 +825,6 @@ def load_fusion_cohort(folder: str | os.PathLike) -> FusionCohort:
         data = json.loads((p / COHORT_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read fusion cohort: {exc}", path=p) from None
-    return FusionCohort(FusionCohortConfig.from_dict(data["config"]), data["cases"], p)
+    cohort = FusionCohort(FusionCohortConfig.from_dict(data["config"]), data["cases"], p)
+    cohort.current = data.get("grammar_version") == GRAMMAR_VERSION
+    return cohort

@@ -93,6 +93,30 @@ def test_resnet_stage_strides_keep_a_finer_feature_map():
     assert image_encoder_from_config(narrow.config()).dim == 6
 
 
+def test_dilated_stride1_stages_widen_the_receptive_field_on_the_same_grid():
+    from medfuse.models.encoders.image import image_encoder_from_config
+
+    def reach(enc) -> int:
+        # input voxels along x that one central output cell depends on
+        x = torch.randn(1, 1, 128, 8, 8, requires_grad=True)
+        f = enc.eval()(x).features
+        c = [s // 2 for s in f.shape[2:]]
+        (g,) = torch.autograd.grad(f[0, :, c[0], c[1], c[2]].sum(), x)
+        return int((g[0, 0].abs().sum(dim=(1, 2)) > 0).sum())
+
+    kw = {"width": 4, "stem": "s2d", "max_pool": False, "strides": [2, 1, 1]}
+    torch.manual_seed(0)
+    plain = image_encoders.create("resnet10_3d", **kw)
+    dilated = image_encoders.create("resnet10_3d", **kw, dilate=True)
+    dilated.load_state_dict(plain.state_dict())  # same weights, only the dilation differs
+    assert dilated(torch.randn(1, 1, SIZE, SIZE, SIZE)).features.shape[2:] == (SIZE // 4,) * 3
+    assert reach(dilated) > reach(plain)
+    again = image_encoder_from_config(dilated.config())
+    assert again.config()["kwargs"]["dilate"] is True
+    assert again.net.layer4[0].conv2.dilation == (4, 4, 4)
+    assert "dilate" not in plain.config()["kwargs"]
+
+
 @pytest.mark.parametrize("pool", ["max", "meanmax"])
 def test_resnet_pooling_options(pool):
     from medfuse.models.encoders.image import image_encoder_from_config

@@ -96,6 +96,25 @@ def test_inputs_are_cached_on_disk(tmp_path):
     np.testing.assert_array_equal(again.inputs(pre), x)
 
 
+def test_a_cohort_of_another_grammar_version_is_drawn_again(tmp_path, caplog):
+    import json
+
+    make_fusion_cohort(n=3, seed=4, shape=(32, 32, 24), out_dir=tmp_path)
+    path = tmp_path / "cohort.json"
+    data = json.loads(path.read_text())
+    for case in data["cases"]:
+        case["report"] = "old grammar"
+    path.write_text(json.dumps(data))
+    with caplog.at_level("INFO", logger="medfuse.train.cohort"):
+        make_fusion_cohort(n=3, seed=4, shape=(32, 32, 24), out_dir=tmp_path)
+    assert "reusing" in caplog.text  # same version: the saved reports are kept
+    data["grammar_version"] = 1
+    path.write_text(json.dumps(data))
+    fresh = make_fusion_cohort(n=3, seed=4, shape=(32, 32, 24), out_dir=tmp_path)
+    assert "old grammar" not in {c["report"] for c in fresh.cases}
+    assert load_fusion_cohort(tmp_path).current
+
+
 def test_write_study_is_readable(tmp_path):
     import medfuse
 
