@@ -2,17 +2,18 @@
 instance per exported label, in one new series of the source study and frame of reference, so
 that they overlay the source images.
 
-* Each instance is multi-frame with float32 values (FloatPixelData), one frame per source
-  slice, on the source grid: same rows × columns, pixel spacing and ImageOrientationPatient,
+* Each instance is multi-frame, one frame per source slice, on the source grid: same rows × columns, pixel spacing and ImageOrientationPatient,
   and one ImagePositionPatient per source slice (computed from the volume affine, matched by
   highdicom to the source instances, which each frame references in its
   DerivationImageSequence).
 * The exported labels are :func:`medfuse.export.base.saliency_maps`' (the positive findings
-  by default). RealWorldValueMapping: identity (slope 1, intercept 0), unit UCUM "1" (no
-  units), quantity (130404, DCM, "Saliency"), LUTLabel = the label (SH: its first 16
-  characters), LUTExplanation = "<method> saliency: <label>", value range = the map's minimum
-  and maximum. The raw map values are stored (Grad-CAM ≥ 0; integrated gradients may be
-  negative), with a LINEAR_EXACT VOI window over the map's range.
+  by default). Stored values are 16-bit unsigned (PixelData): 0..65535 span the map's range,
+  and the RealWorldValueMapping (slope = range / 65535, intercept = the minimum) gives the raw
+  saliency back within half a step (7.6e-6 of the range; Grad-CAM ≥ 0, integrated gradients
+  may be negative). Half the bytes of float32 (a 512² × 300 map: 157 instead of 315 MB),
+  which is most of the time this exporter takes. Unit UCUM "1" (no units), quantity (130404,
+  DCM, "Saliency"), LUTLabel = the label (SH: its first 16 characters), LUTExplanation =
+  "<method> saliency: <label>"; a LINEAR_EXACT VOI window over the whole stored range.
 * One instance per label rather than one multi-channel instance: highdicom 0.28 gives the
   channels of a multi-channel map no dimension of their own (frames of different labels would
   share their DimensionIndexValues), and viewers load single-channel maps as one volume each.
@@ -149,43 +150,44 @@ def series_uid(prediction: Prediction, maps: list[Saliency]) -> str:
     return _source.derived_uid(prediction, "pm-series", *(f"{s.label}/{s.method}" for s in maps))
 
 
-def _frames(sal: Saliency) -> np.ndarray:
-    """The map as DICOM frames ``[k, row = j, column = i]`` float32 (a free view of the
-    Fortran-ordered maps that :mod:`medfuse.explain` resamples onto the source grid)."""
+#: stored values 0..STORED_MAX span each map's range (see the module docstring)
+STORED_MAX = 65535
+
+
+def _stored_frames(sal: Saliency) -> tuple[np.ndarray, float, float]:
+    """The map as DICOM frames ``[k, row = j, column = i]`` of uint16 stored values, with the
+    real-world value slope and intercept that give the raw values back. Converted a frame at a
+    time from a free view of the Fortran-ordered maps that :mod:`medfuse.explain` resamples
+    onto the source grid (no float copy of the whole map)."""
     import numpy as np
 
     orig = sal.original
     assert orig is not None
-    return np.ascontiguousarray(np.transpose(np.asarray(orig.array, np.float32), (2, 1, 0)))
+    values = np.transpose(np.asarray(orig.array, np.float32), (2, 1, 0))
+    lo, hi = float(values.min()), float(values.max())
+    slope = (hi - lo) / STORED_MAX if hi > lo else 1.0
+    stored = np.empty(values.shape, np.uint16)
+    lo32, inv = np.float32(lo), np.float32(1.0 / slope)
+    for k in range(values.shape[0]):
+        stored[k] = np.clip(np.rint((values[k] - lo32) * inv), 0, STORED_MAX)
+    return stored, slope, lo
 
 
-def _value_attributes(sal: Saliency, frames: np.ndarray) -> dict[str, Any]:
+def _value_attributes(sal: Saliency, slope: float, intercept: float) -> dict[str, Any]:
     """What differs between the maps of two labels besides pixels and identity: the real-world
-    value mapping, the VOI window over the map's range and the content description."""
+    value mapping and the content description (the window is the same for every map)."""
     import highdicom as hd
 
-    lo, hi = float(frames.min()), float(frames.max())
-    width = hi - lo if hi > lo else 1.0
     return {
         "real_world_value_mappings": [
             hd.pm.RealWorldValueMapping(
                 lut_label=lut_label(sal.label),
                 lut_explanation=f"{sal.method} saliency: {sal.label}"[:64],
                 unit=hd.sr.CodedConcept(*UNIT_NONE),
-                value_range=(lo, hi),
-                slope=1.0,
-                intercept=0.0,
+                value_range=(0, STORED_MAX),
+                slope=slope,
+                intercept=intercept,
                 quantity_definition=hd.sr.CodedConcept(*SALIENCY_QUANTITY),
-            )
-        ],
-        "voi_lut_transformations": [
-            hd.VOILUTTransformation(
-                # lists: highdicom 0.28 splits a str explanation into characters
-                window_center=[lo + width / 2.0],
-                window_width=[width],
-                window_explanation=["saliency range"],
-                # LINEAR_EXACT: the window may be narrower than 1 (saliency values are small)
-                voi_lut_function="LINEAR_EXACT",
             )
         ],
         "content_description": f"{sal.method} saliency {sal.label}; not for clinical use"[:64],
@@ -212,12 +214,12 @@ def build_parametric_map(
     orig = sal.original
     assert orig is not None
     geom = plane_geometry(orig.affine, int(orig.shape[2]))
-    frames = _frames(sal)
+    stored, slope, intercept = _stored_frames(sal)
     thickness = sources[0].get("SliceThickness")
     model = prediction.model or {}
     pm = hd.pm.ParametricMap(
         source_images=sources,
-        pixel_array=frames,
+        pixel_array=stored,
         series_instance_uid=series_instance_uid,
         series_number=SERIES_NUMBER,
         sop_instance_uid=_instance_uid(prediction, sal),
@@ -242,9 +244,19 @@ def build_parametric_map(
             for p in geom["positions"]
         ],
         series_description=f"medfuse saliency, {_source.NOT_FOR_CLINICAL_USE}"[:64],
-        **_value_attributes(sal, frames),
+        voi_lut_transformations=[
+            hd.VOILUTTransformation(
+                # lists: highdicom 0.28 splits a str explanation into characters
+                window_center=[STORED_MAX / 2.0],
+                window_width=[float(STORED_MAX)],
+                window_explanation=["saliency range"],
+                voi_lut_function="LINEAR_EXACT",
+            )
+        ],
+        **_value_attributes(sal, slope, intercept),
     )
     _add_anatomy(pm, sources[0])
+    set_frames(pm, sal, stored)
     return pm
 
 
@@ -259,27 +271,24 @@ def retarget_parametric_map(
     (about 1.5 s per map); this replaces only what differs (a test checks that the result
     equals highdicom's own)."""
     _check_grid([sal], prediction)
-    frames = _frames(sal)
-    values = _value_attributes(sal, frames)
+    stored, slope, intercept = _stored_frames(sal)
+    values = _value_attributes(sal, slope, intercept)
     uid = _instance_uid(prediction, sal)
     pm.SOPInstanceUID = pm.file_meta.MediaStorageSOPInstanceUID = uid
     pm.InstanceNumber = instance_number
     pm.ContentDescription = values["content_description"]
-    shared = pm.SharedFunctionalGroupsSequence[0]
-    # new items (not edited ones): highdicom may share items between the instances it builds
-    shared.RealWorldValueMappingSequence = values["real_world_value_mappings"]
-    shared.FrameVOILUTSequence = values["voi_lut_transformations"]
-    set_frames(pm, sal, frames)
+    # a new item (not an edited one): highdicom may share items between the instances it builds
+    pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence = values[
+        "real_world_value_mappings"
+    ]
+    set_frames(pm, sal, stored)
 
 
-def set_frames(pm: Any, sal: Saliency, frames: np.ndarray | None = None) -> None:
-    """Make ``sal``'s values ``pm``'s FloatPixelData, in ``pm``'s frame order, as a buffer over
-    the map itself: pydicom then writes them in chunks straight to the file instead of
-    copying the whole map twice (to bytes, then into the encoded dataset; 300 MB per
-    512² × 300 map)."""
-    pm.FloatPixelData = _FrameReader(
-        _frames(sal) if frames is None else frames, _frame_order(pm, sal)
-    )
+def set_frames(pm: Any, sal: Saliency, stored: np.ndarray) -> None:
+    """Make ``stored`` (``sal``'s frames) ``pm``'s PixelData, in ``pm``'s frame order, as a
+    buffer over the array: pydicom then writes it in chunks straight to the file instead of
+    copying the whole map twice (to bytes, then into the encoded dataset)."""
+    pm.PixelData = _FrameReader(stored, _frame_order(pm, sal))
 
 
 class _FrameReader(io.BufferedIOBase):
@@ -383,7 +392,6 @@ def export_dicom_saliency(
             pm = build_parametric_map(
                 prediction, sal, options, series_instance_uid=series, instance_number=number
             )
-            set_frames(pm, sal)  # write the map from its own memory
         else:
             retarget_parametric_map(pm, prediction, sal, instance_number=number)
         out = pm
