@@ -250,6 +250,10 @@ class Explanation:
     model_name: str = ""
     case_key: str = ""
     modalities_used: tuple[str, ...] = ()
+    #: rendered figures: (label, method, options) -> (the saliency drawn, PNG bytes)
+    _figures: dict[tuple[str, str, str], tuple[Saliency, bytes]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     # -- access -----------------------------------------------------------------------------------
     def get_saliency(self, label: str | None = None, method: str | None = None) -> Saliency | None:
@@ -301,13 +305,18 @@ class Explanation:
     # -- pictures ---------------------------------------------------------------------------------
     def figure_png(self, label: str | None = None, method: str | None = None, **kw: Any) -> bytes:
         """PNG bytes: axial / coronal / sagittal slices through the saliency peak with the overlay,
-        plus maximum-intensity projections (see :func:`medfuse.explain.render.saliency_png`)."""
+        plus maximum-intensity projections (see :func:`medfuse.explain.render.saliency_png`).
+        Rendered once per map and options (the HTML and PDF exports show the same figures)."""
         from .render import saliency_png
 
         sal = self.get_saliency(label, method)
         if sal is None:
             raise ValueError(f"no saliency for label {label!r} method {method!r}")
-        return saliency_png(sal, self.image, **kw)
+        key = (sal.label, sal.method, repr(sorted(kw.items())))
+        cached = self._figures.get(key)
+        if cached is None or cached[0] is not sal:
+            cached = self._figures[key] = (sal, saliency_png(sal, self.image, **kw))
+        return cached[1]
 
     def report_html(self, label: str | None = None, method: str | None = None) -> str:
         """The report text as HTML with attribution highlighting (all text escaped)."""

@@ -84,6 +84,8 @@ def test_token_attributions_map_to_report_spans(expl):
 def test_pictures_and_html(expl):
     png = expl.figure_png("mass", "gradcam")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert expl.figure_png("mass", "gradcam") is png  # rendered once (HTML and PDF share it)
+    assert expl.figure_png("mass", "gradcam", dpi=50) != png
     html = expl._repr_html_()
     assert "<img" in html and "data:image/png;base64," in html
     assert "medfuse-report" in html
