@@ -83,6 +83,17 @@ def test_no_resample_is_exact_permutation():
     assert [s["name"] for s in rec.steps] == ["input", "orientation", "intensity"]
 
 
+@pytest.mark.parametrize("layout", ["F", "flipped"])
+def test_any_memory_layout_preprocesses_alike(layout):
+    geo = make_geometry((20, 18, 10), (1.0, 1.2, 2.0))
+    arr = np.random.default_rng(0).normal(0, 300, (20, 18, 10)).astype(np.float32)
+    view = np.asfortranarray(arr) if layout == "F" else np.ascontiguousarray(arr[::-1])[::-1]
+    cfg = PreprocessingConfig(spacing=(2.0, 2.0, 2.0), spatial_size=(12, 12, 12))
+    want, _ = preprocess(Volume(arr, geo.affine_ras, modality="CT"), cfg)
+    got, _ = preprocess(Volume(view, geo.affine_ras, modality="CT"), cfg)
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
 def test_ct_windows_are_channels_in_unit_range():
     geo = make_geometry((20, 20, 10), (1.0, 1.0, 2.0))
     arr = np.linspace(-1200, 1500, 20 * 20 * 10, dtype=np.float32).reshape(20, 20, 10)
