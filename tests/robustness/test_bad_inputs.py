@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from dicom_edits import edit
 
 import medfuse
 from medfuse.errors import CodecError, DicomError, GeometryError, MedfuseError
@@ -29,23 +30,6 @@ def series(tmp_path) -> tuple[Path, list[Path], np.ndarray]:
     info = write_series(folder, vol, g, seed=1, scramble_instance_numbers=True)
     files = [folder / f for f in info["files"]]
     return folder, files, vol
-
-
-@pytest.fixture(autouse=True)
-def _allow_writing_invalid_values(monkeypatch):
-    """These tests write deliberately invalid values; pydicom would refuse them."""
-    monkeypatch.setattr(pydicom.config.settings, "writing_validation_mode", pydicom.config.IGNORE)
-    monkeypatch.setattr(pydicom.config.settings, "reading_validation_mode", pydicom.config.IGNORE)
-
-
-def _edit(path: Path, **changes) -> None:
-    ds = pydicom.dcmread(path)
-    for key, value in changes.items():
-        if value is None:
-            delattr(ds, key)
-        else:
-            setattr(ds, key, value)
-    ds.save_as(path)
 
 
 def _raises(exc_type, path, *words):
@@ -95,7 +79,7 @@ def test_single_truncated_file(series):
 
 def test_missing_image_position_refuses_the_series(series):
     folder, files, _ = series
-    _edit(files[0], ImagePositionPatient=None)  # the first slice: no gap would reveal it
+    edit(files[0], ImagePositionPatient=None)  # the first slice: no gap would reveal it
     err = _raises(GeometryError, folder, "ImagePositionPatient is missing")
     assert Path(err.path).name == files[0].name
     vol = medfuse.read_study(folder, policy=ReadPolicy(on_bad_file="skip")).volume
@@ -209,7 +193,7 @@ def test_two_series_select_the_larger_and_explain(series, tmp_path):
 
 def test_localizer_is_not_selected(series):
     folder, files, _ = series
-    _edit(
+    edit(
         files[0],
         ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"],
         SeriesInstanceUID=pydicom.uid.generate_uid(),
@@ -252,7 +236,7 @@ def test_non_image_objects_only(series):
     folder, files, _ = series
     for f in files[1:]:
         f.unlink()
-    _edit(files[0], SOPClassUID="1.2.840.10008.5.1.4.1.1.88.33")  # Comprehensive SR
+    edit(files[0], SOPClassUID="1.2.840.10008.5.1.4.1.1.88.33")  # Comprehensive SR
     (folder / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")
     _raises(DicomError, folder, "no DICOM image series", "structured report", "DICOMDIR")
 

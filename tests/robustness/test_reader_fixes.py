@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from dicom_edits import edit
 
 import medfuse
 from medfuse.errors import DicomError, GeometryError, ReportError
@@ -31,22 +32,6 @@ def series(tmp_path) -> tuple[Path, list[Path], np.ndarray]:
     folder = tmp_path / "ct"
     info = write_series(folder, vol, g, seed=3)
     return folder, [folder / f for f in info["files"]], vol
-
-
-@pytest.fixture(autouse=True)
-def _lenient(monkeypatch):
-    monkeypatch.setattr(pydicom.config.settings, "writing_validation_mode", pydicom.config.IGNORE)
-    monkeypatch.setattr(pydicom.config.settings, "reading_validation_mode", pydicom.config.IGNORE)
-
-
-def _edit(path: Path, **changes) -> None:
-    ds = pydicom.dcmread(path)
-    for key, value in changes.items():
-        if value is None:
-            delattr(ds, key)
-        else:
-            setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=False)
 
 
 def _error(path, exc_type=medfuse.MedfuseError, policy=None):
@@ -87,19 +72,19 @@ def test_number_of_frames_is_checked_before_anything_is_expanded(series, value):
                                                ("RescaleIntercept", "1e39")])  # fmt: skip
 def test_rescale_beyond_float32_is_refused_not_made_infinite(series, keyword, value):
     folder, files, _ = series
-    _edit(files[2], **{keyword: value})
+    edit(files[2], **{keyword: value})
     err = _error(folder)
     assert "float32" in str(err) and files[2].name in str(err)
 
 
 def test_rescale_missing_from_one_image_is_an_error_from_all_a_warning(series):
     folder, files, vol = series
-    _edit(files[2], RescaleIntercept=None)
+    edit(files[2], RescaleIntercept=None)
     err = _error(folder, DicomError)
     assert "RescaleIntercept is missing from 1 of the 6" in str(err) and err.path == str(files[2])
     for f in files[:2] + files[3:]:
-        _edit(f, RescaleIntercept=None, RescaleSlope=None)
-    _edit(files[2], RescaleSlope=None)
+        edit(f, RescaleIntercept=None, RescaleSlope=None)
+    edit(files[2], RescaleSlope=None)
     out = medfuse.read_volume(folder)
     np.testing.assert_array_equal(out.array, vol + 1024)  # the stored values, and it says so
     assert any("without RescaleIntercept" in w for w in out.warnings)
@@ -109,7 +94,7 @@ def test_rescale_missing_from_one_image_is_an_error_from_all_a_warning(series):
 def test_pixel_data_length_must_match_the_header(series, bits):
     """BitsAllocated 8 on 16-bit data used to give half of the slice, silently."""
     folder, files, _ = series
-    _edit(files[2], BitsAllocated=bits, BitsStored=bits, HighBit=bits - 1)
+    edit(files[2], BitsAllocated=bits, BitsStored=bits, HighBit=bits - 1)
     err = _error(folder, DicomError)
     assert "pixel data holds" in str(err) and err.path == str(files[2])
 
@@ -120,7 +105,7 @@ def test_pixel_data_length_checked_on_the_pydicom_path_too(series):
         ds = pydicom.dcmread(f)
         ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
         ds.save_as(f, implicit_vr=True, little_endian=True)
-    _edit(files[2], BitsAllocated=8, BitsStored=8, HighBit=7)
+    edit(files[2], BitsAllocated=8, BitsStored=8, HighBit=7)
     assert _error(folder, DicomError).path == str(files[2])
 
 
@@ -128,7 +113,7 @@ def test_series_without_sop_instance_uids_keeps_every_slice(series):
     """Frames without a SOPInstanceUID were all taken for duplicates of one another."""
     folder, files, vol = series
     for f in files:
-        _edit(f, SOPInstanceUID=None)
+        edit(f, SOPInstanceUID=None)
     out = medfuse.read_volume(folder)
     assert out.shape == vol.shape
     np.testing.assert_array_equal(out.array, vol)
@@ -136,10 +121,10 @@ def test_series_without_sop_instance_uids_keeps_every_slice(series):
 
 def test_a_gap_names_the_file_that_was_split_off(series):
     folder, files, _ = series
-    _edit(files[2], Rows=19)  # now in another stack of the series: the main stack has a gap
+    edit(files[2], Rows=19)  # now in another stack of the series: the main stack has a gap
     err = _error(folder, GeometryError)
     assert "at a missing position" in str(err) and err.path == str(files[2])
-    _edit(files[2], Rows=20, SeriesInstanceUID="1.2.3.4.5")  # now in another series
+    edit(files[2], Rows=20, SeriesInstanceUID="1.2.3.4.5")  # now in another series
     err = _error(folder, GeometryError)
     assert files[2].name in str(err) and "in another series" in str(err)
 
@@ -304,7 +289,7 @@ def test_dcm_file_without_marker_beside_the_series_is_recorded(series):
 
 def test_end_slice_with_another_series_uid_is_recorded(series):
     folder, files, vol = series
-    _edit(files[-1], SeriesInstanceUID="1.2.3.4.5.6")
+    edit(files[-1], SeriesInstanceUID="1.2.3.4.5.6")
     out = medfuse.read_volume(folder)
     np.testing.assert_array_equal(out.array, vol[:, :, :-1])
     assert any("would continue this stack" in w and files[-1].name in w for w in out.warnings)
@@ -313,7 +298,7 @@ def test_end_slice_with_another_series_uid_is_recorded(series):
 def test_absurd_bits_stored_does_not_overflow_the_value_bounds(series):
     """BitsStored 1025 made 2**1025 overflow a float (found by the long fuzz run)."""
     folder, files, vol = series
-    _edit(files[2], BitsStored=1025)
+    edit(files[2], BitsStored=1025)
     try:
         out = medfuse.read_volume(folder)
     except medfuse.MedfuseError as exc:
@@ -328,7 +313,7 @@ def test_declared_size_above_the_cap_is_refused_before_allocating(series, monkey
 
     folder, files, _ = series
     for f in files:
-        _edit(f, Rows=60000, Columns=60000)
+        edit(f, Rows=60000, Columns=60000)
     allocated = []
     real = np.empty
 
