@@ -7,6 +7,7 @@ rendered without a model.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,9 @@ __all__ = [
     "TokenAttribution",
     "argmax_index",
 ]
+
+#: one figure is drawn at a time: matplotlib is not thread-safe (exporters run in threads)
+_FIGURE_LOCK = threading.Lock()
 
 
 def argmax_index(arr: np.ndarray) -> tuple[int, ...]:
@@ -313,9 +317,10 @@ class Explanation:
         if sal is None:
             raise ValueError(f"no saliency for label {label!r} method {method!r}")
         key = (sal.label, sal.method, repr(sorted(kw.items())))
-        cached = self._figures.get(key)
-        if cached is None or cached[0] is not sal:
-            cached = self._figures[key] = (sal, saliency_png(sal, self.image, **kw))
+        with _FIGURE_LOCK:
+            cached = self._figures.get(key)
+            if cached is None or cached[0] is not sal:
+                cached = self._figures[key] = (sal, saliency_png(sal, self.image, **kw))
         return cached[1]
 
     def report_html(self, label: str | None = None, method: str | None = None) -> str:

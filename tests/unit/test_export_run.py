@@ -1,0 +1,80 @@
+"""medfuse.export runs the exporters in threads: they overlap, the result keeps the order of the
+formats, and a failure is raised after the other formats have written their files."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import medfuse
+from medfuse.errors import ConfigError, ExportError
+from medfuse.export import ExportOptions
+from medfuse.export.base import output_path
+from medfuse.prediction import Prediction
+from medfuse.registry import exporters
+
+
+@pytest.fixture
+def register():
+    names: list[str] = []
+
+    def add(name, fn):
+        exporters.register(name, fn, overwrite=True)
+        names.append(name)
+
+    yield add
+    for name in names:
+        exporters._entries.pop(name, None)
+
+
+def _pred() -> Prediction:
+    return Prediction(key="k", findings=[], risk=None, modalities_used=(), model={})
+
+
+def _meeting(barrier: threading.Barrier, file: str):
+    def exporter(prediction, out_dir, options):
+        barrier.wait()  # returns only when the other exporter is running at the same time
+        path = output_path(out_dir, file)
+        path.write_text(threading.current_thread().name)
+        return [path]
+
+    return exporter
+
+
+def test_exporters_overlap_and_keep_the_format_order(register, tmp_path):
+    barrier = threading.Barrier(2, timeout=10)
+    register("test_a", _meeting(barrier, "a.txt"))
+    register("test_b", _meeting(barrier, "b.txt"))
+    out = medfuse.export(
+        _pred(), tmp_path, formats=["test_b", "test_a"], options=ExportOptions(), workers=2
+    )
+    assert list(out) == ["test_b", "test_a"]
+    assert (tmp_path / "a.txt").read_text().startswith("medfuse-export")
+    pred = _pred()
+    one = threading.Barrier(2, timeout=0.5)
+    register("test_c", _meeting(one, "c.txt"))
+    register("test_d", _meeting(one, "d.txt"))
+    with pytest.raises(ExportError, match="BrokenBarrierError"):  # one after another
+        medfuse.export(pred, tmp_path, formats=["test_c", "test_d"], workers=1)
+    with pytest.raises(ConfigError):
+        medfuse.export(pred, tmp_path, formats=["test_c"], workers=0)
+
+
+def test_a_failure_is_raised_after_the_others_wrote_their_files(register, tmp_path):
+    def broken(prediction, out_dir, options):
+        raise ValueError("boom")
+
+    def slow(prediction, out_dir, options):
+        threading.Event().wait(0.3)
+        path = output_path(out_dir, "slow.txt")
+        path.write_text("done")
+        return [path]
+
+    register("test_broken", broken)
+    register("test_slow", slow)
+    pred = _pred()
+    with pytest.raises(ExportError, match="test_broken export failed: ValueError: boom"):
+        medfuse.export(pred, tmp_path, formats=["test_broken", "test_slow"], workers=2)
+    assert (tmp_path / "slow.txt").read_text() == "done"
+    assert "export_test_slow" in pred.timings
