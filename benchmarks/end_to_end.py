@@ -10,7 +10,7 @@ Grad-CAM and modality contributions, per-stage breakdown, against a naive sequen
 * **naive**: the same steps written the obvious way: every file read whole with
   ``pydicom.dcmread``, sorted on the slice normal, stacked and rescaled in Python, then the same
   ``predict`` + ``export`` calls (medfuse's model, explanation and exporters, so only the reading
-  differs... and nothing overlaps).
+  differs... and nothing overlaps: the exporters run one after another, ``workers=1``).
 * **peak RSS**: ``medfuse run`` on a 512² × ``--rss-slices`` CT as a whole process (cold), its
   peak resident memory from ``wait4`` (target ≤ 3 GB).
 
@@ -116,7 +116,7 @@ def naive_run(study: Path, model, out: Path) -> dict[str, float]:
     )
     t["predict+explain"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    medfuse.export(pred, out)
+    medfuse.export(pred, out, workers=1)  # one format after another
     t["export"] = time.perf_counter() - t0
     t["wall"] = sum(t.values())
     return t
