@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ __all__ = [
     "read_nifti",
     "volume_format",
     "write_nifti",
+    "write_nifti_int16_stack",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -213,17 +215,22 @@ def nifti1_header(
 _BLOCK_BYTES = 8 << 20
 
 
-def _nifti_blocks(header: bytes, arr: np.ndarray, dtype: np.dtype):
+def _nifti_blocks(
+    header: bytes, vols: Sequence[np.ndarray], dtype: np.dtype, scales: Sequence[float] | None
+):
     """The NIfTI byte stream in blocks of about ``_BLOCK_BYTES``: the header, then the voxels
-    with i fastest — each k-slab (of each volume) in Fortran order."""
+    with i fastest — each k-slab of each 3D volume in ``vols`` in Fortran order, multiplied by
+    that volume's entry of ``scales`` and rounded first when given."""
     yield header
-    vols = [arr[..., v] for v in range(arr.shape[3])] if arr.ndim == 4 else [arr]
-    slab_bytes = arr.shape[0] * arr.shape[1] * np.dtype(dtype).itemsize
+    slab_bytes = vols[0].shape[0] * vols[0].shape[1] * np.dtype(dtype).itemsize
     step = max(1, _BLOCK_BYTES // max(slab_bytes, 1))
-    for vol3 in vols:
+    for v, vol3 in enumerate(vols):
         for k0 in range(0, vol3.shape[2], step):
+            slab = vol3[:, :, k0 : k0 + step]
+            if scales is not None:
+                slab = np.rint(slab * np.float32(scales[v]))
             # [i, j, k0:k1] in F order == the C order of its transpose
-            block = np.asfortranarray(vol3[:, :, k0 : k0 + step], dtype=dtype)
+            block = np.asfortranarray(slab, dtype=dtype)
             yield memoryview(block.T).cast("B")
 
 
@@ -257,14 +264,47 @@ def write_nifti(volume: Volume, path: str | os.PathLike) -> str:
     (level 1) as independent gzip members of about 8 MB compressed in parallel threads (zlib
     releases the GIL): a multi-member gzip file, which gzip, zlib, nibabel and ITK read as one
     stream."""
-    path = Path(path)
-    if volume_format(path) != "nifti":
-        raise ExportError("NIfTI file names end in .nii or .nii.gz", path=path)
+    path = _nifti_path(path)
     dtype = _storage_dtype(volume)
     arr = volume.array
     # integer-valued arrays that stand for scaled values carry their scl_slope in meta
     header = nifti1_header(arr.shape, volume.affine, dtype, volume.meta.get("nifti_scale", 1.0))
-    blocks = _nifti_blocks(header, arr, dtype)
+    vols = [arr[..., v] for v in range(arr.shape[3])] if arr.ndim == 4 else [arr]
+    return _write_blocks(path, _nifti_blocks(header, vols, dtype, None))
+
+
+def write_nifti_int16_stack(
+    arrays: Sequence[np.ndarray],
+    scales: Sequence[float],
+    affine: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    scl_slope: float,
+) -> str:
+    """Write 3D ``arrays`` of one grid as one int16 NIfTI-1 image (4D with one volume per array
+    when there are several): ``rint(array * scale)``, converted a slab at a time as it is
+    written (no int16 copy of the stack in memory); the header's ``scl_slope`` gives the values
+    back. As :func:`write_nifti` otherwise."""
+    path = _nifti_path(path)
+    if not arrays or len(arrays) != len(scales):
+        raise ExportError("one scale per array, at least one array", path=path)
+    shape = tuple(arrays[0].shape[:3])
+    if any(tuple(a.shape) != shape for a in arrays):
+        raise ExportError("the arrays of a NIfTI stack must have one shape", path=path)
+    full = (*shape, len(arrays)) if len(arrays) > 1 else shape
+    dtype = np.dtype(np.int16)
+    header = nifti1_header(full, affine, dtype, scl_slope)
+    return _write_blocks(path, _nifti_blocks(header, list(arrays), dtype, list(scales)))
+
+
+def _nifti_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if volume_format(path) != "nifti":
+        raise ExportError("NIfTI file names end in .nii or .nii.gz", path=path)
+    return path
+
+
+def _write_blocks(path: Path, blocks) -> str:
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             for data in _gzip_members(blocks) if str(path).endswith(".gz") else blocks:

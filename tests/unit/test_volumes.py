@@ -162,3 +162,28 @@ def test_gzip_nifti_is_multi_member_and_reads_back_everywhere(tmp_path, monkeypa
     np.testing.assert_array_equal(np.asarray(back.dataobj), arr)
     itk = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))  # [label, k, j, i]
     np.testing.assert_array_equal(np.transpose(itk, (3, 2, 1, 0)), arr)
+
+
+def test_int16_stack_is_scaled_slab_by_slab_and_checked(tmp_path, monkeypatch):
+    import nibabel as nib
+
+    from medfuse.io import volumes
+
+    monkeypatch.setattr(volumes, "_BLOCK_BYTES", 4096)  # several slabs per map
+    rng = np.random.default_rng(1)
+    maps = [np.asfortranarray(rng.normal(0, s, (21, 17, 13)).astype(np.float32)) for s in (1, 5)]
+    scales = [32767 / float(np.abs(m).max()) for m in maps]
+    path = tmp_path / "s.nii.gz"
+    volumes.write_nifti_int16_stack(maps, scales, np.eye(4), path, scl_slope=1 / 32767)
+    img = nib.load(path)
+    assert img.shape == (21, 17, 13, 2) and img.get_data_dtype() == np.int16
+    stored = np.asarray(img.dataobj.get_unscaled())
+    for v, (m, scale) in enumerate(zip(maps, scales, strict=True)):
+        np.testing.assert_array_equal(stored[..., v], np.rint(m * np.float32(scale)))
+    assert abs(float(img.dataobj.slope) - 1 / 32767) < 1e-9
+    with pytest.raises(ExportError, match="one shape"):
+        volumes.write_nifti_int16_stack(
+            [maps[0], maps[1][:-1]], scales, np.eye(4), path, scl_slope=1
+        )
+    with pytest.raises(ExportError, match="one scale per array"):
+        volumes.write_nifti_int16_stack(maps, scales[:1], np.eye(4), path, scl_slope=1)
