@@ -2,10 +2,10 @@
 instance per exported label, in one new series of the source study and frame of reference, so
 that they overlay the source images.
 
-* Each instance is multi-frame, one frame per source slice, on the source grid: same rows × columns, pixel spacing and ImageOrientationPatient,
-  and one ImagePositionPatient per source slice (computed from the volume affine, matched by
-  highdicom to the source instances, which each frame references in its
-  DerivationImageSequence).
+* Each instance is multi-frame, one frame per source slice, on the source grid: same rows ×
+  columns, pixel spacing and ImageOrientationPatient, and one ImagePositionPatient per source
+  slice (computed from the volume affine, matched by highdicom to the source instances, which
+  each frame references in its DerivationImageSequence).
 * The exported labels are :func:`medfuse.export.base.saliency_maps`' (the positive findings
   by default). Stored values are 16-bit unsigned (PixelData): 0..65535 span the map's range,
   and the RealWorldValueMapping (slope = range / 65535, intercept = the minimum) gives the raw
@@ -256,7 +256,7 @@ def build_parametric_map(
         **_value_attributes(sal, slope, intercept),
     )
     _add_anatomy(pm, sources[0])
-    set_frames(pm, sal, stored)
+    _set_frames(pm, sal, stored)
     return pm
 
 
@@ -281,10 +281,10 @@ def retarget_parametric_map(
     pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence = values[
         "real_world_value_mappings"
     ]
-    set_frames(pm, sal, stored)
+    _set_frames(pm, sal, stored)
 
 
-def set_frames(pm: Any, sal: Saliency, stored: np.ndarray) -> None:
+def _set_frames(pm: Any, sal: Saliency, stored: np.ndarray) -> None:
     """Make ``stored`` (``sal``'s frames) ``pm``'s PixelData, in ``pm``'s frame order, as a
     buffer over the array: pydicom then writes it in chunks straight to the file instead of
     copying the whole map twice (to bytes, then into the encoded dataset)."""
