@@ -115,6 +115,13 @@ def test_dilated_stride1_stages_widen_the_receptive_field_on_the_same_grid():
     assert again.config()["kwargs"]["dilate"] is True
     assert again.net.layer4[0].conv2.dilation == (4, 4, 4)
     assert "dilate" not in plain.config()["kwargs"]
+    # a strided stage after a stride-1 one keeps the dilation given up before it
+    mixed = image_encoders.create(
+        "resnet10_3d", width=4, stem="s2d", max_pool=False, strides=[1, 2, 1], dilate=True
+    )
+    assert [mixed.net.layer2[0].conv2.dilation, mixed.net.layer3[0].conv2.dilation,
+            mixed.net.layer4[0].conv2.dilation] == [(2,) * 3, (2,) * 3, (4,) * 3]  # fmt: skip
+    assert mixed(torch.randn(1, 1, SIZE, SIZE, SIZE)).features.shape[2:] == (SIZE // 4,) * 3
 
 
 @pytest.mark.parametrize("pool", ["max", "meanmax"])

@@ -20,8 +20,9 @@ default stride-1 7³ conv, for comparison). ``width`` scales every stage (64 is 
 ResNet; 8 makes a test-sized net). ``strides`` (of layer2, layer3, layer4; default 2, 2, 2)
 set to 1 keep a finer last feature map — finer patch tokens for cross-attention and a finer
 Grad-CAM — at a higher cost (e.g. ``[2, 1, 1]``: output stride 4 with the ``s2d`` stem);
-``dilate=True`` then dilates the 3³ convolutions of each stride-1 stage by the stride it gave up
-(2, then 4: the receptive field of the strided net on the finer grid, as in DeepLab);
+``dilate=True`` then dilates the 3³ convolutions of every stage after a stride-1 one by the
+stride given up so far (2, then 4: the receptive field of the strided net on the finer grid, as
+in DeepLab);
 ``widths`` (four stage widths) replaces ``width``'s ``[w, 2w, 4w, 8w]``, e.g. to keep a
 high-resolution last stage narrow. ``pool`` sets how the pooled vector is taken from the last
 feature map: ``"mean"`` (default), ``"max"`` or ``"meanmax"`` (their sum; the maximum keeps small
@@ -258,18 +259,18 @@ class ResNet3DEncoder(ImageEncoder):
             norm=norm_arg,
         )
         self.net.fc = None
-        dilation = 1
+        dilation = 1  # the stride given up so far
         for name, stride in zip(("layer2", "layer3", "layer4"), strides, strict=True):
+            layer = getattr(self.net, name)
             if stride == 1:  # MONAI builds these stages with stride 2: undo it in place
-                layer = getattr(self.net, name)
                 for mod in (layer[0].conv1, *(layer[0].downsample or ())):
                     if isinstance(mod, nn.Conv3d):
                         mod.stride = (1, 1, 1)
-                if dilate:
-                    dilation *= 2
-                    for mod in layer.modules():
-                        if isinstance(mod, nn.Conv3d) and mod.kernel_size == (3, 3, 3):
-                            mod.dilation = mod.padding = (dilation,) * 3
+                dilation *= 2
+            if dilate and dilation > 1:
+                for mod in layer.modules():
+                    if isinstance(mod, nn.Conv3d) and mod.kernel_size == (3, 3, 3):
+                        mod.dilation = mod.padding = (dilation,) * 3
         self.s2d = SpaceToDepth3d(2) if stem == "s2d" else None
         self.dim = stage_widths[3] * (4 if block == "bottleneck" else 1)
         # auxiliary finding maps: a 1x1x1 conv on the last feature map, trained against
