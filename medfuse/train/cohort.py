@@ -133,14 +133,16 @@ _GRID_CENTER = (0.0, 0.0, -180.0)
 
 
 class CohortParams:
-    """What the cohort configs share: rate checks and construction from a mapping."""
+    """What the cohort configs share: rate checks, construction from a mapping, fingerprint."""
 
     _kind = "cohort"
+    #: the rates every cohort config has
+    _SHARED_RATES = ("label_noise", "report_missing", "image_missing", "mention_rate", "p_lesion")
 
-    def _check_rates(self, names: Sequence[str]) -> None:
-        """Each named attribute a probability in [0, 1] (stored as float); the two missing-
-        modality rates together at most 1."""
-        for name in names:
+    def _check_rates(self, own: Sequence[str]) -> None:
+        """Each shared rate and each of ``own`` a probability in [0, 1] (stored as float); the
+        two missing-modality rates together at most 1."""
+        for name in (*self._SHARED_RATES, *own):
             v = float(getattr(self, name))
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1], got {v}")
@@ -154,6 +156,11 @@ class CohortParams:
         if unknown:
             raise ConfigError(f"unknown {cls._kind} parameters {sorted(unknown)}")
         return cls(**data)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(
+            json.dumps(self.to_dict(), sort_keys=True).encode()  # type: ignore[attr-defined]
+        ).hexdigest()[:12]
 
 
 @dataclass
@@ -178,25 +185,12 @@ class FusionCohortConfig(CohortParams):
             raise ConfigError(f"shape must be three sizes >= 16, got {self.shape}")
         if not isinstance(self.n, int) or self.n < 1:
             raise ConfigError(f"n must be a positive integer, got {self.n!r}")
-        self._check_rates(
-            (
-                "label_noise",
-                "report_missing",
-                "image_missing",
-                "mention_rate",
-                "p_lesion",
-                "p_consolidation",
-                "p_infection",
-            )
-        )
+        self._check_rates(("p_consolidation", "p_infection"))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["shape"] = list(self.shape)
         return d
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 # -- drawing ---------------------------------------------------------------------------------------

@@ -126,19 +126,7 @@ class MRCohortConfig(CohortParams):
             raise ConfigError(f"n must be a positive integer, got {self.n!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
-        self._check_rates(
-            (
-                "label_noise",
-                "report_missing",
-                "image_missing",
-                "mention_rate",
-                "p_lesion",
-                "p_hydrocephalus",
-                "p_headache",
-                "p_oblique",
-                "bias_max",
-            )
-        )
+        self._check_rates(("p_hydrocephalus", "p_headache", "p_oblique", "bias_max"))
         probs = tuple(float(p) for p in self.orientation_probs)
         if len(probs) != 3 or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
             raise ConfigError(
@@ -164,9 +152,6 @@ class MRCohortConfig(CohortParams):
         d["lesion_diameter_mm"] = list(self.lesion_diameter_mm)
         d["lesion_value"] = list(self.lesion_value)
         return d
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 # -- drawing ---------------------------------------------------------------------------------------
