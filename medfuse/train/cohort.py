@@ -20,9 +20,12 @@ Patient (report-side) factors::
 Image factors (painted into the :class:`~medfuse.synth.phantom.ChestPhantom`)::
 
     lesion ~ Bernoulli(p_lesion = 0.4); diameter ~ U(16, 44) mm; "mass" when > 30 mm, placed in
-             a random lobe
+             a random lobe where the sphere (+ 2 mm) lies in aerated lung (never inside an
+             effusion, where 30 HU tissue would not show)
     consolidation ~ Bernoulli(p_consolidation = 0.4): an ellipsoid (radii 22-38 mm) of lung
-             raised to ~25 HU inside one lung (painted onto the phantom's lung voxels)
+             raised to patchy airspace opacity, N(-100, 60) HU, inside one lung (painted onto
+             the phantom's aerated lung voxels, at least half of the ellipsoid, and 6 mm clear of
+             a lesion, which stays a homogeneous 30 HU nodule)
     effusion ~ Bernoulli(0.25), side left / right / both
     emphysema ~ Bernoulli(0.45 if smoker else 0.15)      (lung at -925 instead of -850 HU)
     cardiomegaly ~ Bernoulli(0.25): heart_scale U(1.3, 1.5), else U(0.9, 1.1)
@@ -49,6 +52,13 @@ image findings and the image alone cannot tell the history. One history in three
 sentence that bears on no label ("Chest pain.", "Staging."). Grammar version 2 (the terse
 phrasings "Smoker, screening.", "Weight loss.", "Shortness of breath." and the neutral
 sentences) changed only the report text: a saved cohort of another version is drawn again.
+Image version 2 (:data:`IMAGE_VERSION`, part of the input cache key) placed lesions in aerated
+lung and kept consolidations whole and clear of them; in version 1 about one lesion in five lay
+in an effusion or inside a consolidation, where no reader could see it (the image-level lesion
+AUROC of a model trained on it stalled near 0.8). Version 3 gave consolidation the patchy
+density of airspace disease: at 25 HU it looked like a large nodule, and the lesion detector
+of a model trained on version 2 scored consolidations as high as lesions (lesion AUROC 0.67 on
+cases with a consolidation, 0.95 without).
 
 Risk (Cox-type, exponential times)::
 
@@ -122,6 +132,10 @@ _ADDED_LABELS: tuple[str, ...] = ("consolidation", "lung_lesion")
 COHORT_FILE = "cohort.json"
 #: Version of the report grammar: a saved cohort written by another version is drawn again
 GRAMMAR_VERSION = 2
+#: Version of the image generator (part of the input cache key): 2 places lesions in aerated
+#: lung only, keeps consolidations clear of them and never paints a consolidation sliver; 3
+#: paints consolidations as patchy airspace opacity (~-100 HU) instead of 25 HU soft tissue.
+IMAGE_VERSION = 3
 _LOBES = (
     "right upper lobe",
     "right middle lobe",
@@ -480,7 +494,7 @@ def render_case_with_masks(case: dict[str, Any], shape: Sequence[int] = (64, 64,
     ``"lung_lesion"`` and ``"consolidation"`` to boolean arrays on the same grid (the voxels
     whose centre lies in the lesion sphere / the painted consolidation; all False when the case
     has no such finding) and ``"lesion_sphere_ras"`` to ``(centre RAS mm, radius mm)`` or None."""
-    from ..synth.cohort import _place, default_spacing
+    from ..synth.cohort import default_spacing
     from ..synth.geometry import make_geometry
     from ..synth.phantom import ChestPhantom, Lesion
 
@@ -500,18 +514,15 @@ def render_case_with_masks(case: dict[str, Any], shape: Sequence[int] = (64, 64,
         "anatomy_center_lps": anatomy,
     }
     base = ChestPhantom(geometry, **kw)
+    lps = _grid_lps(geometry, shape_t)
     lesions = []
     if f["lesion"]:
         r = f["lesion_diameter_mm"] / 2.0
-        try:
-            ijk = _place(base, geometry, rng, r, f["lesion_lobe"], [])
-        except ConfigError:
-            ijk = _place(base, geometry, rng, r, None, [])
+        ijk = _place_in_aerated_lung(base, geometry, lps, rng, r, f["lesion_lobe"])
         kind = "mass" if f["lesion_diameter_mm"] > 30 else "nodule"
         lesions.append(Lesion(radius_mm=r, center_ijk=tuple(float(v) for v in ijk), kind=kind))
-    phantom = ChestPhantom(geometry, lesions=lesions, **kw)
+    phantom = ChestPhantom(geometry, lesions=lesions, **kw) if lesions else base
     arr = np.ascontiguousarray(phantom.volume(workers=1))
-    lps = _grid_lps(geometry, arr.shape)
     masks: dict[str, Any] = {
         "lung_lesion": np.zeros(arr.shape, dtype=bool),
         "consolidation": np.zeros(arr.shape, dtype=bool),
@@ -523,8 +534,44 @@ def render_case_with_masks(case: dict[str, Any], shape: Sequence[int] = (64, 64,
         masks["lung_lesion"] = (((lps - c) ** 2).sum(1) <= r * r).reshape(arr.shape)
         masks["lesion_sphere_ras"] = ((-float(c[0]), -float(c[1]), float(c[2])), float(r))
     if f["consolidation"]:
-        masks["consolidation"] = _paint_consolidation(arr, phantom, lps, f, rng)
+        keep_clear = (phantom.lesion_centres_lps()[0], lesions[0].radius_mm) if lesions else None
+        masks["consolidation"] = _paint_consolidation(arr, phantom, lps, f, rng, keep_clear)
     return arr, geometry, masks
+
+
+#: Tries at placing a lesion in aerated lung / a consolidation covering enough of its ellipsoid.
+_PLACEMENT_TRIES = 20
+#: Aerated lung is below this HU (lung -850 / -925; fluid, soft tissue and bone are above).
+_AERATED_HU = -500
+#: A consolidation keeps this many mm of aerated lung around a lesion (the lesion stays a nodule).
+_LESION_CLEARANCE_MM = 6.0
+#: Mean HU of a consolidation (patchy, sd 60 HU): airspace opacity with the air bronchograms
+#: of 5-6 mm voxels' partial volume, below the homogeneous 30 HU of a solid lesion.
+_CONSOLIDATION_HU = -100.0
+
+
+def _place_in_aerated_lung(base, geometry, lps, rng, radius: float, lobe: str | None):
+    """A lesion centre (voxel index) in ``lobe`` whose sphere, plus 2 mm, lies in aerated lung of
+    the lesion-free phantom ``base`` — not in a pleural effusion, where a soft-tissue lesion
+    would be invisible. After :data:`_PLACEMENT_TRIES` tries the most aerated candidate wins;
+    a lobe without room falls back to any lobe."""
+    from ..synth.cohort import _place
+
+    arr = base.volume(workers=1).ravel()
+    best, best_frac = None, -1.0
+    for attempt in range(_PLACEMENT_TRIES):
+        try:
+            ijk = _place(base, geometry, rng, radius, lobe if attempt < 10 else None, [])
+        except ConfigError:
+            ijk = _place(base, geometry, rng, radius, None, [])
+        centre = geometry.ijk_to_lps(np.asarray(ijk, dtype=float)[None])[0]
+        inside = ((lps - centre) ** 2).sum(1) <= (radius + 2.0) ** 2
+        frac = float((arr[inside] < _AERATED_HU).mean()) if inside.any() else 0.0
+        if frac > best_frac:
+            best, best_frac = ijk, frac
+        if frac == 1.0:
+            break
+    return best
 
 
 def _to_model_grid(mask: np.ndarray, record: Any) -> np.ndarray:
@@ -546,20 +593,37 @@ def _grid_lps(geometry, shape: Sequence[int]) -> np.ndarray:
     return geometry.ijk_to_lps(np.stack([ii.ravel(), jj.ravel(), kk.ravel()], 1))
 
 
-def _paint_consolidation(arr, phantom, lps, f: dict[str, Any], rng) -> np.ndarray:
-    """Raise an ellipsoid of one lung to ~25 HU (noisy), in place; returns the painted mask."""
+def _paint_consolidation(
+    arr, phantom, lps, f: dict[str, Any], rng, keep_clear: tuple[np.ndarray, float] | None = None
+) -> np.ndarray:
+    """Raise an ellipsoid of aerated lung in one lung to ~-100 HU (patchy), in place; returns the
+    painted mask. The centre is redrawn (up to :data:`_PLACEMENT_TRIES` times, keeping the
+    largest) until at least half of the ellipsoid is painted, so that a consolidation is never
+    a sliver at the lung's edge; ``keep_clear`` = (lesion centre LPS, radius) keeps
+    :data:`_LESION_CLEARANCE_MM` of aerated lung around a lesion."""
     lab = phantom.lung_label(lps).reshape(arr.shape)
     want = -1 if f["consolidation_side"] == "right" else 1
-    lung = (lab == want) & (arr < -500)
+    lung = (lab == want) & (arr < _AERATED_HU)
+    if keep_clear is not None:
+        c, r = keep_clear
+        near = ((lps - c) ** 2).sum(1) <= (r + _LESION_CLEARANCE_MM) ** 2
+        lung &= ~near.reshape(arr.shape)
     cand = np.flatnonzero(lung.ravel())
     if cand.size == 0:
         return np.zeros(arr.shape, dtype=bool)
-    centre = lps[cand[int(rng.integers(cand.size))]]
     radii = np.asarray(f["consolidation_radii_mm"], dtype=float)
-    q = (((lps - centre) / radii) ** 2).sum(1).reshape(arr.shape)
-    region = lung & (q <= 1.0)
-    vals = rng.normal(25.0, 20.0, size=int(region.sum()))
-    arr[region] = np.clip(np.rint(vals), -200, 200).astype(np.int16)
+    full = 4.0 / 3.0 * np.pi * np.prod(radii) / float(np.prod(phantom.geometry.spacing))
+    region = np.zeros(arr.shape, dtype=bool)
+    for _ in range(_PLACEMENT_TRIES):
+        centre = lps[cand[int(rng.integers(cand.size))]]
+        q = (((lps - centre) / radii) ** 2).sum(1).reshape(arr.shape)
+        trial = lung & (q <= 1.0)
+        if trial.sum() > region.sum():
+            region = trial
+        if region.sum() >= 0.5 * full:
+            break
+    vals = rng.normal(_CONSOLIDATION_HU, 60.0, size=int(region.sum()))
+    arr[region] = np.clip(np.rint(vals), -400, 100).astype(np.int16)
     return region
 
 
@@ -638,7 +702,12 @@ class FusionCohort(CohortCases):
     def _cache_key(self, cfg: Any) -> str:
         return hashlib.sha256(
             json.dumps(
-                {"pre": cfg.to_dict(), "cohort": self.config.fingerprint(), "n": len(self)},
+                {
+                    "pre": cfg.to_dict(),
+                    "cohort": self.config.fingerprint(),
+                    "n": len(self),
+                    "image_version": IMAGE_VERSION,
+                },
                 sort_keys=True,
                 default=str,
             ).encode()

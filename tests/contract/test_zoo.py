@@ -93,6 +93,26 @@ def test_resnet_stage_strides_keep_a_finer_feature_map():
     assert image_encoder_from_config(narrow.config()).dim == 6
 
 
+def test_aux_features_append_the_finding_maps_to_the_feature_map():
+
+    enc = image_encoders.create(
+        "resnet10_3d", widths=[4, 8, 8, 6], stem="s2d", max_pool=False, aux_maps=2,
+        aux_features=True, pool="meanmax",
+    )  # fmt: skip
+    enc.eval()
+    out = enc(torch.randn(2, 1, SIZE, SIZE, SIZE))
+    assert enc.dim == 8 and out.features.shape[1] == 8 and out.pooled.shape == (2, 8)
+    # the last two channels are the auxiliary map logits themselves
+    assert torch.equal(out.features[:, 6:], out.segmentation)
+    again = image_encoder_from_config(enc.config())
+    again.load_state_dict(enc.state_dict())
+    again.eval()
+    assert torch.allclose(again(torch.ones(1, 1, SIZE, SIZE, SIZE)).pooled,
+                          enc(torch.ones(1, 1, SIZE, SIZE, SIZE)).pooled)  # fmt: skip
+    with pytest.raises(ConfigError, match="aux_maps"):
+        image_encoders.create("resnet10_3d", width=4, aux_features=True)
+
+
 def test_dilated_stride1_stages_widen_the_receptive_field_on_the_same_grid():
     from medfuse.models.encoders.image import image_encoder_from_config
 

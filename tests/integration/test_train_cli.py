@@ -118,14 +118,17 @@ def test_auxiliary_finding_maps_are_trained(tmp_path):
 
     cfg = tiny_config(
         tmp_path,
-        aux_maps={"weight": 1.0, "findings": ["lung_lesion", "consolidation"]},
+        aux_maps={"weight": 1.0, "findings": ["lung_lesion", "consolidation"], "target": "max"},
     )
     data = yaml.safe_load(cfg.read_text())
-    data["model"]["overrides"] = {"image_encoder_kwargs": {"aux_maps": 2, "pool": "meanmax"}}
+    data["model"]["overrides"] = {
+        "image_encoder_kwargs": {"aux_maps": 2, "pool": "meanmax", "aux_features": True}
+    }
     cfg.write_text(yaml.safe_dump(data))
     assert main(["train", str(cfg)]) == 0
     model = medfuse.load_model(tmp_path / "run" / "model")
-    assert model.image_encoder.aux_maps == 2
+    assert model.image_encoder.aux_maps == 2 and model.image_encoder.aux_features
+    assert model.card.training_data["aux_maps"]["target"] == "max"
     assert model.card.training_data["aux_maps"]["findings"] == ["lung_lesion", "consolidation"]
     maps = list((tmp_path / "cohort").glob("maps_*_lung_lesion-consolidation.npy"))
     assert len(maps) == 1
@@ -139,6 +142,8 @@ def test_auxiliary_finding_maps_are_trained(tmp_path):
 def test_bad_configs_are_refused(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim: {epochs: 1, bogus: 3}\n")
+    assert main(["train", str(bad)]) == 2
+    bad.write_text("aux_maps: {weight: 1.0, target: sum}\n")
     assert main(["train", str(bad)]) == 2
     evil = tmp_path / "evil.yaml"
     evil.write_text("seed: !!python/object/apply:os.system ['echo hi']\n")

@@ -29,6 +29,10 @@ feature map: ``"mean"`` (default), ``"max"`` or ``"meanmax"`` (their sum; the ma
 focal findings that a mean over a fine grid dilutes). ``aux_maps`` > 0 adds a 1×1×1 conv on
 the last feature map whose logits (``ImageEncoding.segmentation``, on the feature grid) the
 trainer can fit to finding masks — dense supervision of where the findings are.
+``aux_features=True`` also appends those map channels to the last feature map (``dim`` grows by
+``aux_maps``): the fusion, the pooled vector and the heads then see the supervised finding
+evidence directly (the map's spatial maximum says "a lesion is somewhere"), and Grad-CAM's
+gradient reaches the feature map through them.
 """
 
 from __future__ import annotations
@@ -134,10 +138,12 @@ class ImageEncoder(nn.Module):
         feats = self.feature_map(x)
         if present is None:
             present = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        pooled = global_pool(feats, getattr(self, "pool", "mean"))
-        pooled = pooled * present.to(feats.dtype).unsqueeze(-1)
         aux = getattr(self, "aux_head", None)
         seg = aux(feats) if aux is not None else None
+        if seg is not None and getattr(self, "aux_features", False):
+            feats = torch.cat([feats, seg], 1)
+        pooled = global_pool(feats, getattr(self, "pool", "mean"))
+        pooled = pooled * present.to(feats.dtype).unsqueeze(-1)
         return ImageEncoding(feats, pooled, present.to(torch.bool), seg)
 
 
@@ -195,6 +201,7 @@ class ResNet3DEncoder(ImageEncoder):
         widths: tuple[int, ...] | list[int] | None = None,
         pool: str = "mean",
         aux_maps: int = 0,
+        aux_features: bool = False,
         dilate: bool = False,
     ):
         super().__init__()
@@ -240,6 +247,11 @@ class ResNet3DEncoder(ImageEncoder):
         if int(aux_maps):
             self._init_kwargs["aux_maps"] = int(aux_maps)
         self.aux_maps = int(aux_maps)
+        if aux_features and not self.aux_maps:
+            raise ConfigError("aux_features=True needs aux_maps > 0 (the channels it appends)")
+        if aux_features:
+            self._init_kwargs["aux_features"] = True
+        self.aux_features = bool(aux_features)
         self.depth = depth
         self.in_channels = in_channels
         self.stem_kind = stem
@@ -272,10 +284,12 @@ class ResNet3DEncoder(ImageEncoder):
                     if isinstance(mod, nn.Conv3d) and mod.kernel_size == (3, 3, 3):
                         mod.dilation = mod.padding = (dilation,) * 3
         self.s2d = SpaceToDepth3d(2) if stem == "s2d" else None
-        self.dim = stage_widths[3] * (4 if block == "bottleneck" else 1)
+        width_out = stage_widths[3] * (4 if block == "bottleneck" else 1)
         # auxiliary finding maps: a 1x1x1 conv on the last feature map, trained against
-        # downsampled finding masks (the trainer's ``aux_maps`` section); not used by the heads
-        self.aux_head = nn.Conv3d(self.dim, self.aux_maps, 1) if self.aux_maps else None
+        # downsampled finding masks (the trainer's ``aux_maps`` section); with ``aux_features``
+        # they are appended to the feature map that fusion and heads see
+        self.aux_head = nn.Conv3d(width_out, self.aux_maps, 1) if self.aux_maps else None
+        self.dim = width_out + (self.aux_maps if self.aux_features else 0)
 
     def feature_map(self, x: Tensor) -> Tensor:
         n = self.net
