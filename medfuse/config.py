@@ -145,6 +145,9 @@ class ExportSection(_Strict):
     #: else the most probable such label).
     saliency_labels: tuple[str, ...] | None = None
     saliency_method: str | None = None
+    #: Pixels of the DICOM parametric maps: "jpeg-ls" (JPEG-LS Lossless) or "none"
+    #: (uncompressed); the stored values are the same.
+    dicom_saliency_compression: Literal["jpeg-ls", "none"] = "jpeg-ls"
 
     @field_validator("formats")
     @classmethod
@@ -166,6 +169,7 @@ class ExportSection(_Strict):
             deidentify=self.deidentify,
             saliency_labels=self.saliency_labels,
             saliency_method=self.saliency_method,
+            dicom_saliency_compression=self.dicom_saliency_compression,
         )
 
 

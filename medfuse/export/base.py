@@ -42,6 +42,10 @@ class ExportFormat(str, enum.Enum):
 FORMATS: tuple[str, ...] = tuple(f.value for f in ExportFormat)
 
 
+#: ``ExportOptions.dicom_saliency_compression`` values: JPEG-LS Lossless, or uncompressed
+DICOM_SALIENCY_COMPRESSIONS = ("jpeg-ls", "none")
+
+
 @dataclass
 class ExportOptions:
     """What the exporters may put in their files.
@@ -64,9 +68,17 @@ class ExportOptions:
     deidentify: bool = False
     saliency_labels: Sequence[str] | None = None
     saliency_method: str | None = None
+    dicom_saliency_compression: str = "jpeg-ls"
     #: Institution / device strings written into DICOM and FHIR outputs.
     manufacturer: str = "medfuse"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dicom_saliency_compression not in DICOM_SALIENCY_COMPRESSIONS:
+            raise ConfigError(
+                f"unknown dicom_saliency_compression {self.dicom_saliency_compression!r}",
+                hint=f"choose from {', '.join(DICOM_SALIENCY_COMPRESSIONS)}",
+            )
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any] | None) -> ExportOptions:

@@ -94,7 +94,6 @@ def test_resnet_stage_strides_keep_a_finer_feature_map():
 
 
 def test_aux_features_append_the_finding_maps_to_the_feature_map():
-
     enc = image_encoders.create(
         "resnet10_3d", widths=[4, 8, 8, 6], stem="s2d", max_pool=False, aux_maps=2,
         aux_features=True, pool="meanmax",

@@ -11,12 +11,13 @@ import subprocess
 from pathlib import Path
 
 import highdicom as hd
+import jpeg_ls
 import numpy as np
 import pydicom
 import pytest
 
 import medfuse
-from medfuse.errors import ExportError
+from medfuse.errors import ConfigError, ExportError
 from medfuse.explain.explanation import Explanation, Saliency
 from medfuse.export import ExportOptions, _source, dicom_saliency, dicom_sr
 from medfuse.io.geometry import LPS_TO_RAS
@@ -307,6 +308,8 @@ _PER_BUILD = {
     "ContributionDateTime",
     "DimensionOrganizationUID",
     "PixelData",
+    # recomputed by pydicom on every write; highdicom sets it at build time, a saved copy not
+    "FileMetaInformationGroupLength",
 }
 
 
@@ -329,11 +332,13 @@ def _differences(a, b, where: str = "") -> list[str]:
     return out
 
 
-def test_retargeted_parametric_map_equals_highdicoms_own(pred):
+@pytest.mark.parametrize("compression", ["jpeg-ls", "none"])
+def test_retargeted_parametric_map_equals_highdicoms_own(pred, compression):
     """The second and later maps of an export are the first one with what differs replaced:
     the result must be what highdicom builds for that label directly."""
     first, second = (pred.explanation.get_saliency(label) for label in MULTI[:2])
-    opts, series = ExportOptions(), "1.2.826.0.1.3680043.10.511.3.1"
+    opts = ExportOptions(dicom_saliency_compression=compression)
+    series = "1.2.826.0.1.3680043.10.511.3.1"
     pm = dicom_saliency.build_parametric_map(pred, first, opts, series_instance_uid=series)
     dicom_saliency.retarget_parametric_map(pm, pred, second, instance_number=2)
     direct = dicom_saliency.build_parametric_map(
@@ -347,6 +352,88 @@ def test_retargeted_parametric_map_equals_highdicoms_own(pred):
         ds.save_as(buf, enforce_file_format=True)
         written.append(pydicom.dcmread(io.BytesIO(buf.getvalue())).PixelData)
     assert written[0] == written[1], "different pixel data"
+
+
+def _dcmtk_decoded(path: Path, tmp_path: Path) -> bytes | None:
+    """PixelData of ``path`` decompressed by dcmtk's ``dcmdjpls`` (None without dcmtk)."""
+    exe = shutil.which("dcmdjpls")
+    if exe is None:
+        return None
+    out = tmp_path / f"{path.stem}_dcmtk.dcm"
+    run = subprocess.run([exe, str(path), str(out)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return pydicom.dcmread(out).PixelData
+
+
+def test_jpeg_ls_parametric_maps_store_the_uncompressed_values(pred, tmp_path):
+    """The default JPEG-LS Lossless maps (the first built by highdicom, the others retargeted)
+    decode, with pydicom, CharLS and dcmtk alike, to exactly the PixelData of the same maps
+    written uncompressed; they validate and read back with highdicom."""
+    opts = {"saliency_labels": MULTI}
+    jls = medfuse.export(pred, tmp_path / "jls", formats=["dicom_saliency"], options=opts)
+    raw = medfuse.export(
+        pred,
+        tmp_path / "raw",
+        formats=["dicom_saliency"],
+        options={**opts, "dicom_saliency_compression": "none"},
+    )
+    for a, b in zip(jls["dicom_saliency"], raw["dicom_saliency"], strict=True):
+        da, db = pydicom.dcmread(a), pydicom.dcmread(b)
+        assert da.file_meta.TransferSyntaxUID == pydicom.uid.JPEGLSLossless
+        assert db.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        assert (da.BitsAllocated, da.BitsStored, da.PixelRepresentation) == (16, 16, 0)
+        assert da.LossyImageCompression == "00"
+        n = int(da.NumberOfFrames)
+        fragments = list(pydicom.encaps.generate_frames(da.PixelData, number_of_frames=n))
+        assert len(fragments) == n == int(db.NumberOfFrames)
+        expected = np.frombuffer(db.PixelData, "<u2").reshape(n, db.Rows, db.Columns)
+        decoded = np.stack([jpeg_ls.decode(np.frombuffer(f, np.uint8)) for f in fragments])
+        np.testing.assert_array_equal(decoded, expected)  # CharLS
+        np.testing.assert_array_equal(da.pixel_array, db.pixel_array)  # pydicom's decoders
+        hd.pm.ParametricMap.from_dataset(da)
+        dcmtk = _dcmtk_decoded(a, tmp_path)
+        if dcmtk is not None:
+            assert dcmtk == db.PixelData
+        assert a.stat().st_size < b.stat().st_size / 3
+        assert _dciodvfy_errors(a) == []
+
+
+def test_jpeg_ls_frames_are_pydicoms_codestream():
+    """medfuse's threaded CharLS calls write the codestream that pydicom's pyjpegls encoder
+    (which highdicom uses) writes for the same frame, byte for byte: a smooth map, a constant
+    frame, noise (compressed larger than the input) and an odd size; and it runs without the
+    GIL (else frames would be encoded one at a time)."""
+    from highdicom.frame import encode_frame
+
+    from medfuse.export import _jpegls
+
+    assert _jpegls.parallel()
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:96, 0:128]
+    frames = [
+        np.round(65535 * np.exp(-((x - 70.0) ** 2 + (y - 40.0) ** 2) / 900)).astype(np.uint16),
+        np.zeros((96, 128), np.uint16),
+        rng.integers(0, 65536, (64, 80), dtype=np.uint16),
+        rng.integers(0, 300, (37, 53), dtype=np.uint16),
+    ]
+    ours = _jpegls.encode_frames(lambda i: frames[i], range(len(frames)), workers=2)
+    for frame, data in zip(frames, ours, strict=True):
+        assert data == encode_frame(frame, pydicom.uid.JPEGLSLossless, 16, 16, "MONOCHROME2", 0)
+        np.testing.assert_array_equal(jpeg_ls.decode(np.frombuffer(data, np.uint8)), frame)
+
+
+def test_parametric_map_compression_option_is_checked():
+    with pytest.raises(ConfigError, match="dicom_saliency_compression"):
+        ExportOptions(dicom_saliency_compression="jpeg2000")
+    with pytest.raises(ConfigError, match="dicom_saliency_compression"):
+        ExportOptions.from_mapping({"dicom_saliency_compression": "zip"})
+    assert ExportOptions().dicom_saliency_compression == "jpeg-ls"
+    from medfuse.config import load_workflow
+
+    wf = {"name": "pm", "model": "chest_ct_demo", "export": {"dicom_saliency_compression": "none"}}
+    assert load_workflow(wf).export.options().dicom_saliency_compression == "none"
+    with pytest.raises(ConfigError, match="dicom_saliency_compression"):
+        load_workflow({**wf, "export": {"dicom_saliency_compression": "jpeg2000"}})
 
 
 def test_sagittal_mr_parametric_map(tmp_path):
