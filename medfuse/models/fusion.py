@@ -149,20 +149,50 @@ def _mlp(d_in: int, d_out: int, hidden: int, dropout: float) -> nn.Sequential:
     )
 
 
+def _modality_norms(
+    module: Fusion, enabled: bool, image_dim: int, text_dim: int
+) -> nn.ModuleList | None:
+    """Per-modality LayerNorms (recorded in ``module``'s config) or ``None``."""
+    if not enabled:
+        return None
+    module._init_kwargs["modality_norm"] = True
+    return nn.ModuleList([nn.LayerNorm(image_dim), nn.LayerNorm(text_dim)])
+
+
+def _concat(norms: nn.ModuleList | None, image: Tensor, text: Tensor) -> Tensor:
+    if norms is not None:
+        image, text = norms[0](image), norms[1](text)
+    return torch.cat([image, text], -1)
+
+
 class ConcatFusion(Fusion):
-    """Concatenate the (possibly learned-token) pooled vectors and apply an MLP."""
+    """Concatenate the (possibly learned-token) pooled vectors and apply an MLP.
+
+    ``modality_norm=True`` layer-normalises each modality's vector on its own before the
+    concatenation; one LayerNorm over the concatenation (the default) lets the modality with the
+    larger activations set the scale, and the other one's features shrink towards zero.
+    """
 
     name = "concat"
 
-    def __init__(self, image_dim: int, text_dim: int, dim: int = 256, *, dropout: float = 0.1):
+    def __init__(
+        self,
+        image_dim: int,
+        text_dim: int,
+        dim: int = 256,
+        *,
+        dropout: float = 0.1,
+        modality_norm: bool = False,
+    ):
         super().__init__(image_dim, text_dim, dim)
         self._init_kwargs = {"dropout": dropout}
+        self.norms = _modality_norms(self, modality_norm, self.image_dim, self.text_dim)
         self.mlp = _mlp(self.image_dim + self.text_dim, self.dim, self.dim, dropout)
 
     def forward(self, image: Any, text: Any, mask: Tensor | None = None) -> FusionOutput:
         mask = modality_mask(image, text, mask)
         img, txt = self._vectors(image, text, mask)
-        return FusionOutput(self.mlp(torch.cat([img, txt], -1)), mask)
+        return FusionOutput(self.mlp(_concat(self.norms, img, txt)), mask)
 
 
 class GatedFusion(Fusion):
@@ -230,7 +260,11 @@ class CrossAttentionFusion(Fusion):
     average-pools the feature map in blocks of that size first (fewer, coarser patch tokens:
     cheaper attention over a fine feature map, whose resolution Grad-CAM keeps). The image side
     is pooled over its tokens by ``image_pool``: ``"mean"`` (default), ``"max"`` or ``"meanmax"``
-    (their sum; the maximum keeps a focal finding in one patch). A missing image
+    (their sum; the maximum keeps a focal finding in one patch). ``modality_norm=True``
+    layer-normalises the two pooled sides separately before the output projection (see
+    :class:`ConcatFusion`). ``out_hidden`` > 0 makes the output projection an MLP with that
+    hidden width. ``pooled_skip=True`` adds a path beside the attention: an MLP of each
+    encoder's pooled vector (as :class:`LateFusion`'s branches) added to the output. A missing image
     (or report) becomes a single learned token, so attention always has a valid key.
     Attention weights are returned per head: ``text_to_image`` [B, H, T, N] and
     ``image_to_text`` [B, H, N, T].
@@ -249,6 +283,9 @@ class CrossAttentionFusion(Fusion):
         ff_mult: int = 2,
         token_pool: int = 1,
         image_pool: str = "mean",
+        modality_norm: bool = False,
+        out_hidden: int = 0,
+        pooled_skip: bool = False,
     ):
         super().__init__(image_dim, text_dim, dim)
         if self.dim % heads:
@@ -274,7 +311,23 @@ class CrossAttentionFusion(Fusion):
         self.i2t = nn.MultiheadAttention(self.dim, heads, dropout=dropout, batch_first=True)
         self.ff_t = _mlp(self.dim, self.dim, ff_mult * self.dim, dropout)
         self.ff_i = _mlp(self.dim, self.dim, ff_mult * self.dim, dropout)
-        self.out = nn.Sequential(nn.LayerNorm(2 * self.dim), nn.Linear(2 * self.dim, self.dim))
+        self.norms = _modality_norms(self, modality_norm, self.dim, self.dim)
+        if int(out_hidden) < 0:
+            raise ConfigError(f"out_hidden must be >= 0, got {out_hidden}")
+        if out_hidden:
+            self._init_kwargs["out_hidden"] = int(out_hidden)
+            self.out: nn.Module = _mlp(2 * self.dim, self.dim, int(out_hidden), dropout)
+        else:
+            self.out = nn.Sequential(nn.LayerNorm(2 * self.dim), nn.Linear(2 * self.dim, self.dim))
+        self.skip: nn.ModuleList | None = None
+        if pooled_skip:
+            self._init_kwargs["pooled_skip"] = True
+            self.skip = nn.ModuleList(
+                [
+                    _mlp(self.image_dim, self.dim, self.dim, dropout),
+                    _mlp(self.text_dim, self.dim, self.dim, dropout),
+                ]
+            )
 
     def _grid_positions(
         self, grid: tuple[int, ...], device: torch.device, dtype: torch.dtype
@@ -345,7 +398,10 @@ class CrossAttentionFusion(Fusion):
         hi = ti + a_i
         hi = hi + self.ff_i(hi)
         pt, pi = self._pool(ht, vt), self._pool(hi, vi, self.image_pool)
-        emb = self.out(torch.cat([pi, pt], -1))
+        emb = self.out(_concat(self.norms, pi, pt))
+        if self.skip is not None:
+            img, txt = self._vectors(image, text, mask)
+            emb = emb + self.skip[0](img) + self.skip[1](txt)
         return FusionOutput(
             emb,
             mask,

@@ -174,10 +174,20 @@ def _encodings(B: int = 3, di: int = 12, dt: int = 10, img_present=None, txt_pre
     return img, txt
 
 
-@pytest.mark.parametrize("name", fusion.names())
-def test_fusion_contract(name, tmp_path):
+#: every registered fusion with its defaults, plus the options that add modules
+FUSION_CASES = [(name, {}) for name in fusion.names()] + [
+    ("concat", {"modality_norm": True}),
+    ("cross_attention", {"modality_norm": True, "out_hidden": 24, "pooled_skip": True}),
+]
+
+
+@pytest.mark.parametrize(
+    "name,kwargs", FUSION_CASES, ids=[n + "".join(f"-{k}" for k in kw) for n, kw in FUSION_CASES]
+)
+def test_fusion_contract(name, kwargs, tmp_path):
     _seed()
-    f = fusion.create(name, image_dim=12, text_dim=10, dim=16)
+    f = fusion.create(name, image_dim=12, text_dim=10, dim=16, **kwargs)
+    assert f.config()["kwargs"].items() >= kwargs.items()
     img, txt = _encodings(img_present=[True, False, True], txt_present=[True, True, False])
     out = f(img, txt)
     assert isinstance(out, FusionOutput) and out.embedding.shape == (3, 16)
@@ -243,6 +253,8 @@ def test_cross_attention_token_pool():
     assert torch.isfinite(g.eval()(img, txt).embedding).all()
     with pytest.raises(ConfigError):
         fusion.create("cross_attention", image_dim=4, text_dim=4, dim=8, image_pool="sum")
+    with pytest.raises(ConfigError):
+        fusion.create("cross_attention", image_dim=4, text_dim=4, dim=8, out_hidden=-1)
 
 
 def test_modality_mask_validation():
