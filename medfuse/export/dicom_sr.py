@@ -39,9 +39,10 @@ CodingSchemeIdentificationSequence):
 ==========================  ============================================================
 
 Finding codes (SCT): emphysema 87433001 "Pulmonary emphysema", cardiomegaly 8186001
-"Cardiomegaly", pleural_effusion 60046008 "Pleural effusion", smoking_history 77176002
-"Smoker", dyspnea 267036007 "Dyspnea", pneumonia 233604007 "Pneumonia",
-suspected_malignancy 363346000 "Malignant neoplastic disease".
+"Cardiomegaly", pleural_effusion 60046008 "Pleural effusion", consolidation 95436008 "Lung
+consolidation", smoking_history 77176002 "Smoker", dyspnea 267036007 "Dyspnea", pneumonia
+233604007 "Pneumonia", suspected_malignancy 363346000 "Malignant neoplastic disease"
+(``lung_lesion`` has no single SNOMED concept for "nodule or mass": ``LABEL:lung_lesion``).
 
 The document is PRELIMINARY, PARTIAL and UNVERIFIED (a machine's output nobody signed), its
 SeriesDescription says it is synthetic-demo output not for clinical use, and the patient /
@@ -93,6 +94,7 @@ FINDING_CODES: dict[str, tuple[str, str, str]] = {
     "emphysema": ("87433001", "SCT", "Pulmonary emphysema"),
     "cardiomegaly": ("8186001", "SCT", "Cardiomegaly"),
     "pleural_effusion": ("60046008", "SCT", "Pleural effusion"),
+    "consolidation": ("95436008", "SCT", "Lung consolidation"),
     "smoking_history": ("77176002", "SCT", "Smoker"),
     "dyspnea": ("267036007", "SCT", "Dyspnea"),
     "pneumonia": ("233604007", "SCT", "Pneumonia"),

