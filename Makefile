@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/explain.py
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/end_to_end.py --repeats 1
+	$(PY) benchmarks/exports.py --repeats 1 --no-stages
 	$(PY) benchmarks/scaling.py --studies 4
 
 lint: $(STAMP)
