@@ -51,7 +51,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
 
-# Demo model (synthetic data only): train on CPU (seeded, one thread: ~15-20 min, plus the image-only
+# Demo model (synthetic data only): train on CPU (seeded, one thread: ~20 min, plus the image-only
 # and text-only models for the fusion targets the first time, ~15 min), then ship it as
 # medfuse/assets/models/chest_ct_demo (weights + tokenizer + card with calibration and metrics).
 DEMO_MODEL := medfuse/assets/models/chest_ct_demo
