@@ -43,7 +43,8 @@ FORMATS: tuple[str, ...] = tuple(f.value for f in ExportFormat)
 
 
 #: ``ExportOptions.dicom_saliency_compression`` values: JPEG-LS Lossless, or uncompressed
-DICOM_SALIENCY_COMPRESSIONS = ("jpeg-ls", "none")
+JPEG_LS, UNCOMPRESSED = "jpeg-ls", "none"
+DICOM_SALIENCY_COMPRESSIONS = (JPEG_LS, UNCOMPRESSED)
 
 
 @dataclass
@@ -68,7 +69,7 @@ class ExportOptions:
     deidentify: bool = False
     saliency_labels: Sequence[str] | None = None
     saliency_method: str | None = None
-    dicom_saliency_compression: str = "jpeg-ls"
+    dicom_saliency_compression: str = JPEG_LS
     #: Institution / device strings written into DICOM and FHIR outputs.
     manufacturer: str = "medfuse"
     extra: dict[str, Any] = field(default_factory=dict)

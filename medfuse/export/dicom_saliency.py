@@ -12,13 +12,14 @@ that they overlay the source images.
   saliency back within half a step (7.6e-6 of the range; Grad-CAM ≥ 0, integrated gradients
   may be negative). Half the bytes of float32 (a 512² × 300 map: 157 instead of 315 MB).
 * The pixels are encoded JPEG-LS Lossless (transfer syntax 1.2.840.10008.1.2.4.80, one
-  fragment per frame, Basic Offset Table) by default: a 512² × 300 Grad-CAM map takes 8 MB
-  instead of 157 MB, the frames encoded in parallel threads (:mod:`._jpegls`, CharLS) from the
-  float map, each converted as it is encoded. ``ExportOptions.dicom_saliency_compression =
-  "none"`` writes them uncompressed (Explicit VR Little Endian) instead; the stored values are
-  the same (tested).
-* Unit UCUM "1" (no units), quantity (130404, DCM, "Saliency"), LUTLabel = the label (SH: its first 16 characters), LUTExplanation =
-  "<method> saliency: <label>"; a LINEAR_EXACT VOI window over the whole stored range.
+  fragment per frame, Basic Offset Table) by default: a 512² × 300 Grad-CAM map takes 1.3 MB
+  instead of 157.5 MB (``benchmarks/exports.py``), the frames encoded in parallel threads
+  (:mod:`._jpegls`, CharLS) from the float map, each converted as it is encoded.
+  ``ExportOptions.dicom_saliency_compression = "none"`` writes them uncompressed (Explicit VR
+  Little Endian) instead; the stored values are the same (tested).
+* Unit UCUM "1" (no units), quantity (130404, DCM, "Saliency"), LUTLabel = the label (SH: its
+  first 16 characters), LUTExplanation = "<method> saliency: <label>"; a LINEAR_EXACT VOI
+  window over the whole stored range.
 * One instance per label rather than one multi-channel instance: highdicom 0.28 gives the
   channels of a multi-channel map no dimension of their own (frames of different labels would
   share their DimensionIndexValues), and viewers load single-channel maps as one volume each.
@@ -50,7 +51,7 @@ from .._atomic import atomic_path
 from ..errors import ExportError
 from ..registry import exporters
 from . import _source, deid
-from .base import ExportOptions, output_path, saliency_maps
+from .base import JPEG_LS, ExportOptions, output_path, saliency_maps
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -157,11 +158,8 @@ def series_uid(prediction: Prediction, maps: list[Saliency]) -> str:
 
 #: stored values 0..STORED_MAX span each map's range (see the module docstring)
 STORED_MAX = 65535
-#: ``ExportOptions.dicom_saliency_compression`` values and the transfer syntaxes they write
-JPEG_LS = "jpeg-ls"
-UNCOMPRESSED = "none"
+#: transfer syntax of ``ExportOptions.dicom_saliency_compression = "jpeg-ls"`` (the default)
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
 
 def _value_range(sal: Saliency) -> tuple[np.ndarray, float, float]:
@@ -188,15 +186,20 @@ def _stored_frame(values: np.ndarray, k: int, slope: float, intercept: float) ->
 
 def _stored_frames(sal: Saliency) -> tuple[np.ndarray, float, float]:
     """The map as DICOM frames ``[k, row = j, column = i]`` of uint16 stored values, with the
-    real-world value slope and intercept that give the raw values back. Converted a frame at a
-    time (no float copy of the whole map)."""
+    real-world value slope and intercept that give the raw values back."""
+    values, slope, lo = _value_range(sal)
+    return _stored_stack(values, slope, lo), slope, lo
+
+
+def _stored_stack(values: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """All frames of :func:`_value_range`'s ``values`` as uint16 stored values, converted a
+    frame at a time (no float copy of the whole map)."""
     import numpy as np
 
-    values, slope, lo = _value_range(sal)
     stored = np.empty(values.shape, np.uint16)
     for k in range(values.shape[0]):
-        stored[k] = _stored_frame(values, k, slope, lo)
-    return stored, slope, lo
+        stored[k] = _stored_frame(values, k, slope, intercept)
+    return stored
 
 
 def _value_attributes(sal: Saliency, slope: float, intercept: float) -> dict[str, Any]:
@@ -312,7 +315,7 @@ def retarget_parametric_map(
     if _is_jpeg_ls(pm):  # each frame converted as it is encoded: no uint16 copy of the map
         _set_frames(pm, sal, lambda k: _stored_frame(frames, k, slope, intercept))
     else:
-        stored, _, _ = _stored_frames(sal)
+        stored = _stored_stack(frames, slope, intercept)
         _set_frames(pm, sal, lambda k: stored[k])
 
 
