@@ -108,8 +108,8 @@ def explain(
     ``labels``: diagnosis labels to explain (all by default). ``methods``: names in the
     ``explainers`` registry (default :data:`DEFAULT_METHODS`; methods that need a modality the
     case or model lacks are skipped with a note). ``params``: per-method keyword arguments, e.g.
-    ``{"occlusion": {"levels": 3}}``. Saliency maps are also resampled onto the source volume's
-    grid (its affine) unless ``original_grid`` is False. ``context``: the case already prepared
+    ``{"occlusion": {"levels": 3}}``. Saliency maps are also given on the source volume's
+    grid (its affine; resampled on demand) unless ``original_grid`` is False. ``context``: the case already prepared
     by :func:`prepare_context` for this model (saves preprocessing it again).
     """
     methods = [methods] if isinstance(methods, str) else list(methods or DEFAULT_METHODS)
@@ -168,9 +168,11 @@ def explain(
             if res.saliency is not None:
                 original = None
                 if original_grid and ctx.record is not None:
-                    from ..transforms import to_original_volume
+                    from ..regrid import OriginalGridMap
 
-                    original = to_original_volume(res.saliency, ctx.record, units="saliency")
+                    # resampled when an exporter asks, a slab at a time (0.5 GB per label
+                    # at 512² × 500 if held whole)
+                    original = OriginalGridMap(res.saliency, ctx.record, units="saliency")
                 expl.saliency.setdefault(label, {})[method] = Saliency(
                     method,
                     label,

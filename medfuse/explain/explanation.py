@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..types import PreprocessingRecord, Volume
+    from ..regrid import OriginalGridMap
+    from ..types import PreprocessingRecord
 
 __all__ = [
     "Explanation",
@@ -44,19 +45,28 @@ class Saliency:
     """A 3D saliency map for one label from one method.
 
     ``model`` is on the model's input grid ``[X, Y, Z]`` (affine ``model_affine``, RAS mm);
-    ``original`` is the same map resampled onto the source volume's grid, with the source
-    :class:`~medfuse.types.Volume`'s affine (None when there is no preprocessing record).
-    ``signed`` is True for methods whose values can be negative (integrated gradients).
+    ``original`` is the same map on the source volume's grid, with the source
+    :class:`~medfuse.types.Volume`'s affine, as an :class:`~medfuse.regrid.OriginalGridMap`
+    that resamples it slab by slab when asked (``original.array`` for the whole map; a
+    :class:`~medfuse.types.Volume` given here is wrapped). None when there is no preprocessing
+    record. ``signed`` is True for methods whose values can be negative (integrated gradients).
     """
 
     method: str
     label: str
     model: np.ndarray
     model_affine: np.ndarray
-    original: Volume | None = None
+    original: OriginalGridMap | None = None
     signed: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     runtime_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        from ..regrid import OriginalGridMap
+        from ..types import Volume
+
+        if isinstance(self.original, Volume):
+            self.original = OriginalGridMap.from_volume(self.original)
 
     @property
     def peak_model(self) -> tuple[int, int, int]:
@@ -79,7 +89,7 @@ class Saliency:
         """Voxel index of the maximum on the original grid (None without ``original``)."""
         if self.original is None:
             return None
-        return argmax_index(self.original.array)
+        return self.original.stats.argmax
 
     def normalized(self) -> np.ndarray:
         """The model-grid map scaled to [0, 1] (positive part for signed maps)."""

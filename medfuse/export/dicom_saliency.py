@@ -162,44 +162,46 @@ STORED_MAX = 65535
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 
 
-def _value_range(sal: Saliency) -> tuple[np.ndarray, float, float]:
-    """A free view of the map as frames ``[k, row = j, column = i]`` (C-contiguous frames of the
-    Fortran-ordered maps that :mod:`medfuse.explain` resamples onto the source grid), with the
-    real-world value slope and intercept that give the raw values back from stored values."""
+def _value_range(sal: Saliency) -> tuple[float, float]:
+    """The real-world value slope and intercept that give the raw values of ``sal``'s map back
+    from stored values 0..STORED_MAX spanning its range."""
+    orig = sal.original
+    assert orig is not None
+    stats = orig.stats
+    lo, hi = stats.min, stats.max
+    return ((hi - lo) / STORED_MAX if hi > lo else 1.0), lo
+
+
+def _to_stored(values: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """Float frames (overwritten) as uint16 stored values."""
+    import numpy as np
+
+    values -= np.float32(intercept)
+    values *= np.float32(1.0 / slope)
+    np.rint(values, out=values)
+    np.clip(values, 0, STORED_MAX, out=values)
+    return values.astype(np.uint16)
+
+
+def _stored_frame(sal: Saliency, k: int, slope: float, intercept: float) -> np.ndarray:
+    """Slice ``k`` of ``sal``'s map (``[row = j, column = i]``) as uint16 stored values."""
+    assert sal.original is not None
+    return _to_stored(sal.original.frames(k, k + 1)[0], slope, intercept)
+
+
+def _stored_frames(sal: Saliency) -> tuple[np.ndarray, float, float]:
+    """The map as DICOM frames ``[k, row = j, column = i]`` of uint16 stored values, resampled
+    and converted a slab at a time, with the real-world value slope and intercept that give the
+    raw values back."""
     import numpy as np
 
     orig = sal.original
     assert orig is not None
-    values = np.transpose(np.asarray(orig.array, np.float32), (2, 1, 0))
-    lo, hi = float(values.min()), float(values.max())
-    slope = (hi - lo) / STORED_MAX if hi > lo else 1.0
-    return values, slope, lo
-
-
-def _stored_frame(values: np.ndarray, k: int, slope: float, intercept: float) -> np.ndarray:
-    """Frame ``k`` of :func:`_value_range`'s ``values`` as uint16 stored values."""
-    import numpy as np
-
-    frame = np.rint((values[k] - np.float32(intercept)) * np.float32(1.0 / slope))
-    return np.clip(frame, 0, STORED_MAX).astype(np.uint16)
-
-
-def _stored_frames(sal: Saliency) -> tuple[np.ndarray, float, float]:
-    """The map as DICOM frames ``[k, row = j, column = i]`` of uint16 stored values, with the
-    real-world value slope and intercept that give the raw values back."""
-    values, slope, lo = _value_range(sal)
-    return _stored_stack(values, slope, lo), slope, lo
-
-
-def _stored_stack(values: np.ndarray, slope: float, intercept: float) -> np.ndarray:
-    """All frames of :func:`_value_range`'s ``values`` as uint16 stored values, converted a
-    frame at a time (no float copy of the whole map)."""
-    import numpy as np
-
-    stored = np.empty(values.shape, np.uint16)
-    for k in range(values.shape[0]):
-        stored[k] = _stored_frame(values, k, slope, intercept)
-    return stored
+    slope, intercept = _value_range(sal)
+    stored = np.empty((orig.shape[2], orig.shape[1], orig.shape[0]), np.uint16)
+    for k0, values in orig.iter_frames():
+        stored[k0 : k0 + len(values)] = _to_stored(values, slope, intercept)
+    return stored, slope, intercept
 
 
 def _value_attributes(sal: Saliency, slope: float, intercept: float) -> dict[str, Any]:
@@ -302,7 +304,7 @@ def retarget_parametric_map(
     (about 1.5 s per map); this replaces only what differs (a test checks that the result
     equals highdicom's own)."""
     _check_grid([sal], prediction)
-    frames, slope, intercept = _value_range(sal)
+    slope, intercept = _value_range(sal)
     values = _value_attributes(sal, slope, intercept)
     uid = _instance_uid(prediction, sal)
     pm.SOPInstanceUID = pm.file_meta.MediaStorageSOPInstanceUID = uid
@@ -312,10 +314,10 @@ def retarget_parametric_map(
     pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence = values[
         "real_world_value_mappings"
     ]
-    if _is_jpeg_ls(pm):  # each frame converted as it is encoded: no uint16 copy of the map
-        _set_frames(pm, sal, lambda k: _stored_frame(frames, k, slope, intercept))
+    if _is_jpeg_ls(pm):  # each frame resampled as it is encoded: no copy of the whole map
+        _set_frames(pm, sal, lambda k: _stored_frame(sal, k, slope, intercept))
     else:
-        stored = _stored_stack(frames, slope, intercept)
+        stored = _stored_frames(sal)[0]
         _set_frames(pm, sal, lambda k: stored[k])
 
 

@@ -27,24 +27,23 @@ QUANT = 32767.0
 def export_nifti(prediction: Prediction, out_dir: Path, options: ExportOptions) -> list[Path]:
     """Write ``saliency/saliency.nii.gz`` and its sidecar (nothing without saliency maps on the
     original grid)."""
-    import numpy as np
-
     from ..io.volumes import write_nifti_int16_stack
 
     maps = [s for s in saliency_maps(prediction, options) if s.original is not None]
     if not maps:
         return []
     # each map is stored as int16 scaled to [-1, 1] by its largest magnitude (half the bytes of
-    # float32 and quicker to gzip; a heat map needs no more than 32767 levels), converted a slab
-    # at a time as it is written (no int16 copy of the stack); the header's scl_slope and the
-    # sidecar's per-label scale give the raw values back
-    peaks = [float(np.abs(s.original.array).max()) for s in maps]
+    # float32 and quicker to gzip; a heat map needs no more than 32767 levels), resampled and
+    # converted a slab at a time as it is written (neither the float maps nor an int16 stack
+    # is ever whole in memory); the header's scl_slope and the sidecar's per-label scale give
+    # the raw values back
+    peaks = [s.original.stats.abs_max for s in maps]
     first = maps[0].original
     shape = (*first.shape[:3], len(maps)) if len(maps) > 1 else tuple(first.shape[:3])
     image = output_path(out_dir, f"{FOLDER}/saliency.nii.gz")
     image.parent.mkdir(parents=True, exist_ok=True)
     write_nifti_int16_stack(
-        [s.original.array for s in maps],
+        [s.original for s in maps],
         [QUANT / peak if peak > 0 else 0.0 for peak in peaks],
         first.affine,
         image,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -219,19 +220,21 @@ def _nifti_blocks(
     header: bytes, vols: Sequence[np.ndarray], dtype: np.dtype, scales: Sequence[float] | None
 ):
     """The NIfTI byte stream in blocks of about ``_BLOCK_BYTES``: the header, then the voxels
-    with i fastest — each k-slab of each 3D volume in ``vols`` in Fortran order, multiplied by
-    that volume's entry of ``scales`` and rounded first when given."""
+    with i fastest — each k-slab of each 3D volume in ``vols`` (arrays ``[i, j, k]``, or maps
+    with ``frames(k0, k1)`` such as :class:`~medfuse.regrid.OriginalGridMap`) in Fortran order,
+    multiplied by that volume's entry of ``scales`` and rounded first when given."""
     yield header
     slab_bytes = vols[0].shape[0] * vols[0].shape[1] * np.dtype(dtype).itemsize
     step = max(1, _BLOCK_BYTES // max(slab_bytes, 1))
     for v, vol3 in enumerate(vols):
         for k0 in range(0, vol3.shape[2], step):
-            slab = vol3[:, :, k0 : k0 + step]
+            k1 = min(k0 + step, vol3.shape[2])
+            # frames [k0:k1, j, i] in C order == [i, j, k0:k1] in F order
+            slab = vol3.frames(k0, k1) if hasattr(vol3, "frames") else vol3[:, :, k0:k1].T
             if scales is not None:
                 slab = np.rint(slab * np.float32(scales[v]))
-            # [i, j, k0:k1] in F order == the C order of its transpose
-            block = np.asfortranarray(slab, dtype=dtype)
-            yield memoryview(block.T).cast("B")
+            block = np.ascontiguousarray(slab, dtype=dtype)
+            yield memoryview(block).cast("B")
 
 
 def _gzip_member(data) -> bytes:
@@ -288,14 +291,15 @@ def write_nifti(volume: Volume, path: str | os.PathLike) -> str:
 
 
 def write_nifti_int16_stack(
-    arrays: Sequence[np.ndarray],
+    arrays: Sequence[Any],
     scales: Sequence[float],
     affine: np.ndarray,
     path: str | os.PathLike,
     *,
     scl_slope: float,
 ) -> str:
-    """Write 3D ``arrays`` of one grid as one int16 NIfTI-1 image (4D with one volume per array
+    """Write 3D ``arrays`` of one grid (numpy ``[i, j, k]``, or
+    :class:`~medfuse.regrid.OriginalGridMap`) as one int16 NIfTI-1 image (4D with one volume per array
     when there are several): ``rint(array * scale)``, converted a slab at a time as it is
     written (no int16 copy of the stack in memory); the header's ``scl_slope`` gives the values
     back. As :func:`write_nifti` otherwise."""

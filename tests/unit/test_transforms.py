@@ -178,26 +178,3 @@ def test_batch_with_missing_image():
     assert x.shape == (2, 1, 8, 8, 8) and present.tolist() == [True, False] and recs[1] is None
     with pytest.raises(ConfigError):
         preprocess_batch([vol], PreprocessingConfig())
-
-
-@pytest.mark.parametrize("perm", [(0, 1, 2), (2, 0, 1), (1, 2, 0)])
-@pytest.mark.parametrize("flip", [(1, 1, 1), (-1, 1, -1)])
-def test_separable_resampling_matches_scipy_and_is_fortran_ordered(perm, flip):
-    from scipy import ndimage
-
-    from medfuse.transforms import _axis_aligned, _separable_linear
-
-    a = np.random.default_rng(1).random((12, 10, 8)).astype(np.float32)
-    m = np.eye(4)
-    m[:3, :3] = 0.0
-    out_shape = (90, 70, 50)
-    for d, p in enumerate(perm):  # output axis d reads model axis p
-        n = a.shape[p]
-        step = (n - 1) / (out_shape[d] - 1) * flip[d]
-        m[p, d] = step
-        m[p, 3] = 0.0 if flip[d] > 0 else n - 1.0
-    assert _axis_aligned(m) == list(perm)
-    got = _separable_linear(a, m, list(perm), out_shape, 0.0)
-    ref = ndimage.affine_transform(a, m[:3, :3], offset=m[:3, 3], output_shape=out_shape, order=1)
-    assert got.flags.f_contiguous and got.dtype == np.float32
-    np.testing.assert_allclose(got, ref, atol=1e-5)
