@@ -12,7 +12,7 @@ Grad-CAM and modality contributions, per-stage breakdown, against a naive sequen
   ``predict`` + ``export`` calls (medfuse's model, explanation and exporters, so only the reading
   differs... and nothing overlaps: the exporters run one after another, ``workers=1``).
 * **peak RSS**: ``medfuse run`` on a 512² × ``--rss-slices`` CT as a whole process (cold), its
-  peak resident memory from ``wait4`` (target ≤ 3 GB).
+  peak resident memory (the process's own ``VmHWM``, Linux; target ≤ 3 GB).
 
 Target: medfuse ≤ 5 s per study on this 2-core CPU (≤ 0.5 s warm on a CUDA GPU).
 """
@@ -137,30 +137,45 @@ def medfuse_run(study: Path, out: Path) -> dict[str, float]:
     return timings
 
 
+#: runs ``medfuse <args>`` and writes the process's own peak RSS (VmHWM, kB) to ``argv[1]`` at
+#: exit. ``ru_maxrss`` from ``wait4`` would not do: Linux carries the high-water mark of the
+#: memory the child started in (a vfork of this, by then large, benchmark process) over exec.
+_HWM_SNIPPET = """
+import atexit, sys
+path = sys.argv.pop(1)
+
+def report():
+    with open("/proc/self/status") as status:
+        kb = next(line.split()[1] for line in status if line.startswith("VmHWM"))
+    with open(path, "w") as out:
+        out.write(kb)
+
+atexit.register(report)
+from medfuse.cli.main import main
+sys.exit(main())
+"""
+
+
 def peak_rss(study: Path) -> tuple[float, int]:
     """Wall seconds and peak RSS of ``medfuse run`` on ``study`` as a whole (cold) process."""
-    wf = Path(tempfile.mkdtemp(prefix="medfuse-bench-wf-")) / "wf.json"
+    tmp = Path(tempfile.mkdtemp(prefix="medfuse-bench-wf-"))
+    wf = tmp / "wf.json"
     wf.write_text(json.dumps(WORKFLOW))  # JSON is YAML
-    out = wf.parent / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "medfuse.cli.main",
-        "run",
-        str(wf),
-        "-i",
-        str(study),
-        "-o",
-        str(out),
-    ]
+    hwm = tmp / "vmhwm_kb"
+    args = ["run", str(wf), "-i", str(study), "-o", str(tmp / "out")]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(
+        [sys.executable, "-c", _HWM_SNIPPET, str(hwm), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
     wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"medfuse run failed:\n{proc.stderr.read().decode()[-2000:]}")
-    shutil.rmtree(wf.parent, ignore_errors=True)
-    return wall, usage.ru_maxrss * 1024
+    if proc.returncode != 0:
+        raise SystemExit(f"medfuse run failed:\n{proc.stderr.decode()[-2000:]}")
+    peak = int(hwm.read_text()) * 1024
+    shutil.rmtree(tmp, ignore_errors=True)
+    return wall, peak
 
 
 def main() -> None:
