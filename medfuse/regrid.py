@@ -24,6 +24,7 @@ by slice.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -208,6 +209,13 @@ class OriginalGridMap:
             k1 = min(k0 + step, k)
             self.frames(k0, k1, out=out[k0:k1])
         return out.T
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the map as float32 NIfTI (``.nii`` / ``.nii.gz``) atomically, a slab at a time;
+        returns the path written."""
+        from .io.volumes import write_nifti_map
+
+        return write_nifti_map(self, path)
 
     def volume(self) -> Volume:
         """:attr:`array` as a :class:`~medfuse.types.Volume` with the original affine."""

@@ -3,7 +3,7 @@ modality mattered — with measured faithfulness.
 
     import medfuse
     expl = medfuse.explain(model, case, labels=["nodule"], methods=["gradcam", "modality_shapley"])
-    expl.saliency["nodule"]["gradcam"].original      # Volume on the source DICOM grid
+    expl.saliency["nodule"]["gradcam"].original      # OriginalGridMap: on the source DICOM grid
     expl.tokens["nodule"]["integrated_gradients_text"].span_scores()
     expl.modality["nodule"].image, expl.modality["nodule"].report
     open("cam.png", "wb").write(expl.figure_png("nodule"))

@@ -290,6 +290,16 @@ def write_nifti(volume: Volume, path: str | os.PathLike) -> str:
     return _write_blocks(path, _nifti_blocks(header, vols, dtype, None))
 
 
+def write_nifti_map(grid: Any, path: str | os.PathLike) -> str:
+    """Write a map computed slab by slab (:class:`~medfuse.regrid.OriginalGridMap`) as float32
+    NIfTI-1, a block of slices at a time, never whole in memory. As :func:`write_nifti`
+    otherwise."""
+    path = _nifti_path(path)
+    dtype = np.dtype(np.float32)
+    header = nifti1_header(tuple(grid.shape), grid.affine, dtype)
+    return _write_blocks(path, _nifti_blocks(header, [grid], dtype, None))
+
+
 def write_nifti_int16_stack(
     arrays: Sequence[Any],
     scales: Sequence[float],

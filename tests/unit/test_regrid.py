@@ -105,6 +105,17 @@ def test_stats_break_ties_as_argmax_and_count_the_outside():
     assert (grid.stats.min, grid.stats.max, grid.stats.argmax) == (lo, hi, tuple(map(int, at)))
 
 
+def test_saves_as_nifti_slab_by_slab(tmp_path):
+    import nibabel as nib
+
+    rec, vol = _record()
+    model = np.random.default_rng(5).random(rec.output_shape[-3:]).astype(np.float32)
+    grid = OriginalGridMap(model, rec)
+    img = nib.load(grid.save(tmp_path / "map.nii.gz"))
+    np.testing.assert_allclose(img.affine, vol.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(img.dataobj), grid.array)
+
+
 def test_pickles_without_its_plan_and_wraps_a_volume():
     rec, vol = _record()
     model = np.random.default_rng(0).random(rec.output_shape[-3:]).astype(np.float32)
