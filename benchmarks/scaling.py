@@ -64,7 +64,7 @@ def main() -> None:
     if args.record:
         from load import record_row
 
-        cells = " | ".join(f"{e} ×{n}: {r:.1f}" for (e, n), r in rate.items())
+        cells = ", ".join(f"{e} ×{n}: {r:.1f}" for (e, n), r in rate.items())
         row = (
             f"| {time.strftime('%Y-%m-%d')} | {platform.machine()}, {os.cpu_count()} CPUs | "
             f"{args.studies} | {cells} |"

@@ -117,12 +117,12 @@ class OriginalGridMap:
 
     def _init_cache(self) -> None:
         self._lock = threading.Lock()
-        self._plan_obj: _Plan | None = None
+        self._cached_plan: _Plan | None = None
         self._stats: MapStats | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for key in ("_lock", "_plan_obj"):
+        for key in ("_lock", "_cached_plan"):
             state.pop(key)
         return state
 
@@ -132,16 +132,6 @@ class OriginalGridMap:
         self._init_cache()
         self._stats = stats
 
-    # -- geometry ------------------------------------------------------------------------------
-    ndim = 3
-    dtype = "float32"
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the whole map as float32 (what :attr:`array` allocates)."""
-        i, j, k = self.shape
-        return 4 * i * j * k
-
     def voxel_to_world(self, ijk: Any) -> np.ndarray:
         """RAS mm of voxel index/indices ``ijk`` (shape (3,) or (N, 3))."""
         import numpy as np
@@ -149,17 +139,16 @@ class OriginalGridMap:
         ijk = np.asarray(ijk, dtype=np.float64)
         return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
 
-    # -- values --------------------------------------------------------------------------------
     def _plan(self) -> _Plan:
         with self._lock:
-            if self._plan_obj is None:
+            if self._cached_plan is None:
                 if self._source is not None:
-                    self._plan_obj = _ArrayPlan(self._source)
+                    self._cached_plan = _ArrayPlan(self._source)
                 else:
-                    self._plan_obj = make_plan(
+                    self._cached_plan = make_plan(
                         self.model, self._to_model, self.shape, self._order, self._cval
                     )
-            return self._plan_obj
+            return self._cached_plan
 
     def frames(
         self, k0: int = 0, k1: int | None = None, out: np.ndarray | None = None
