@@ -6,9 +6,10 @@
 Every medfuse ResNet encoder (cheap stride-2 stem, the presets' default) is timed in the same run
 as ``monai.networks.nets.resnet18`` with its default stride-1 7³ stem, and the ratio is printed.
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (one multiply-add = 2 FLOPs).
-The full ``chest_ct_fusion`` preset (image + report) is timed too. On a CUDA device it also runs
-bf16 autocast, channels-last-3d, batch 16 at 128³ and reports ms per volume; without one it says
-"no CUDA device".
+The full ``chest_ct_fusion`` preset (image + report) is timed too. Then resnet18_3d at 128³ with 3
+channels: ms per volume at batch 1 and 16, fp32, channels-last-3d and bf16 autocast
+(``--compile`` adds ``torch.compile``), on the CPU and, when there is one, on a CUDA device
+(without one it says "no CUDA device").
 """
 
 from __future__ import annotations
@@ -110,25 +111,48 @@ def preset_section(size: int, repeats: int) -> None:
     )
 
 
-def gpu_section(repeats: int) -> None:
-    if not torch.cuda.is_available():
-        print("GPU: no CUDA device (skipped)")
-        return
+def variants_section(device: str, repeats: int, compile_: bool) -> None:
+    """resnet18_3d (3 CT windows, as the presets) at 128³ on ``device``: ms per volume at batch 1
+    and 16, fp32, channels-last-3d, bf16 autocast (+ ``torch.compile`` when asked), as ratios to
+    fp32 batch 1 in the same run."""
     from medfuse.registry import image_encoders
 
-    name = torch.cuda.get_device_name(0)
-    net = image_encoders.create("resnet18_3d", in_channels=3).cuda().eval()
-    net = net.to(memory_format=torch.channels_last_3d)
-    x = torch.randn(16, 3, 128, 128, 128, device="cuda").to(memory_format=torch.channels_last_3d)
+    cuda = device == "cuda"
+    torch.manual_seed(0)
+    base = image_encoders.create("resnet18_3d", in_channels=3).to(device).eval()
+    last = image_encoders.create("resnet18_3d", in_channels=3).to(device).eval()
+    last.load_state_dict(base.state_dict())
+    last = last.to(memory_format=torch.channels_last_3d)
+    label = torch.cuda.get_device_name(0) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"resnet18_3d, 3 channels, 128³ on {label}:")
 
-    def run():
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-            return net(x)
+    def runner(net: nn.Module, batch: int, channels_last: bool, bf16: bool):
+        x = torch.randn(batch, 3, 128, 128, 128, device=device)
+        if channels_last:
+            x = x.to(memory_format=torch.channels_last_3d)
 
-    ms = time_ms(run, repeats=max(repeats, 10), warmup=3, sync=True)
-    print(
-        f"GPU {name}: resnet18_3d bf16 channels-last-3d, batch 16 at 128³: {ms / 16:.2f} ms/volume"
-    )
+        def run():
+            with torch.inference_mode(), torch.autocast(device, torch.bfloat16, enabled=bf16):
+                return net(x)
+
+        return run
+
+    variants = [
+        ("fp32, batch 1", base, 1, False, False),
+        ("fp32, batch 16", base, 16, False, False),
+        ("fp32 channels-last-3d, batch 16", last, 16, True, False),
+        ("bf16 autocast channels-last-3d, batch 16", last, 16, True, True),
+    ]
+    if compile_:
+        compiled = torch.compile(last)
+        variants.append(("torch.compile bf16 channels-last-3d, batch 16", compiled, 16, True, True))
+    first = None
+    for name, net, batch, channels_last, bf16 in variants:
+        # batch 16 is 7 s a pass on 2 CPU cores: one warm-up and one timed pass there
+        reps, warm = (max(repeats, 10), 3) if cuda else ((repeats, 1) if batch == 1 else (1, 1))
+        ms = time_ms(runner(net, batch, channels_last, bf16), reps, warm, sync=cuda) / batch
+        first = first or ms
+        print(f"  {name:46s} {ms:>9.2f} ms/volume  ÷ fp32 batch 1: {ms / first:.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,12 +160,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[96, 128])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-preset", action="store_true")
+    ap.add_argument("--skip-variants", action="store_true", help="no batch-16 / bf16 runs")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow start)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     cpu_section(args.sizes, args.repeats)
     if not args.skip_preset:
         preset_section(max(args.sizes), args.repeats)
-    gpu_section(args.repeats)
+    if not args.skip_variants:
+        variants_section("cpu", args.repeats, args.compile)
+    if torch.cuda.is_available():
+        variants_section("cuda", args.repeats, args.compile)
+    else:
+        print("GPU: no CUDA device (skipped)")
 
 
 if __name__ == "__main__":
