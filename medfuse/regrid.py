@@ -89,7 +89,8 @@ class OriginalGridMap:
         if tuple(arr.shape) != expected:
             raise ConfigError(f"map shape {arr.shape} is not the model grid {expected}")
         self.model = arr
-        self.shape: tuple[int, int, int] = tuple(int(s) for s in record.original_shape[:3])  # type: ignore[assignment]
+        i, j, k = (int(s) for s in record.original_shape[:3])
+        self.shape: tuple[int, int, int] = (i, j, k)
         self.affine = np.asarray(record.original_affine, dtype=np.float64)
         self.units = units
         self._to_model = record.original_to_model
@@ -107,7 +108,8 @@ class OriginalGridMap:
             raise ConfigError(f"a saliency map must be 3D, got shape {volume.array.shape}")
         grid = cls.__new__(cls)
         grid.model = None  # type: ignore[assignment]
-        grid.shape = tuple(int(s) for s in volume.shape[:3])  # type: ignore[assignment]
+        i, j, k = (int(s) for s in volume.shape[:3])
+        grid.shape = (i, j, k)
         grid.affine = np.asarray(volume.affine, dtype=np.float64)
         grid.units = volume.units
         grid._to_model, grid._order, grid._cval = None, 1, 0.0
@@ -427,7 +429,7 @@ def to_original_grid(
 def to_original_volume(
     values: Any, record: PreprocessingRecord, *, order: int = 1, units: str = ""
 ) -> Volume:
-    """:func:`to_original_grid` as a :class:`Volume` with the original affine (for NIfTI/DICOM export)."""
+    """:func:`to_original_grid` as a :class:`Volume` with the original affine."""
     import numpy as np
 
     arr = to_original_grid(values, record, order=order)

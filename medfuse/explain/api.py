@@ -108,9 +108,9 @@ def explain(
     ``labels``: diagnosis labels to explain (all by default). ``methods``: names in the
     ``explainers`` registry (default :data:`DEFAULT_METHODS`; methods that need a modality the
     case or model lacks are skipped with a note). ``params``: per-method keyword arguments, e.g.
-    ``{"occlusion": {"levels": 3}}``. Saliency maps are also given on the source volume's
-    grid (its affine; resampled on demand) unless ``original_grid`` is False. ``context``: the case already prepared
-    by :func:`prepare_context` for this model (saves preprocessing it again).
+    ``{"occlusion": {"levels": 3}}``. Saliency maps are also given on the source volume's grid
+    (its affine; resampled on demand) unless ``original_grid`` is False. ``context``: the case
+    already prepared by :func:`prepare_context` for this model (saves preprocessing it again).
     """
     methods = [methods] if isinstance(methods, str) else list(methods or DEFAULT_METHODS)
     params = dict(params or {})

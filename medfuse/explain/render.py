@@ -1,6 +1,6 @@
 """Pictures of an explanation: orthogonal slices through the saliency peak with the overlay,
-maximum-intensity projections (composed in numpy, titled by matplotlib's Agg, PNG bytes by Pillow), and the report as HTML with
-attribution highlighting. All report text is HTML-escaped.
+maximum-intensity projections (composed in numpy, titled by matplotlib's Agg, PNG bytes by
+Pillow), and the report as HTML with attribution highlighting. All report text is HTML-escaped.
 
 The model grid is RAS (the presets' preprocessing reorients to RAS), so axial slices are
 ``[:, :, k]``, coronal ``[:, j, :]`` and sagittal ``[i, :, :]``; axial and coronal views are

@@ -162,7 +162,7 @@ STORED_MAX = 65535
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 
 
-def _value_range(sal: Saliency) -> tuple[float, float]:
+def _value_mapping(sal: Saliency) -> tuple[float, float]:
     """The real-world value slope and intercept that give the raw values of ``sal``'s map back
     from stored values 0..STORED_MAX spanning its range."""
     orig = sal.original
@@ -197,7 +197,7 @@ def _stored_frames(sal: Saliency) -> tuple[np.ndarray, float, float]:
 
     orig = sal.original
     assert orig is not None
-    slope, intercept = _value_range(sal)
+    slope, intercept = _value_mapping(sal)
     stored = np.empty((orig.shape[2], orig.shape[1], orig.shape[0]), np.uint16)
     for k0, values in orig.iter_frames():
         stored[k0 : k0 + len(values)] = _to_stored(values, slope, intercept)
@@ -304,7 +304,7 @@ def retarget_parametric_map(
     (about 1.5 s per map); this replaces only what differs (a test checks that the result
     equals highdicom's own)."""
     _check_grid([sal], prediction)
-    slope, intercept = _value_range(sal)
+    slope, intercept = _value_mapping(sal)
     values = _value_attributes(sal, slope, intercept)
     uid = _instance_uid(prediction, sal)
     pm.SOPInstanceUID = pm.file_meta.MediaStorageSOPInstanceUID = uid

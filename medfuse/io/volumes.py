@@ -309,9 +309,9 @@ def write_nifti_int16_stack(
     scl_slope: float,
 ) -> str:
     """Write 3D ``arrays`` of one grid (numpy ``[i, j, k]``, or
-    :class:`~medfuse.regrid.OriginalGridMap`) as one int16 NIfTI-1 image (4D with one volume per array
-    when there are several): ``rint(array * scale)``, converted a slab at a time as it is
-    written (no int16 copy of the stack in memory); the header's ``scl_slope`` gives the values
+    :class:`~medfuse.regrid.OriginalGridMap`) as one int16 NIfTI-1 image (4D with one volume
+    per array when there are several): ``rint(array * scale)``, converted a slab at a time as it
+    is written (no int16 copy of the stack in memory); the header's ``scl_slope`` gives the values
     back. As :func:`write_nifti` otherwise."""
     path = _nifti_path(path)
     if not arrays or len(arrays) != len(scales):
