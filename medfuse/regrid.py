@@ -356,9 +356,12 @@ class _SeparablePlan(_Plan):
             if v > hi_v or (v == hi_v and k < hi_at[2]):
                 j, i = np.unravel_index(top, frame.shape)
                 hi_v, hi_at = v, (int(i), int(j), int(k))
+        # no slice goes below the lowest plane value (or cval outside): once found, stop (maps
+        # that are 0 over much of the volume would otherwise have every slice looked at)
+        floor = min(float(pmin.min()), self.cval if self.outside.any() else np.inf)
         lo_v = np.inf
         for k in np.argsort(lower, kind="stable"):
-            if lower[k] - tol > lo_v:
+            if lower[k] - tol > lo_v or lo_v <= floor:
                 break
             self.frames(int(k), int(k) + 1, frame[None])
             lo_v = min(lo_v, float(frame.min()))

@@ -96,6 +96,16 @@ def test_map_equals_whole_resampling_and_full_scan_stats(geometry, order):
     assert grid.stats.abs_max == max(abs(lo), abs(hi))
 
 
+@pytest.mark.parametrize("cval", [0.0, -0.5])
+def test_stats_of_a_map_that_is_zero_over_half_the_volume(cval):
+    """Grad-CAM-like (ReLU'd) maps: the minimum is attained on most slices."""
+    rec, _ = _record(size=(10, 9, 12))
+    model = np.maximum(np.random.default_rng(8).normal(size=rec.output_shape[-3:]), 0)
+    grid = OriginalGridMap(model.astype(np.float32), rec, cval=cval)
+    lo, hi, at = _reference_stats(grid.array)
+    assert (grid.stats.min, grid.stats.max, grid.stats.argmax) == (lo, hi, tuple(map(int, at)))
+
+
 def test_stats_break_ties_as_argmax_and_count_the_outside():
     """A constant map: every voxel inside the field of view ties; outside is cval."""
     rec, _ = _record(size=(8, 8, 6))  # a model grid smaller than the volume: cval around it
