@@ -220,7 +220,8 @@ class Prediction:
         )
 
 
-def _model_info(model: Any) -> dict[str, Any]:
+def model_info(model: Any) -> dict[str, Any]:
+    """``Prediction.model``: the model's name, version, weights SHA-256 and medfuse version."""
     card = getattr(model, "card", None)
     import medfuse
 
@@ -352,7 +353,7 @@ def predict(
         findings=findings,
         risk=risk,
         modalities_used=used,
-        model=_model_info(model),
+        model=model_info(model),
         study_instance_uid=(vol.study_instance_uid if vol is not None else None)
         or (c.study.study_instance_uid if c.study is not None else None),
         series_instance_uid=vol.series_instance_uid if vol is not None else None,

@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -294,6 +295,41 @@ def _commit_folder(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
+#: explanation methods that give a saliency map (hence a parametric map to export)
+_MAP_METHODS = frozenset({"gradcam", "gradcam++", "occlusion", "integrated_gradients"})
+
+
+def _prepare_exports(case: Any, model: Any, workflow: Workflow) -> threading.Thread | None:
+    """Start, in a thread beside the model, the export work that needs the source study but no
+    prediction: highdicom's structure of the parametric map (its per-frame groups and source
+    references, about 1 s of Python for 300 slices; :func:`medfuse.export.dicom_saliency.prepare`).
+    None when the workflow writes no parametric map for this study. A failure here only costs
+    the time: the exporter then builds the map itself and reports what is wrong."""
+    from .export import dicom_saliency
+    from .export._source import volume_source_problem
+    from .prediction import model_info
+
+    wants_maps = _MAP_METHODS.intersection(workflow.explain.methods)
+    if (
+        "dicom_saliency" not in workflow.export.formats
+        or not wants_maps
+        or getattr(model, "image_encoder", None) is None
+        or volume_source_problem(case.volume) is not None
+    ):
+        return None
+    info, options = model_info(model), workflow.export.options()
+
+    def run() -> None:
+        try:
+            dicom_saliency.prepare(case.volume, info, options)
+        except Exception as exc:  # the exporter repeats the work and reports what is wrong
+            log.debug("parametric map not prepared for %s: %s", case.key, exc)
+
+    thread = threading.Thread(target=run, name="medfuse-prepare-export", daemon=True)
+    thread.start()
+    return thread
+
+
 def process_study(item: _Loaded, model: Any, workflow: Workflow, out_dir: Path) -> dict[str, Any]:
     """Predict, explain and export one loaded study into ``out_dir/<key>/``; the status record."""
     from .export import export
@@ -309,6 +345,7 @@ def process_study(item: _Loaded, model: Any, workflow: Workflow, out_dir: Path) 
     try:
         case = Case(volume=item.volume, report=item.report, study=item.study, key=task.key)
         methods = list(workflow.explain.methods)
+        prepared = _prepare_exports(case, model, workflow)
         pred = predict(
             model,
             case,
@@ -320,6 +357,8 @@ def process_study(item: _Loaded, model: Any, workflow: Workflow, out_dir: Path) 
             ),
             explain_params={k: dict(v) for k, v in workflow.explain.params.items()},
         )
+        if prepared is not None:
+            prepared.join()
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{task.key}-", dir=out_dir)).resolve()
         written = export(pred, tmp, workflow.export.formats, workflow.export.options())
         outputs = sorted(str(Path(p).relative_to(tmp)) for paths in written.values() for p in paths)

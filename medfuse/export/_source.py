@@ -8,8 +8,8 @@ still writes the others. :func:`source_datasets` itself raises :class:`~medfuse.
 with the reason, for callers that need the headers. A DICOM source that *is* named but cannot be
 read any more (files moved, another study's files) is an error, not a skip.
 
-Headers are read once per prediction with ``stop_before_pixels`` and cached for its lifetime
-(weakly keyed: the cache never keeps a prediction alive). The datasets are shared: treat them
+Headers are read once per source volume with ``stop_before_pixels`` and cached for its lifetime
+(weakly keyed: the cache never keeps a volume alive). The datasets are shared: treat them
 as read-only.
 """
 
@@ -39,6 +39,8 @@ __all__ = [
     "source_header",
     "source_volume",
     "uuid_uid",
+    "volume_datasets",
+    "volume_source_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,12 +63,16 @@ def source_volume(prediction: Prediction) -> Volume | None:
 
 def dicom_source_problem(prediction: Prediction) -> str | None:
     """Why the prediction has no DICOM source to export into, in words; None when it has one."""
-    from ..io.volumes import volume_format
-
     case = prediction.case
     if case is None:
         return "the prediction keeps no case (it was loaded from prediction.json or built by hand)"
-    vol = case.volume
+    return volume_source_problem(case.volume)
+
+
+def volume_source_problem(vol: Volume | None) -> str | None:
+    """:func:`dicom_source_problem` of the volume a prediction is (or will be) made from."""
+    from ..io.volumes import volume_format
+
     if vol is None:
         return "report-only prediction: there is no image, hence no DICOM study to export into"
     if not vol.source_files:
@@ -112,12 +118,21 @@ def source_datasets(prediction: Prediction) -> list[Dataset]:
     problem = dicom_source_problem(prediction)
     if problem is not None:
         raise ExportError(f"no DICOM source: {problem}")
-    with _lock:
-        cached = _cache.get(prediction)
-    if cached is not None:
-        return cached
     vol = source_volume(prediction)
     assert vol is not None
+    return volume_datasets(vol)
+
+
+def volume_datasets(vol: Volume) -> list[Dataset]:
+    """:func:`source_datasets` of a volume read from DICOM (cached per volume, so that a
+    prediction's exporters, and work prepared before the prediction, read them once)."""
+    problem = volume_source_problem(vol)
+    if problem is not None:
+        raise ExportError(f"no DICOM source: {problem}")
+    with _lock:
+        cached = _cache.get(vol)
+    if cached is not None:
+        return cached
     datasets = [_read_header(f) for f in vol.source_files]
     for f, ds in zip(vol.source_files, datasets, strict=True):
         for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
@@ -130,7 +145,7 @@ def source_datasets(prediction: Prediction) -> list[Dataset]:
                 path=f,
             )
     with _lock:
-        _cache[prediction] = datasets
+        _cache[vol] = datasets
     return datasets
 
 
@@ -139,11 +154,11 @@ def source_header(prediction: Prediction) -> Dataset | None:
     source or it cannot be read: for exporters that only want descriptive attributes."""
     if dicom_source_problem(prediction) is not None:
         return None
+    vol = source_volume(prediction)
     with _lock:
-        cached = _cache.get(prediction)
+        cached = _cache.get(vol)
     if cached:
         return cached[0]
-    vol = source_volume(prediction)
     try:
         return _read_header(vol.source_files[0])  # type: ignore[union-attr]
     except ExportError as exc:

@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
 
     from ..explain.explanation import Saliency
     from ..prediction import Prediction
+    from ..types import Volume
 
 __all__ = [
     "FOLDER",
@@ -68,6 +71,7 @@ __all__ = [
     "file_name",
     "lut_label",
     "plane_geometry",
+    "prepare",
     "retarget_parametric_map",
 ]
 
@@ -204,7 +208,7 @@ def _stored_frames(sal: Saliency) -> tuple[np.ndarray, float, float]:
     return stored, slope, intercept
 
 
-def _value_attributes(sal: Saliency, slope: float, intercept: float) -> dict[str, Any]:
+def _value_attributes(label: str, method: str, slope: float, intercept: float) -> dict[str, Any]:
     """What differs between the maps of two labels besides pixels and identity: the real-world
     value mapping and the content description (the window is the same for every map)."""
     import highdicom as hd
@@ -212,8 +216,8 @@ def _value_attributes(sal: Saliency, slope: float, intercept: float) -> dict[str
     return {
         "real_world_value_mappings": [
             hd.pm.RealWorldValueMapping(
-                lut_label=lut_label(sal.label),
-                lut_explanation=f"{sal.method} saliency: {sal.label}"[:64],
+                lut_label=lut_label(label),
+                lut_explanation=f"{method} saliency: {label}"[:64],
                 unit=hd.sr.CodedConcept(*UNIT_NONE),
                 value_range=(0, STORED_MAX),
                 slope=slope,
@@ -221,7 +225,7 @@ def _value_attributes(sal: Saliency, slope: float, intercept: float) -> dict[str
                 quantity_definition=hd.sr.CodedConcept(*SALIENCY_QUANTITY),
             )
         ],
-        "content_description": f"{sal.method} saliency {sal.label}; not for clinical use"[:64],
+        "content_description": f"{method} saliency {label}; not for clinical use"[:64],
     }
 
 
@@ -238,22 +242,51 @@ def build_parametric_map(
     instance_number: int = 1,
 ) -> Any:
     """The highdicom ``ParametricMap`` of one saliency map (not written)."""
-    import highdicom as hd
-
     _check_grid([sal], prediction)
-    sources = _source.source_datasets(prediction)
     orig = sal.original
     assert orig is not None
-    geom = plane_geometry(orig.affine, int(orig.shape[2]))
     stored, slope, intercept = _stored_frames(sal)
+    pm = _highdicom_map(
+        _source.source_datasets(prediction),
+        orig.affine,
+        int(orig.shape[2]),
+        stored,
+        options,
+        prediction.model or {},
+        series_instance_uid=series_instance_uid,
+        sop_instance_uid=_instance_uid(prediction, sal),
+        instance_number=instance_number,
+        values=_value_attributes(sal.label, sal.method, slope, intercept),
+    )
+    _set_frames(pm, sal, lambda k: stored[k])
+    return pm
+
+
+def _highdicom_map(
+    sources: list[Any],
+    affine: np.ndarray,
+    slices: int,
+    stored: np.ndarray,
+    options: ExportOptions,
+    model: dict[str, Any],
+    *,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    instance_number: int,
+    values: dict[str, Any],
+) -> Any:
+    """highdicom's ``ParametricMap`` of ``stored`` frames on the grid ``affine`` (with
+    ``slices`` slices) derived from ``sources``, in the transfer syntax of ``options``."""
+    import highdicom as hd
+
+    geom = plane_geometry(affine, slices)
     thickness = sources[0].get("SliceThickness")
-    model = prediction.model or {}
     pm = hd.pm.ParametricMap(
         source_images=sources,
         pixel_array=stored,
         series_instance_uid=series_instance_uid,
         series_number=SERIES_NUMBER,
-        sop_instance_uid=_instance_uid(prediction, sal),
+        sop_instance_uid=sop_instance_uid,
         instance_number=instance_number,
         manufacturer=options.manufacturer[:64],
         manufacturer_model_name=str(model.get("name") or "medfuse")[:64],
@@ -284,17 +317,79 @@ def build_parametric_map(
                 voi_lut_function="LINEAR_EXACT",
             )
         ],
-        **_value_attributes(sal, slope, intercept),
+        **values,
     )
     _add_anatomy(pm, sources[0])
     if options.dicom_saliency_compression == JPEG_LS:
         pm.file_meta.TransferSyntaxUID = JPEG_LS_LOSSLESS
-    _set_frames(pm, sal, lambda k: stored[k])
     return pm
 
 
+#: parametric maps built before their study's prediction (:func:`prepare`), per source volume
+_templates: weakref.WeakKeyDictionary[Any, tuple[tuple, Any]] = weakref.WeakKeyDictionary()
+_templates_lock = threading.Lock()
+
+
+def _template_key(model: dict[str, Any], options: ExportOptions) -> tuple:
+    return (
+        model.get("name"),
+        model.get("sha256"),
+        model.get("medfuse_version"),
+        options.manufacturer,
+        options.dicom_saliency_compression,
+    )
+
+
+def prepare(volume: Volume, model: dict[str, Any], options: ExportOptions) -> None:
+    """Build the parametric map of ``volume``'s study before its prediction exists, for
+    :func:`export_dicom_saliency` to retarget to the first exported map (as it retargets the
+    first map to the others). What highdicom spends its second on (the per-frame functional
+    groups, matching the frames to the source instances) depends on the source series and the
+    grid only; ``medfuse run`` does it in a thread while the model runs. ``model`` is the
+    prediction's model description (:func:`medfuse.prediction.model_info`)."""
+    import numpy as np
+
+    if _source.volume_source_problem(volume) is not None:
+        return
+    i, j, k = (int(n) for n in volume.shape[:3])
+    pm = _highdicom_map(
+        _source.volume_datasets(volume),
+        volume.affine,
+        k,
+        np.zeros((k, j, i), np.uint16),  # calloc'd: never resident, replaced when retargeted
+        options,
+        model,
+        series_instance_uid=_source.uuid_uid("prepared series"),  # both replaced on retargeting
+        sop_instance_uid=_source.uuid_uid("prepared instance"),
+        instance_number=1,
+        values=_value_attributes("prepared", "none", 1.0, 0.0),
+    )
+    pm.PixelData = b""  # highdicom's encoding of the zeros: not needed
+    with _templates_lock:
+        _templates[volume] = (_template_key(model, options), pm)
+
+
+def _take_template(prediction: Prediction, options: ExportOptions) -> Any | None:
+    """The map :func:`prepare` built for ``prediction``'s volume, once (None if there is none,
+    or it was built for another model or options)."""
+    vol = _source.source_volume(prediction)
+    if vol is None:
+        return None
+    with _templates_lock:
+        entry = _templates.pop(vol, None)
+    if entry is None or entry[0] != _template_key(prediction.model or {}, options):
+        return None
+    log.debug("dicom_saliency: the parametric map prepared before the prediction is used")
+    return entry[1]
+
+
 def retarget_parametric_map(
-    pm: Any, prediction: Prediction, sal: Saliency, *, instance_number: int
+    pm: Any,
+    prediction: Prediction,
+    sal: Saliency,
+    *,
+    instance_number: int,
+    series_instance_uid: str | None = None,
 ) -> None:
     """Make ``pm`` (built by :func:`build_parametric_map` for another label of ``prediction``,
     in place) the map of ``sal``. The maps of one prediction share their source images, grid,
@@ -305,10 +400,12 @@ def retarget_parametric_map(
     equals highdicom's own)."""
     _check_grid([sal], prediction)
     slope, intercept = _value_mapping(sal)
-    values = _value_attributes(sal, slope, intercept)
+    values = _value_attributes(sal.label, sal.method, slope, intercept)
     uid = _instance_uid(prediction, sal)
     pm.SOPInstanceUID = pm.file_meta.MediaStorageSOPInstanceUID = uid
     pm.InstanceNumber = instance_number
+    if series_instance_uid is not None:  # a map from :func:`prepare`
+        pm.SeriesInstanceUID = series_instance_uid
     pm.ContentDescription = values["content_description"]
     # a new item (not an edited one): highdicom may share items between the instances it builds
     pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence = values[
@@ -447,7 +544,11 @@ def export_dicom_saliency(
     written = []
     pm = None
     for number, (sal, name) in enumerate(zip(maps, names, strict=True), start=1):
-        if pm is None:
+        if pm is None and (pm := _take_template(prediction, options)) is not None:
+            retarget_parametric_map(
+                pm, prediction, sal, instance_number=number, series_instance_uid=series
+            )
+        elif pm is None:
             pm = build_parametric_map(
                 prediction, sal, options, series_instance_uid=series, instance_number=number
             )

@@ -128,6 +128,27 @@ def test_rerun_skips_finished_and_retries_failed(batch, first_run):
     assert after[ok_key] == status_before[ok_key]
 
 
+def test_parametric_map_prepared_beside_the_model_is_used(tmp_path, monkeypatch):
+    """``medfuse run`` builds the parametric map's structure while the model runs; the export
+    retargets it (its equality with highdicom's own build: tests/unit/test_export_dicom.py)."""
+    from medfuse.export import _source, dicom_saliency
+
+    taken = []
+    take = dicom_saliency._take_template
+    monkeypatch.setattr(
+        dicom_saliency, "_take_template", lambda *a: taken.append(take(*a)) or taken[-1]
+    )
+    wf = load_workflow(dict(FAST, export={**FAST["export"], "formats": ["dicom_saliency"]}))
+    summary = run_workflow(wf, [SAMPLES / "chest_ct_0002"], tmp_path / "out")
+    (record,) = summary.records
+    assert record["status"] == "ok" and record["outputs"] == ["saliency/pleural_effusion.dcm"]
+    assert len(taken) == 1 and taken[0] is not None
+    ds = pydicom.dcmread(tmp_path / "out" / record["key"] / record["outputs"][0])
+    placeholders = {_source.uuid_uid("prepared series"), _source.uuid_uid("prepared instance")}
+    assert {ds.SeriesInstanceUID, ds.SOPInstanceUID}.isdisjoint(placeholders)
+    assert ds.InstanceNumber == 1 and ds.ContentDescription.startswith("gradcam saliency")
+
+
 def test_force_redoes_and_interrupted_leftovers_are_cleaned(tmp_path):
     study = tmp_path / "in" / "s1"
     shutil.copytree(SAMPLES / "chest_ct_0003", study)

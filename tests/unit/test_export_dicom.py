@@ -350,6 +350,10 @@ def test_retargeted_parametric_map_equals_highdicoms_own(pred, compression):
     direct = dicom_saliency.build_parametric_map(
         pred, second, opts, series_instance_uid=series, instance_number=2
     )
+    _assert_same_instance(pm, direct)
+
+
+def _assert_same_instance(pm, direct):
     assert _differences(pm, direct) == []
     assert _differences(pm.file_meta, direct.file_meta) == []
     written = []
@@ -358,6 +362,26 @@ def test_retargeted_parametric_map_equals_highdicoms_own(pred, compression):
         ds.save_as(buf, enforce_file_format=True)
         written.append(pydicom.dcmread(io.BytesIO(buf.getvalue())).PixelData)
     assert written[0] == written[1], "different pixel data"
+
+
+@pytest.mark.parametrize("compression", ["jpeg-ls", "none"])
+def test_prepared_parametric_map_equals_highdicoms_own(pred, compression):
+    """A map built from the source series alone, before the prediction (what ``medfuse run``
+    does while the model runs), retargeted to the first label: what highdicom builds for that
+    label directly. It is taken once, and only for the same model and options."""
+    first = pred.explanation.get_saliency(MULTI[0])
+    opts = ExportOptions(dicom_saliency_compression=compression)
+    series = "1.2.826.0.1.3680043.10.511.3.1"
+    dicom_saliency.prepare(pred.case.volume, dict(pred.model, sha256="0" * 64), opts)
+    assert dicom_saliency._take_template(pred, opts) is None  # another model's
+    dicom_saliency.prepare(pred.case.volume, pred.model, opts)
+    pm = dicom_saliency._take_template(pred, opts)
+    assert pm is not None and dicom_saliency._take_template(pred, opts) is None
+    dicom_saliency.retarget_parametric_map(
+        pm, pred, first, instance_number=1, series_instance_uid=series
+    )
+    direct = dicom_saliency.build_parametric_map(pred, first, opts, series_instance_uid=series)
+    _assert_same_instance(pm, direct)
 
 
 def _dcmtk_decoded(path: Path, tmp_path: Path) -> bytes | None:
