@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .types import PreprocessingRecord, Volume
+from .types import PreprocessingRecord, Volume, voxel_to_world
 
 if TYPE_CHECKING:
     import numpy as np
@@ -136,10 +136,7 @@ class OriginalGridMap:
 
     def voxel_to_world(self, ijk: Any) -> np.ndarray:
         """RAS mm of voxel index/indices ``ijk`` (shape (3,) or (N, 3))."""
-        import numpy as np
-
-        ijk = np.asarray(ijk, dtype=np.float64)
-        return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
+        return voxel_to_world(self.affine, ijk)
 
     def _plan(self) -> _Plan:
         with self._lock:

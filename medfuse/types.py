@@ -50,6 +50,14 @@ def axcodes(affine) -> str:
     return "".join(codes)
 
 
+def voxel_to_world(affine: np.ndarray, ijk) -> np.ndarray:
+    """RAS mm of voxel index/indices ``ijk`` (shape (3,) or (N, 3)) on the grid ``affine``."""
+    import numpy as np
+
+    ijk = np.asarray(ijk, dtype=np.float64)
+    return ijk @ affine[:3, :3].T + affine[:3, 3]
+
+
 @dataclass(eq=False)
 class Volume:
     """A geometry-correct image volume (3D, or 4D with the extra axis last)."""
@@ -103,10 +111,7 @@ class Volume:
 
     def voxel_to_world(self, ijk) -> np.ndarray:
         """RAS mm of voxel index/indices ``ijk`` (shape (3,) or (N, 3))."""
-        import numpy as np
-
-        ijk = np.asarray(ijk, dtype=np.float64)
-        return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
+        return voxel_to_world(self.affine, ijk)
 
     def world_to_voxel(self, ras) -> np.ndarray:
         """Continuous voxel index of RAS mm point(s) ``ras`` (shape (3,) or (N, 3))."""

@@ -295,21 +295,20 @@ def _commit_folder(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-#: explanation methods that give a saliency map (hence a parametric map to export)
-_MAP_METHODS = frozenset({"gradcam", "gradcam++", "occlusion", "integrated_gradients"})
-
-
-def _prepare_exports(case: Any, model: Any, workflow: Workflow) -> threading.Thread | None:
+def _prepare_exports(
+    case: Any, model: Any, workflow: Workflow, options: Any
+) -> threading.Thread | None:
     """Start, in a thread beside the model, the export work that needs the source study but no
     prediction: highdicom's structure of the parametric map (its per-frame groups and source
     references, about 1 s of Python for 300 slices; :func:`medfuse.export.dicom_saliency.prepare`).
     None when the workflow writes no parametric map for this study. A failure here only costs
     the time: the exporter then builds the map itself and reports what is wrong."""
+    from .explain.api import SALIENCY_METHODS
     from .export import dicom_saliency
     from .export._source import volume_source_problem
     from .prediction import model_info
 
-    wants_maps = _MAP_METHODS.intersection(workflow.explain.methods)
+    wants_maps = SALIENCY_METHODS.intersection(workflow.explain.methods)
     if (
         "dicom_saliency" not in workflow.export.formats
         or not wants_maps
@@ -317,7 +316,7 @@ def _prepare_exports(case: Any, model: Any, workflow: Workflow) -> threading.Thr
         or volume_source_problem(case.volume) is not None
     ):
         return None
-    info, options = model_info(model), workflow.export.options()
+    info = model_info(model)
 
     def run() -> None:
         try:
@@ -345,7 +344,8 @@ def process_study(item: _Loaded, model: Any, workflow: Workflow, out_dir: Path) 
     try:
         case = Case(volume=item.volume, report=item.report, study=item.study, key=task.key)
         methods = list(workflow.explain.methods)
-        prepared = _prepare_exports(case, model, workflow)
+        options = workflow.export.options()
+        prepared = _prepare_exports(case, model, workflow, options)
         pred = predict(
             model,
             case,
@@ -360,7 +360,7 @@ def process_study(item: _Loaded, model: Any, workflow: Workflow, out_dir: Path) 
         if prepared is not None:
             prepared.join()
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{task.key}-", dir=out_dir)).resolve()
-        written = export(pred, tmp, workflow.export.formats, workflow.export.options())
+        written = export(pred, tmp, workflow.export.formats, options)
         outputs = sorted(str(Path(p).relative_to(tmp)) for paths in written.values() for p in paths)
         timings.update(pred.timings)
         _commit_folder(tmp, out_dir / task.key)

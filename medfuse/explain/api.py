@@ -16,7 +16,7 @@ from ..types import Case, Report
 from .context import ExplainContext, MethodResult, eval_mode
 from .explanation import Explanation, MethodRun, Saliency, TokenAttribution
 
-__all__ = ["DEFAULT_METHODS", "explain", "prepare_context"]
+__all__ = ["DEFAULT_METHODS", "SALIENCY_METHODS", "explain", "prepare_context"]
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +82,21 @@ def _label_indices(model: Any, labels: Sequence[str] | str | None) -> list[int]:
     return out
 
 
+#: the modality each method needs (the others need none in particular)
+_NEEDS = {
+    "gradcam": "image",
+    "gradcam++": "image",
+    "occlusion": "image",
+    "integrated_gradients": "image",
+    "integrated_gradients_text": "report",
+}
+
+#: methods that give a saliency map of the volume
+SALIENCY_METHODS = frozenset(m for m, need in _NEEDS.items() if need == "image")
+
+
 def _needs(method: str) -> str | None:
-    return {
-        "gradcam": "image",
-        "gradcam++": "image",
-        "occlusion": "image",
-        "integrated_gradients": "image",
-        "integrated_gradients_text": "report",
-    }.get(method)
+    return _NEEDS.get(method)
 
 
 def explain(

@@ -404,7 +404,7 @@ def retarget_parametric_map(
     uid = _instance_uid(prediction, sal)
     pm.SOPInstanceUID = pm.file_meta.MediaStorageSOPInstanceUID = uid
     pm.InstanceNumber = instance_number
-    if series_instance_uid is not None:  # a map from :func:`prepare`
+    if series_instance_uid is not None:  # needed for a map from :func:`prepare`
         pm.SeriesInstanceUID = series_instance_uid
     pm.ContentDescription = values["content_description"]
     # a new item (not an edited one): highdicom may share items between the instances it builds
@@ -542,18 +542,16 @@ def export_dicom_saliency(
     if len(set(names)) != len(names):  # two methods for one label, or labels alike once made safe
         names = [n.replace(".dcm", f"_{s.method}.dcm") for n, s in zip(names, maps, strict=True)]
     written = []
-    pm = None
+    pm = _take_template(prediction, options)
     for number, (sal, name) in enumerate(zip(maps, names, strict=True), start=1):
-        if pm is None and (pm := _take_template(prediction, options)) is not None:
-            retarget_parametric_map(
-                pm, prediction, sal, instance_number=number, series_instance_uid=series
-            )
-        elif pm is None:
+        if pm is None:
             pm = build_parametric_map(
                 prediction, sal, options, series_instance_uid=series, instance_number=number
             )
         else:
-            retarget_parametric_map(pm, prediction, sal, instance_number=number)
+            retarget_parametric_map(
+                pm, prediction, sal, instance_number=number, series_instance_uid=series
+            )
         out = pm
         if options.deidentify:
             out = deid.deidentify(pm, deid.uid_map(prediction), deid.pseudonym(prediction))
