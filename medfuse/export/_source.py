@@ -11,11 +11,33 @@ read any more (files moved, another study's files) is an error, not a skip.
 Headers are read once per source volume with ``stop_before_pixels`` and cached for its lifetime
 (weakly keyed: the cache never keeps a volume alive). The datasets are shared: treat them
 as read-only.
+
+Headers are taken as they come (de-identified research data, vendors that leave Type 2
+attributes out): :func:`conform_header` completes each one as it is read, by these rules, so
+that no exporter meets a missing attribute (``docs/security.md``, "Absent attributes"):
+
+* a Type 2 attribute of the Patient and General Study modules (:data:`TYPE2_COPIED`) that the
+  DICOM outputs copy is added **empty** when the source lacks it; a value the output cannot
+  carry (PatientSex other than M / F / O, a date or time that is not a DICOM DA / TM) is
+  emptied too (unknown rather than invalid);
+* a Type 1 attribute is **generated**: SOPClassUID / SOPInstanceUID from the file meta
+  (MediaStorage…), Modality from the SOP class, FrameOfReferenceUID as a UID derived from the
+  study and series UIDs (the same for every instance of the series, a new one for another
+  series), SliceThickness (Type 2, but the outputs need a number) as the distance between
+  slice centres;
+* an enhanced multi-frame header whose Pixel Measures / Plane Orientation are given per frame,
+  with the same value in every frame (Philips), gets them in the shared functional groups;
+* a SOPInstanceUID or StudyInstanceUID that cannot be had is an
+  :class:`~medfuse.errors.ExportError` naming the file (the DICOM exporters' study then ends
+  ``partial``: the other outputs are written).
+
+The files themselves are never changed.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import uuid
 import weakref
@@ -31,6 +53,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NOT_FOR_CLINICAL_USE",
+    "TYPE2_COPIED",
+    "conform_header",
     "derived_uid",
     "derived_uuid",
     "dicom_source_problem",
@@ -50,6 +74,32 @@ NOT_FOR_CLINICAL_USE = "synthetic demo output, not for clinical use"
 
 #: Namespace of medfuse's name-based UUIDs (uuid5 of the URL below, fixed forever).
 MEDFUSE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:medfuse:export")
+
+#: Type 2 attributes of the Patient and General Study modules that the DICOM outputs copy from the
+#: first source header (highdicom reads them as attributes): added empty when absent.
+TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+#: Modality of the image storage SOP classes medfuse reads (when the source has no Modality).
+SOP_CLASS_MODALITY = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.2.1": "CT",
+    "1.2.840.10008.5.1.4.1.1.2.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.4": "MR",
+    "1.2.840.10008.5.1.4.1.1.4.1": "MR",
+    "1.2.840.10008.5.1.4.1.1.4.4": "MR",
+    "1.2.840.10008.5.1.4.1.1.128": "PT",
+    "1.2.840.10008.5.1.4.1.1.130": "PT",
+    "1.2.840.10008.5.1.4.1.1.7": "OT",
+}
 
 _cache: weakref.WeakKeyDictionary[Any, list[Dataset]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
@@ -135,18 +185,108 @@ def volume_datasets(vol: Volume) -> list[Dataset]:
         return cached
     datasets = [_read_header(f) for f in vol.source_files]
     for f, ds in zip(vol.source_files, datasets, strict=True):
-        for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
-            if not ds.get(kw):
-                raise ExportError(f"source DICOM file has no {kw}", path=f)
+        conform_header(ds, vol, path=f)
         if ds.StudyInstanceUID != vol.study_instance_uid:
             raise ExportError(
                 f"source file belongs to study {ds.StudyInstanceUID}, not to the predicted "
                 f"study {vol.study_instance_uid}",
                 path=f,
             )
+    _same_frame_of_reference(datasets, vol)
     with _lock:
         _cache[vol] = datasets
     return datasets
+
+
+_DA = re.compile(r"^\d{8}$")
+_TM = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
+
+
+def conform_header(ds: Dataset, vol: Volume | None = None, *, path: str | None = None) -> Dataset:
+    """Complete a source header (in place) by the rules of the module docstring, so that the
+    exporters can read every attribute they copy. ``vol`` is the volume read from the series
+    (for the slice thickness and the modality); ``path`` names the file in errors.
+    Raises :class:`ExportError` when a SOPInstanceUID, SOPClassUID, StudyInstanceUID or
+    SeriesInstanceUID cannot be had."""
+    meta = getattr(ds, "file_meta", None)
+    for kw, meta_kw in (
+        ("SOPClassUID", "MediaStorageSOPClassUID"),
+        ("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
+    ):
+        if not ds.get(kw) and meta is not None and meta.get(meta_kw):
+            setattr(ds, kw, meta.get(meta_kw))
+    for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if not ds.get(kw):
+            raise ExportError(f"source DICOM file has no {kw}", path=path)
+    for kw in TYPE2_COPIED:
+        if kw not in ds:
+            setattr(ds, kw, "")
+    if str(ds.PatientSex or "").strip().upper() not in ("M", "F", "O", ""):
+        log.debug("source PatientSex %r is not M / F / O: written empty", ds.PatientSex)
+        ds.PatientSex = ""
+    for kw, pattern in (("PatientBirthDate", _DA), ("StudyDate", _DA), ("StudyTime", _TM)):
+        value = str(ds[kw].value or "").strip()
+        if value and not pattern.match(value):
+            log.debug("source %s %r is not a DICOM %s: written empty", kw, value, ds[kw].VR)
+            setattr(ds, kw, "")
+    if not ds.get("Modality"):
+        modality = SOP_CLASS_MODALITY.get(str(ds.SOPClassUID)) or (
+            str(vol.modality) if vol is not None and vol.modality else "OT"
+        )
+        ds.Modality = modality
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        _share_functional_groups(ds)
+    elif vol is not None and not _positive(ds.get("SliceThickness")):
+        ds.SliceThickness = round(float(vol.spacing[2]), 6)
+    return ds
+
+
+def _positive(value: Any) -> bool:
+    try:
+        return value is not None and value != "" and float(value) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _share_functional_groups(ds: Dataset) -> None:
+    """Pixel Measures and Plane Orientation given per frame with one value in every frame
+    (as Philips writes them) moved to the shared functional groups, where highdicom looks."""
+    from pydicom import Dataset as _Dataset
+    from pydicom.sequence import Sequence
+
+    per_frame = ds.PerFrameFunctionalGroupsSequence
+    if not per_frame:
+        return
+    if not ds.get("SharedFunctionalGroupsSequence"):
+        ds.SharedFunctionalGroupsSequence = Sequence([_Dataset()])
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    for kw in ("PixelMeasuresSequence", "PlaneOrientationSequence"):
+        if shared.get(kw):
+            continue
+        values = [item.get(kw) for item in per_frame]
+        if any(not v for v in values) or any(v[0] != values[0][0] for v in values[1:]):
+            continue
+        shared[kw] = per_frame[0][kw]
+        for item in per_frame:
+            del item[kw]
+
+
+def _same_frame_of_reference(datasets: list[Dataset], vol: Volume) -> None:
+    """FrameOfReferenceUID (Type 1) where a source instance lacks it: the one the other
+    instances of the series share, else a UID derived from the study and series UIDs."""
+    present = {str(ds.FrameOfReferenceUID) for ds in datasets if ds.get("FrameOfReferenceUID")}
+    if len(present) == len(datasets) and datasets:
+        return
+    if len(present) > 1:
+        return  # several frames of reference: the exporters that need one report it
+    uid = (
+        present.pop()
+        if present
+        else uuid_uid("frame-of-reference", vol.study_instance_uid, vol.series_instance_uid)
+    )
+    for ds in datasets:
+        if not ds.get("FrameOfReferenceUID"):
+            ds.FrameOfReferenceUID = uid
 
 
 def source_header(prediction: Prediction) -> Dataset | None:
@@ -160,7 +300,7 @@ def source_header(prediction: Prediction) -> Dataset | None:
     if cached:
         return cached[0]
     try:
-        return _read_header(vol.source_files[0])  # type: ignore[union-attr]
+        return conform_header(_read_header(vol.source_files[0]), vol)  # type: ignore[union-attr]
     except ExportError as exc:
         log.warning("source header not readable: %s", exc)
         return None

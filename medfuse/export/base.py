@@ -18,7 +18,16 @@ if TYPE_CHECKING:
     from ..explain.explanation import Saliency
     from ..prediction import Prediction
 
-__all__ = ["FORMATS", "ExportFormat", "ExportOptions", "export", "output_path", "saliency_maps"]
+__all__ = [
+    "FORMATS",
+    "ExportFormat",
+    "ExportOptions",
+    "ExportResult",
+    "export",
+    "export_each",
+    "output_path",
+    "saliency_maps",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +70,8 @@ class ExportOptions:
     ``fhir.json`` also use; see :mod:`medfuse.export.deid`).
     ``saliency_labels``: the labels whose saliency maps are exported (None: the positive
     findings whose evidence can be in the image — not those the model card marks as
-    report-only — or the most probable such label when none is positive). ``saliency_method``: which
+    report-only, nor those not assessable without the image — or the most probable such label
+    when none is positive). ``saliency_method``: which
     method's maps (None: the first one computed).
     """
 
@@ -109,11 +119,13 @@ def saliency_maps(prediction: Prediction, options: ExportOptions) -> list[Salien
         return []
     labels = list(options.saliency_labels) if options.saliency_labels is not None else None
     if labels is None:
-        # a map only for findings whose evidence can be in the image (not those the model's card
-        # says come from the report alone, such as a smoking history)
+        # a map only for assessable findings whose evidence can be in the image (not those the
+        # model's card says come from the report alone, such as a smoking history)
         candidates = [
-            f for f in prediction.findings if f.label in expl.saliency and f.evidence != "report"
-        ] or [f for f in prediction.findings if f.label in expl.saliency]
+            f
+            for f in prediction.findings
+            if f.label in expl.saliency and f.assessable and f.evidence != "report"
+        ]
         labels = [f.label for f in candidates if f.positive]
         if not labels and candidates:
             labels = [max(candidates, key=lambda f: f.probability).label]
@@ -127,6 +139,20 @@ def saliency_maps(prediction: Prediction, options: ExportOptions) -> list[Salien
 
 #: exporters that take longest on a large study, started first so that they overlap the rest
 _SLOW_FIRST = ("dicom_saliency", "nifti", "dicom_sr", "pdf", "html")
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_each` did: the paths each format wrote (formats that succeeded, in
+    the order asked; an empty list for a format with nothing to write, such as a DICOM output
+    without a DICOM source), and the error of each format that failed."""
+
+    written: dict[str, list[Path]]
+    failed: dict[str, MedfuseError]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
 
 
 def export(
@@ -145,8 +171,26 @@ def export(
     releases the GIL (compression, file writes, numpy), so they overlap. An exporter must
     therefore only read the prediction. Every file is written atomically. An exporter that
     fails raises :class:`ExportError` naming the format, once the others have finished; the
-    files they wrote stay.
+    files they wrote stay (:func:`export_each` returns every format's outcome instead).
     """
+    result = export_each(prediction, out_dir, formats, options, workers=workers)
+    for error in result.failed.values():
+        raise error
+    return result.written
+
+
+def export_each(
+    prediction: Prediction,
+    out_dir: str | os.PathLike,
+    formats: Sequence[str] | None = None,
+    options: ExportOptions | dict[str, Any] | None = None,
+    *,
+    workers: int | None = None,
+) -> ExportResult:
+    """:func:`export`, but one format's failure does not hide the others: every exporter runs,
+    and the result lists what each wrote and why each that failed failed (an exception that is
+    not a :class:`MedfuseError` becomes an :class:`ExportError` naming the format and the
+    exception). Unknown formats and bad options still raise :class:`ConfigError` at once."""
     from concurrent.futures import ThreadPoolExecutor
 
     opts = options if isinstance(options, ExportOptions) else ExportOptions.from_mapping(options)
@@ -175,19 +219,31 @@ def export(
         log.debug("exported %s: %s", name, [p.name for p in paths])
         return paths
 
+    written: dict[str, list[Path]] = {}
+    failed: dict[str, MedfuseError] = {}
     n = min(len(names), workers or os.cpu_count() or 1)
     if n <= 1:
-        return {name: run(name) for name in names}
+        for name in names:
+            try:
+                written[name] = run(name)
+            except MedfuseError as exc:
+                failed[name] = exc
+        return ExportResult(written, failed)
     slow = {name: i for i, name in enumerate(_SLOW_FIRST)}
     with ThreadPoolExecutor(n, thread_name_prefix="medfuse-export") as pool:
         futures = {
             name: pool.submit(run, name)
             for name in sorted(names, key=lambda f: slow.get(f, len(slow)))
         }
-    for future in futures.values():  # all have finished: raise the first failure
-        if future.exception() is not None:
-            raise future.exception()  # type: ignore[misc]
-    return {name: futures[name].result() for name in names}
+    for name in names:  # all have finished
+        exc = futures[name].exception()
+        if exc is None:
+            written[name] = futures[name].result()
+        elif isinstance(exc, MedfuseError):
+            failed[name] = exc
+        else:  # not from an exporter (run() wraps those): a bug here
+            raise exc
+    return ExportResult(written, failed)
 
 
 def _default_formats() -> list[str]:
