@@ -72,7 +72,8 @@ def make(
 
     Chest CTs get random nodules / masses, cardiomegaly, pleural effusion and emphysema; when
     N >= 3 the last case is a sagittal brain MR. Each case folder holds dicom/, report.txt and
-    ground_truth.json; OUT/cohort.json lists the cases and their labels.
+    ground_truth.json; OUT/cohort.json lists the cases and their labels, and OUT/manifest.csv is
+    the same cohort as a training / evaluation manifest (docs/training.md).
 
     Example: medfuse cohort make --n 20 --seed 7 --out data/synth --shape 96,96,64
     """
@@ -97,12 +98,39 @@ def make(
             overwrite=overwrite,
             progress=tick,
         )
+    _write_manifest(out, truths)
     for i, t in enumerate(truths, 1):
         positive = [k for k, v in t["labels"].items() if v] or ["normal"]
         console.print(
             f"case_{i:04d}  {t['kind']:8s} {t['dicom']['transfer_syntax']:9s} {', '.join(positive)}"
         )
-    console.print(f"[green]wrote {n} studies to {out}[/green]")
+    console.print(
+        f"[green]wrote {n} studies to {out}[/green] (manifest for medfuse train / evaluate: "
+        f"{out / 'manifest.csv'})"
+    )
+
+
+def _write_manifest(out: Path, truths: list[dict]) -> None:
+    """OUT/manifest.csv: one row per study (DICOM folder, report, labels; a label a study's kind
+    does not have is left empty, i.e. unknown)."""
+    from ..data.manifest import write_manifest
+
+    labels: list[str] = []
+    for t in truths:
+        labels.extend(k for k in t["labels"] if k not in labels)
+    rows = []
+    for i, t in enumerate(truths, 1):
+        case = f"case_{i:04d}"
+        has_report = (out / case / "report.txt").is_file()
+        rows.append(
+            {
+                "case_id": case,
+                "image": f"{case}/dicom",
+                "report": f"{case}/report.txt" if has_report else None,
+                **{k: int(bool(v)) for k, v in t["labels"].items()},
+            }
+        )
+    write_manifest(out / "manifest.csv", rows, labels)
 
 
 @cohort_app.command("samples")

@@ -28,16 +28,34 @@ class _Bars:
 
 def train_cmd(
     config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Training YAML file."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Override out_dir."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Override the model folder (`output`; checkpoints go inside)."
+    ),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume from checkpoints."),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override optim.epochs."),
 ) -> None:
-    """Train, calibrate and save a model from a YAML config (see configs/train/)."""
+    """Train, calibrate and save a model from a YAML config.
+
+    On your own cohort, the smallest config is
+
+        model: {preset: text_only}     # or image_only, chest_ct_fusion, ...; or init_from: MODEL
+        data: {manifest: train.csv, labels: [cardiomegaly, atelectasis]}
+        output: models/my_model
+
+    The manifest (CSV or MONAI datalist JSON: case_id, image, report / report_text, one column
+    per label, optional patient_id, time, event, split) is validated as a whole first; each
+    study is read and preprocessed once into a per-case cache; a study that cannot be read is
+    left out and listed in <output>/training/dataset_report.html. Without `data.manifest`,
+    medfuse's synthetic cohort is drawn (configs/train/). See docs/training.md.
+    """
     from ..train.trainer import load_train_config, train
 
     cfg = load_train_config(config)
     if out is not None:
-        cfg.out_dir = str(out)
+        if cfg.data.manifest or cfg.output:
+            cfg.output = str(out)
+        else:
+            cfg.out_dir = str(out)
     cfg.resume = resume
     if epochs is not None:
         cfg.optim.epochs = epochs
@@ -50,9 +68,67 @@ def train_cmd(
     )
 
 
+def dataset_build_cmd(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Training YAML file."),
+    workers: int | None = typer.Option(
+        None, "--workers", "-w", min=1, help="Processes preprocessing images (data.workers)."
+    ),
+    engine: str | None = typer.Option(None, "--engine", help="local or ray (data.engine)."),
+    report: Path | None = typer.Option(
+        None, "--report", help="Folder for dataset_report.json/.html (default: <output>/training)."
+    ),
+) -> None:
+    """Build the dataset of a training config: validate the manifest, read and preprocess every
+    study once with the model's transforms into the per-case cache (a second build reuses it),
+    fill labels from reports when asked, and write dataset_report.json / .html (counts,
+    failures with reasons, label prevalence per split, modalities, scanners, spacing and value
+    ranges). `medfuse train` runs this itself when needed."""
+    from ..errors import ConfigError
+    from ..train.trainer import load_dataset, load_train_config
+
+    cfg = load_train_config(config)
+    if not cfg.data.manifest:
+        raise ConfigError("the config has no data.manifest", path=config)
+    if workers is not None:
+        cfg.data.workers = workers
+    if engine is not None:
+        cfg.data.engine = engine  # type: ignore[assignment]
+    with progress_bar() as p:
+        ds = load_dataset(cfg, _Bars(p))
+    folder = report or cfg.work_dir()
+    ds.write_report(folder)
+    s = ds.summary()
+    splits = ", ".join(f"{k}: {v['n']}" for k, v in s["splits"].items())
+    typer.echo(
+        f"{s['used']} of {s['rows']} cases built in {s['seconds']} s; {s['failed']} left out; "
+        f"splits {{{splits}}}"
+    )
+    for f in s["failures"][:20]:
+        typer.echo(f"  left out: row {f['row']} {f['case_id']} ({f['stage']}): {f['reason']}")
+    typer.echo(f"report: {folder / 'dataset_report.html'}")
+
+
 def evaluate_cmd(
     model: str = typer.Argument(..., help="Model folder or shipped model name."),
     out: Path = typer.Option(Path("out/eval"), "--out", "-o", help="Output folder."),
+    manifest: Path | None = typer.Option(
+        None,
+        "--manifest",
+        "-m",
+        exists=True,
+        dir_okay=False,
+        help="Evaluate on your cases (manifest CSV / datalist JSON) instead of a synthetic cohort.",
+    ),
+    split: str | None = typer.Option(
+        None, "--split", help="With --manifest: only the rows of this split (train, val or test)."
+    ),
+    labels_from_reports: bool = typer.Option(
+        False, "--labels-from-reports", help="With --manifest: fill empty labels from the reports."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Per-case input cache (default $MEDFUSE_CACHE_DIR or ~/.cache/medfuse)."
+    ),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes reading studies."),
     n: int = typer.Option(500, "--n", min=10, help="Cases in the fresh test cohort."),
     seed: int | None = typer.Option(None, "--seed", help="Test cohort seed (default: held-back)."),
     n_boot: int = typer.Option(1000, "--n-boot", min=50, help="Bootstrap resamples."),
@@ -80,12 +156,19 @@ def evaluate_cmd(
         None, "--write-doc", help="Write the ablation table into this markdown file."
     ),
 ) -> None:
-    """Evaluate a model on a freshly generated synthetic test cohort (metrics JSON, ROC and
-    calibration PNGs, HTML); with --ablation, train and compare the fusion variants."""
+    """Evaluate a model on your manifest (--manifest) or on a freshly generated synthetic test
+    cohort: metrics.json (per label n, prevalence, AUROC, AUPRC, F1, sensitivity, specificity at
+    the card's threshold, ECE, Brier, each with a bootstrap CI; c-index; modality ablation),
+    metrics.html with ROC and calibration plots, and, for a manifest, predictions.csv. A label
+    with too few positives is reported as not estimable. With --ablation (synthetic only),
+    train and compare the fusion variants."""
     from ..models.model import load_model
     from ..train.evaluate import TEST_SEED, evaluate_model, run_ablation, test_cohort
 
     m = load_model(model)
+    if manifest is not None:
+        _evaluate_manifest(m, manifest, out, split, labels_from_reports, cache_dir, workers, n_boot)
+        return
     shape = tuple(m.card.training_data.get("cohort", {}).get("shape", (64, 64, 48)))
     cohort = test_cohort(n, TEST_SEED if seed is None else seed, shape=shape)
     with progress_bar() as p:
@@ -133,6 +216,40 @@ def evaluate_cmd(
     typer.echo(f"written to {out}/ (metrics.json, metrics.html, roc.png, calibration.png)")
 
 
+def _evaluate_manifest(m, manifest, out, split, labels_from_reports, cache_dir, workers, n_boot):
+    from ..data.dataset import Dataset
+    from ..train.evaluate import evaluate_dataset
+
+    with progress_bar() as p:
+        bars = _Bars(p)
+        ds = Dataset.from_manifest(
+            manifest,
+            m.labels,
+            preprocessing=m.preprocessing,
+            images=m.image_encoder is not None,
+            labels_from_reports=labels_from_reports,
+            cache_dir=cache_dir,
+            workers=workers,
+            on_invalid="skip",
+            progress=bars,
+        )
+        ev = evaluate_dataset(
+            m, ds, out, split=split, n_boot=n_boot, progress=lambda d, t: bars("evaluate", d, t)
+        )
+    ds.write_report(out)
+    res = ev.metrics
+    typer.echo(f"n {res['n']}  macro AUROC {res['macro_auroc']}  macro F1 {res['macro_f1']}")
+    for name, mm in res["labels"].items():
+        if mm.get("estimable"):
+            a = mm["auroc"]
+            typer.echo(f"  {name:22s} n {mm['n']:5d}  AUROC {a['value']} {a['ci']}")
+        else:
+            typer.echo(f"  {name:22s} n {mm['n']:5d}  not estimable: {mm['reason']}")
+    for f in ds.failures[:10]:
+        typer.echo(f"  left out: row {f.row} {f.case_id} ({f.stage}): {f.reason}")
+    typer.echo(f"written to {out}/ (metrics.json, metrics.html, predictions.csv, dataset_report.html)")
+
+
 def cohort_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Cohort folder (cohort.json)."),
     n: int = typer.Option(1000, "--n", min=1, help="Number of cases."),
@@ -152,11 +269,37 @@ def cohort_cmd(
             image_missing=image_missing, write_dicom=dicom,
             progress=lambda d, t: bars("DICOM", d, t),
         )  # fmt: skip
+    if dicom:
+        from ..data.manifest import write_manifest
+
+        rows = []
+        for case in c.cases:
+            name = case["case"]
+            rows.append({
+                "case_id": name,
+                "image": f"studies/{name}/dicom" if case["image_present"] else None,
+                "report": f"studies/{name}/report.txt" if case["report_present"] else None,
+                "time": round(float(case["time"]), 6),
+                "event": int(case["event"]),
+                **{k: int(case["labels"][k]) for k in c.labels},
+            })  # fmt: skip
+        write_manifest(out / "manifest.csv", rows, c.labels)
     prev = dict(zip(c.labels, c.label_matrix().mean(0).round(3).tolist(), strict=True))
     typer.echo(f"{len(c)} cases in {out}; prevalence {prev}; events {c.events.mean():.2f}")
+    if dicom:
+        typer.echo(f"manifest: {out / 'manifest.csv'}")
 
 
 def register(app: typer.Typer) -> None:
     app.command("train", help="Train + calibrate a model from a YAML config.")(train_cmd)
-    app.command("evaluate", help="Evaluate a model on a fresh synthetic test cohort.")(evaluate_cmd)
+    app.command(
+        "evaluate", help="Evaluate a model on your manifest or a fresh synthetic test cohort."
+    )(evaluate_cmd)
+    dataset_app = typer.Typer(
+        name="dataset", help="Build and inspect the dataset of a training config.", no_args_is_help=True
+    )
+    dataset_app.command("build", help="Validate the manifest and cache every case once.")(
+        dataset_build_cmd
+    )
+    app.add_typer(dataset_app)
     app.command("train-cohort", help="Draw the synthetic fusion training cohort.")(cohort_cmd)

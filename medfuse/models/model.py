@@ -426,6 +426,59 @@ def chest_ct_text_only() -> dict[str, Any]:
     return spec
 
 
+@_preset("image_only_small")
+def image_only_small() -> dict[str, Any]:
+    """Small volumes (about 28-32 voxels a side, e.g. MedMNIST3D), image only: resnet18_3d with a
+    space-to-depth stem and stage strides 2, 2, 1, so a 32³ input keeps a 4³ last feature grid;
+    generic intensity (one channel scaled to [0, 1]), 1 mm, 32³; one label ``abnormal``
+    (``labels=`` or the training config's labels replace it)."""
+    return {
+        "description": "Small 3D volumes (28-32 voxels a side): generic intensity scaled to "
+        "[0, 1], 1 mm, 32³; resnet18_3d (space-to-depth stem, strides 2-2-1, 4³ last grid); "
+        "image only.",
+        "image_encoder": {
+            "name": "resnet18_3d",
+            "kwargs": {"width": 16, "stem": "s2d", "max_pool": False, "strides": [2, 2, 1]},
+        },
+        "text_encoder": None,
+        "fusion": {"name": "concat", "kwargs": {"dim": 128}},
+        "heads": {"diagnosis": {"name": "multilabel", "kwargs": {"labels": ["abnormal"]}}},
+        "preprocessing": {
+            "orientation": "RAS",
+            "spacing": [1.0, 1.0, 1.0],
+            "modality": "generic",
+            "spatial_size": [32, 32, 32],
+        },
+    }
+
+
+@_preset("text_only")
+def text_only() -> dict[str, Any]:
+    """A report-only classifier for your own cohort: BiLSTM over the report's tokens (with the
+    parser's finding-status markers); labels come from the training data."""
+    return {
+        "description": "Report only: BiLSTM report encoder, multi-label findings.",
+        "image_encoder": None,
+        "text_encoder": {"name": "bilstm", "kwargs": {"dim": 128}},
+        "fusion": {"name": "concat", "kwargs": {"dim": 128}},
+        "heads": _chest_heads(None),
+        "preprocessing": dict(_CT_PRE),
+    }
+
+
+@_preset("image_only")
+def image_only() -> dict[str, Any]:
+    """A CT-only classifier for your own cohort: the image branch of ``chest_ct_fusion``."""
+    spec = chest_ct_fusion()
+    spec.update(
+        description="CT only: resnet18_3d (3 HU windows, 1.5 mm, 128³), multi-label findings.",
+        text_encoder=None,
+        fusion={"name": "concat", "kwargs": {"dim": 256}},
+        heads=_chest_heads(None),
+    )
+    return spec
+
+
 _TINY_TEXT = {
     "transformer": {"dim": 16, "depth": 1, "heads": 2, "dropout": 0.0},
     "bilstm": {"dim": 16, "dropout": 0.0},

@@ -15,12 +15,17 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
+
 __all__ = [
+    "Evaluation",
+    "evaluate_dataset",
     "ABLATION_VARIANTS",
     "TEST_SEED",
     "ablation_markdown",
@@ -58,8 +63,10 @@ def test_cohort(n: int = 500, seed: int = TEST_SEED, **params: Any):
     return make_fusion_cohort(n=n, seed=seed, **kw)
 
 
-def _html(metrics: dict[str, Any], title: str) -> str:
-    def cell(m: dict[str, Any]) -> str:
+def _html(metrics: dict[str, Any], title: str, *, plots: bool = True) -> str:
+    def cell(m: dict[str, Any] | None) -> str:
+        if m is None:
+            return "not estimable"
         v, ci = m["value"], m["ci"]
         if v is None:
             return "–"
@@ -67,8 +74,9 @@ def _html(metrics: dict[str, Any], title: str) -> str:
 
     cols = ("auroc", "auprc", "f1", "sensitivity", "specificity", "ece", "brier")
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td>"
-        + "".join(f"<td>{cell(m[c])}</td>" for c in cols)
+        f"<tr><td>{html.escape(name)}</td><td>{m.get('n', '')}</td><td>{m.get('prevalence')}</td>"
+        + "".join(f"<td>{cell(m.get(c))}</td>" for c in cols)
+        + (f"<td>{html.escape(m['reason'])}</td>" if m.get("estimable") is False else "")
         + "</tr>"
         for name, m in metrics["labels"].items()
     )
@@ -77,12 +85,25 @@ def _html(metrics: dict[str, Any], title: str) -> str:
     return (
         f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<h1>{html.escape(title)}</h1><p>n = {metrics['n']}; 95 % bootstrap CIs.</p>"
-        "<table border=1 cellpadding=3><tr><th>label</th>"
+        "<table border=1 cellpadding=3><tr><th>label</th><th>n</th><th>prevalence</th>"
         + "".join(f"<th>{c}</th>" for c in cols)
-        + f"</tr>{rows}</table>{extra}"
-        "<img src='roc.png'><img src='calibration.png'>"
-        "<p>Synthetic data; no clinical validity.</p>"
+        + f"</tr>{rows}</table>{extra}{_ablation_html(metrics.get('ablation'))}"
+        + ("<img src='roc.png'><img src='calibration.png'>" if plots else "")
+        + (
+            "<p>Synthetic data; no clinical validity.</p>"
+            if "cohort" in metrics
+            else "<p>Research evaluation; medfuse makes no claim of clinical validity.</p>"
+        )
     )
+
+
+def _ablation_html(ablation: dict[str, Any] | None) -> str:
+    if not ablation:
+        return ""
+    cells = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v['macro_auroc']}</td></tr>" for k, v in ablation.items()
+    )
+    return f"<h2>Modality ablation (macro AUROC)</h2><table border=1 cellpadding=3>{cells}</table>"
 
 
 def evaluate_model(
@@ -128,6 +149,153 @@ def evaluate_model(
         atomic_write_text(out / "metrics.html", _html(res, f"medfuse evaluation: {res['model']}"))
     res["_pred"] = pred
     return res
+
+
+#: A label with fewer known positives (or negatives) than this is reported as not estimable.
+MIN_POSITIVES = 5
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_dataset` measured (``metrics`` is ``metrics.json``)."""
+
+    metrics: dict[str, Any]
+    #: one row per case: case_id, split, modalities present, per label target / p / positive
+    predictions: list[dict[str, Any]]
+    out_dir: Path | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.metrics[key]
+
+    def _repr_html_(self) -> str:
+        return _html(self.metrics, f"medfuse evaluation: {self.metrics.get('model', '')}", plots=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"Evaluation({self.metrics.get('model')}: n={self.metrics['n']}, "
+            f"macro AUROC {self.metrics.get('macro_auroc')})"
+        )
+
+
+def evaluate_dataset(
+    model: Any,
+    dataset: Any,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    split: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_positives: int = MIN_POSITIVES,
+    progress: Callable[[int, int], None] | None = None,
+) -> Evaluation:
+    """Metrics of ``model`` on a :class:`~medfuse.data.Dataset` (or its ``split``) at the card's
+    thresholds: per label n, prevalence, AUROC, AUPRC, F1, sensitivity, specificity, ECE and
+    Brier with bootstrap CIs; the c-index when the data has survival targets; and, for a model
+    reading both modalities, the modality ablation (each case with only its image, only its
+    report). With ``out_dir``: ``metrics.json``, ``metrics.html`` (ROC and calibration plots)
+    and ``predictions.csv``."""
+    from .metrics import auroc, evaluate_predictions, plot_calibration, plot_roc
+    from .trainer import predict_cohort
+
+    if split is not None:
+        idx = dataset.split_indices().get(split)
+        if idx is None or not idx.size:
+            raise ConfigError(f"the dataset has no {split!r} cases", path=dataset.manifest.path)
+        dataset = dataset.subset(idx)
+    names = model.labels
+    y = dataset.label_matrix(names=names)
+    pred = predict_cohort(model, dataset, progress=progress)
+    th = model.diagnosis_head.threshold.tolist()
+    survival = dataset.has_survival and np.all(np.isfinite(pred["risk"]))
+    res = evaluate_predictions(
+        pred["probs"],
+        y,
+        names,
+        thresholds=th,
+        time=dataset.times if survival else None,
+        event=dataset.events if survival else None,
+        risk=pred["risk"] if survival else None,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    for j, name in enumerate(names):
+        known = np.isin(y[:, j], (0.0, 1.0))
+        pos, neg = int((y[known, j] == 1).sum()), int((y[known, j] == 0).sum())
+        m = res["labels"][name]
+        m.update(n=int(known.sum()), positives=pos)
+        if min(pos, neg) < min_positives:
+            keep = {k: m[k] for k in ("n", "positives", "prevalence", "threshold")}
+            keep.update(
+                estimable=False,
+                reason=f"{pos} positive and {neg} negative case(s); at least {min_positives} "
+                "of each are needed",
+            )
+            res["labels"][name] = keep
+        else:
+            m["estimable"] = True
+    for key in ("auroc", "auprc", "ece", "brier", "f1"):
+        vals = [
+            v[key]["value"]
+            for v in res["labels"].values()
+            if v.get("estimable") and v[key]["value"] is not None
+        ]
+        res[f"macro_{key}"] = round(float(np.mean(vals)), 4) if vals else None
+    res["model"] = getattr(model, "name", "model")
+    res["split"] = split
+    res["manifest_sha256"] = dataset.manifest.sha256
+    res["modalities"] = {
+        "image": int(dataset.image_present().sum()),
+        "report": int(dataset.report_present().sum()),
+    }
+    if len(model.modalities) == 2:
+        res["ablation"] = {}
+        for cond, kw in (("image_only", {"drop_report": True}), ("report_only", {"drop_image": True})):
+            p = predict_cohort(model, dataset, **kw)["probs"]
+            per = {n: auroc(y[:, j], p[:, j]) for j, n in enumerate(names)}
+            ok = [
+                v for n, v in per.items() if res["labels"][n].get("estimable") and np.isfinite(v)
+            ]
+            res["ablation"][cond] = {
+                "macro_auroc": round(float(np.mean(ok)), 4) if ok else None,
+                "labels": {n: (round(v, 4) if np.isfinite(v) else None) for n, v in per.items()},
+            }
+        res["ablation"]["image_and_report"] = {"macro_auroc": res["macro_auroc"]}
+    rows = []
+    img, rep = dataset.image_present(), dataset.report_present()
+    for i, case in enumerate(dataset.case_ids):
+        row: dict[str, Any] = {
+            "case_id": case,
+            "split": str(dataset.splits[i]),
+            "image": int(img[i]),
+            "report": int(rep[i]),
+        }
+        for j, name in enumerate(names):
+            t = y[i, j]
+            row[name] = "" if not np.isfinite(t) else int(t)
+            row[f"{name}_p"] = round(float(pred["probs"][i, j]), 5)
+            row[f"{name}_positive"] = int(pred["probs"][i, j] >= th[j])
+        if np.isfinite(pred["risk"][i]):
+            row["risk"] = round(float(pred["risk"][i]), 5)
+        rows.append(row)
+    out = None
+    if out_dir is not None:
+        import csv
+        import io
+
+        from .._atomic import atomic_write_text
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "metrics.json", json.dumps(res, indent=2) + "\n")
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(out / "predictions.csv", buf.getvalue())
+        plot_roc(pred["probs"], y, names, out / "roc.png")
+        plot_calibration(pred["probs"], y, names, out / "calibration.png")
+        atomic_write_text(out / "metrics.html", _html(res, f"medfuse evaluation: {res['model']}"))
+    return Evaluation(res, rows, out)
 
 
 def _macro_auroc(y: np.ndarray, p: np.ndarray) -> float:

@@ -29,7 +29,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -52,6 +52,11 @@ class _Strict(BaseModel):
 
 class ModelSection(_Strict):
     preset: str = "chest_ct_fusion_tiny"
+    #: fine-tune: a shipped model name or a model folder whose encoders (and fusion) are kept;
+    #: a new diagnosis head is built for ``data.labels`` (``preset`` is then ignored)
+    init_from: str | None = None
+    #: keep the encoders' weights fixed (fine-tuning): true, or "image" / "text" for one of them
+    freeze: bool | Literal["image", "text"] = False
     name: str | None = None
     description: str | None = None
     #: create_model overrides (image_encoder, text_encoder, fusion, *_kwargs, dim, risk, ...)
@@ -62,9 +67,30 @@ class ModelSection(_Strict):
 
 
 class DataSection(_Strict):
+    """Where the cases come from: a manifest of your own cohort (``manifest``, see
+    ``docs/training.md``), or else medfuse's synthetic cohort (``cohort``)."""
+
+    #: your cohort: a manifest CSV or datalist JSON (relative: next to the config, else here)
+    manifest: str | None = None
+    #: label columns to learn (default: every non-reserved manifest column)
+    labels: list[str] | None = None
+    #: fill missing / empty label cells with the report labeler's values (weak labels)
+    labels_from_reports: bool = False
+    #: uncertain (-1) labels: masked in the loss, or counted as positive / negative
+    uncertain: Literal["ignore", "positive", "negative"] = "ignore"
+    #: report-derived labels of findings a report does not mention
+    not_mentioned: Literal["negative", "ignore"] = "negative"
+    #: rows with problems: stop with all of them listed, or leave them out (listed)
+    on_invalid: Literal["error", "skip"] = "error"
+    #: processes (or Ray tasks) preprocessing images in the dataset build
+    workers: int = Field(1, ge=1, le=256)
+    engine: Literal["local", "ray"] = "local"
+    #: split fractions when the manifest has no split column (grouped by patient, stratified)
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     #: FusionCohortConfig parameters (n, seed, shape, label_noise, report_missing, ...)
     cohort: dict[str, Any] = Field(default_factory=dict)
-    #: folder for cohort.json and cached inputs (None: memory only)
+    #: synthetic cohort: folder for cohort.json and cached inputs (None: memory only);
+    #: manifest: the per-case input cache (None: $MEDFUSE_CACHE_DIR or ~/.cache/medfuse)
     cache_dir: str | None = None
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
 
@@ -118,6 +144,9 @@ class TrainConfig(_Strict):
     """Schema of a training YAML file (see ``configs/train_demo.yaml``)."""
 
     seed: int = 0
+    #: the model folder written (card, weights, tokenizer); default ``<out_dir>/model``
+    output: str | None = None
+    #: checkpoints and reports; default ``<output>/training`` when ``output`` is given
     out_dir: str = "runs/train"
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
@@ -126,6 +155,11 @@ class TrainConfig(_Strict):
     early_stopping: EarlyStopSection = Field(default_factory=EarlyStopSection)
     calibration: CalibrationSection = Field(default_factory=CalibrationSection)
     aux_maps: AuxMapsSection = Field(default_factory=AuxMapsSection)
+    #: random augmentations of the model-grid images in training (``medfuse.data.augment``);
+    #: none by default (no left-right flips: laterality matters)
+    augment: dict[str, Any] = Field(default_factory=dict)
+    #: folder of the config file (relative manifest paths look there first); not in the YAML
+    base_dir: str = Field("", exclude=True)
     #: bf16 autocast (CUDA only; ignored on CPU)
     amp: bool = True
     device: str = "auto"
@@ -135,6 +169,26 @@ class TrainConfig(_Strict):
     eval_batch_size: int = 32
     #: bootstrap resamples for the validation metrics stored in the card
     eval_n_boot: int = Field(200, ge=10)
+
+    def model_dir(self) -> Path:
+        """The model folder this config writes."""
+        return Path(self.output) if self.output else Path(self.out_dir) / "model"
+
+    def work_dir(self) -> Path:
+        """Checkpoints and the dataset report."""
+        if self.output and "out_dir" not in self.model_fields_set:
+            return Path(self.output) / "training"
+        return Path(self.out_dir)
+
+    def manifest_path(self) -> Path | None:
+        """``data.manifest``: absolute, else next to the config file if it is there, else
+        relative to the current folder."""
+        if not self.data.manifest:
+            return None
+        p = Path(os.path.expanduser(self.data.manifest))
+        if not p.is_absolute() and self.base_dir and (Path(self.base_dir) / p).exists():
+            return Path(self.base_dir) / p
+        return p
 
 
 def load_train_config(
@@ -152,7 +206,7 @@ def load_train_config(
         raise ConfigError("a training config is a YAML mapping", path=p)
     data.update(overrides or {})
     try:
-        return TrainConfig.model_validate(data)
+        return TrainConfig.model_validate({**data, "base_dir": str(p.resolve().parent)})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
@@ -211,8 +265,7 @@ class _Data:
             else None
         )
         self.text = model.tokenize(cohort.reports()) if model.text_encoder is not None else None
-        self.labels = cohort.label_matrix()
-        self.labels_clean = cohort.label_matrix(clean=True)
+        self.labels = cohort.label_matrix(names=model.labels)
         self.time = cohort.times
         self.event = cohort.events
         self.image_present = cohort.image_present()
@@ -225,6 +278,7 @@ class _Data:
         *,
         drop_image: np.ndarray | None = None,
         drop_report: np.ndarray | None = None,
+        augment: Callable[[Any], Any] | None = None,
     ) -> dict[str, Any]:
         import torch
 
@@ -233,7 +287,8 @@ class _Data:
             img_present = self.image_present[idx].copy()
             if drop_image is not None:
                 img_present &= ~drop_image
-            out["image"] = torch.from_numpy(self.images[idx].astype(np.float32)).to(device)
+            x = torch.from_numpy(self.images[idx].astype(np.float32))
+            out["image"] = (augment(x) if augment is not None else x).to(device)
             out["image_present"] = torch.from_numpy(img_present).to(device)
         if self.text is not None:
             rep_present = self.report_present[idx].copy()
@@ -378,11 +433,58 @@ def _setup_device(cfg: TrainConfig):
 
 
 # -- training --------------------------------------------------------------------------------------
+def model_inputs(cfg: TrainConfig) -> tuple[dict[str, Any], bool, bool]:
+    """What the config's model reads: (preprocessing dict, has an image encoder, has a text
+    encoder), known before the model is built (the dataset is built with it)."""
+    from ..models.model import load_model, preset_spec
+
+    if cfg.model.init_from:
+        card = load_model(cfg.model.init_from).card
+        comp = card.components
+        return dict(card.preprocessing), bool(comp.get("image_encoder")), bool(comp.get("text_encoder"))
+    spec = preset_spec(cfg.model.preset)
+    ov = cfg.model.overrides
+    pre = {**(spec.get("preprocessing") or {}), **(ov.get("preprocessing") or {})}
+    pre.update(cfg.model.preprocessing)
+    image = ov.get("image_encoder", spec.get("image_encoder"))
+    text = ov.get("text_encoder", spec.get("text_encoder"))
+    return pre, image is not None, text is not None
+
+
+def load_dataset(cfg: TrainConfig, progress: Callable[[str, int, int], None] | None = None):
+    """The config's manifest built into a :class:`~medfuse.data.Dataset` with the model's
+    preprocessing (the per-case cache is reused when present)."""
+    from ..data.dataset import Dataset
+
+    pre, has_image, _ = model_inputs(cfg)
+    d = cfg.data
+    return Dataset.from_manifest(
+        cfg.manifest_path(),  # type: ignore[arg-type]
+        d.labels,
+        preprocessing=pre,
+        images=has_image,
+        labels_from_reports=d.labels_from_reports,
+        not_mentioned=d.not_mentioned,
+        uncertain=d.uncertain,
+        cache_dir=d.cache_dir,
+        workers=d.workers,
+        engine=d.engine,
+        val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction,
+        seed=cfg.seed,
+        on_invalid=d.on_invalid,
+        progress=progress,
+    )
+
+
 def build_model_for(cfg: TrainConfig, cohort: Any, train_idx: np.ndarray) -> Any:
     """The (untrained) model of the config, with a tokenizer built on the training reports."""
     from ..models.model import create_model, preset_spec
     from .cohort import FUSION_LABELS
 
+    own = not hasattr(cohort, "config")  # a user's dataset, not the synthetic cohort
+    if cfg.model.init_from:
+        return _fine_tune_model(cfg, cohort)
     spec = preset_spec(cfg.model.preset)
     overrides = dict(cfg.model.overrides)
     text = overrides.get("text_encoder", spec.get("text_encoder"))
@@ -395,7 +497,13 @@ def build_model_for(cfg: TrainConfig, cohort: Any, train_idx: np.ndarray) -> Any
         overrides["tokenizer"] = ReportTokenizer.from_reports(
             reps, min_freq=cfg.model.tokenizer_min_freq, hash_buckets=256
         )
-    overrides.setdefault("labels", list(FUSION_LABELS))
+    overrides.setdefault("labels", list(cohort.labels if own else FUSION_LABELS))
+    if own:
+        survival = cohort.has_survival
+        if not survival:
+            overrides["risk"] = None
+        elif "risk" not in (spec.get("heads") or {}) and "risk" not in overrides:
+            overrides["risk"] = "cox"
     if cfg.model.preprocessing:
         overrides["preprocessing"] = dict(cfg.model.preprocessing)
     if cfg.model.description:
@@ -404,6 +512,58 @@ def build_model_for(cfg: TrainConfig, cohort: Any, train_idx: np.ndarray) -> Any
     if cfg.model.name:
         model.name = cfg.model.name
     return model
+
+
+def _fine_tune_model(cfg: TrainConfig, dataset: Any) -> Any:
+    """``model.init_from``: the base model's encoders, fusion and tokenizer, a new diagnosis
+    head for the dataset's labels (and a risk head only when the data has survival targets)."""
+    import copy
+
+    from ..models.model import build_model, load_model
+
+    base = load_model(cfg.model.init_from)  # type: ignore[arg-type]
+    card = base.card  # type: ignore[attr-defined]
+    spec = copy.deepcopy(card.components)
+    heads = spec.get("heads") or {}
+    diag_name = next(
+        (k for k, h in heads.items() if (h or {}).get("name") == "multilabel"), "diagnosis"
+    )
+    diag = copy.deepcopy(heads.get(diag_name) or {"name": "multilabel", "kwargs": {}})
+    diag.setdefault("kwargs", {})["labels"] = list(dataset.labels)
+    diag["kwargs"].pop("temperatures", None)
+    diag["kwargs"].pop("thresholds", None)
+    new_heads = {diag_name: diag}
+    if getattr(dataset, "has_survival", False):
+        new_heads["risk"] = heads.get("risk") or {"name": "cox", "kwargs": {}}
+    spec["heads"] = new_heads
+    spec["preprocessing"] = card.preprocessing
+    spec["description"] = cfg.model.description or f"Fine-tuned from {card.name}. {card.description}"
+    tokenizer = base.text_encoder.tokenizer_state() if base.text_encoder is not None else None
+    model = build_model(spec, tokenizer=tokenizer, name=cfg.model.name or f"{card.name}_finetuned")
+    keep = {k: v for k, v in base.state_dict().items() if not k.startswith("heads.")}
+    missing, unexpected = model.load_state_dict(keep, strict=False)
+    new = [k for k in missing if not k.startswith("heads.")]
+    if new or unexpected:
+        raise ConfigError(
+            f"cannot carry the weights of {cfg.model.init_from!r} over: missing {new[:5]}, "
+            f"unexpected {list(unexpected)[:5]}"
+        )
+    log.info("fine-tuning %s: encoders and fusion kept, new head for %s", card.name, dataset.labels)
+    return model
+
+
+def _frozen(cfg: TrainConfig, model: Any) -> list[Any]:
+    """The encoders ``model.freeze`` holds fixed (their parameters stop requiring gradients)."""
+    f = cfg.model.freeze
+    parts = []
+    if f in (True, "image") and model.image_encoder is not None:
+        parts.append(model.image_encoder)
+    if f in (True, "text") and model.text_encoder is not None:
+        parts.append(model.text_encoder)
+    for part in parts:
+        for p in part.parameters():
+            p.requires_grad_(False)
+    return parts
 
 
 def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -427,20 +587,42 @@ def train(
     t_start = time.perf_counter()
     device, rank, world = _setup_device(cfg)
     torch.manual_seed(cfg.seed)
-    out_dir = Path(cfg.out_dir)
+    out_dir = cfg.work_dir()
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-    cohort_cfg = FusionCohortConfig.from_dict(cfg.data.cohort)
-    cohort = make_fusion_cohort(cohort_cfg, cfg.data.cache_dir if rank == 0 else None)
-    if world > 1 and cfg.data.cache_dir:
-        import torch.distributed as dist
-
-        dist.barrier()
-        if rank != 0:
-            cohort = make_fusion_cohort(cohort_cfg, cfg.data.cache_dir)
-    train_idx, val_idx = _split(len(cohort), cfg.data.val_fraction, cfg.seed)
+    if cfg.data.manifest:
+        # rank 0 builds the per-case cache; the other ranks then find every case in it
+        if world > 1 and rank != 0:
+            _barrier()
+        cohort = load_dataset(cfg, progress if rank == 0 else None)
+        if world > 1 and rank == 0:
+            _barrier()
+        if rank == 0:
+            cohort.write_report(out_dir)
+        parts = cohort.split_indices()
+        train_idx, val_idx = parts["train"], parts["val"]
+        if not train_idx.size or not val_idx.size:
+            raise ConfigError(
+                f"training needs train and val cases; the splits hold "
+                f"{ {k: int(v.size) for k, v in parts.items()} }",
+                path=cfg.manifest_path(),
+            )
+    else:
+        cohort_cfg = FusionCohortConfig.from_dict(cfg.data.cohort)
+        cohort = make_fusion_cohort(cohort_cfg, cfg.data.cache_dir if rank == 0 else None)
+        if world > 1 and cfg.data.cache_dir:
+            _barrier()
+            if rank != 0:
+                cohort = make_fusion_cohort(cohort_cfg, cfg.data.cache_dir)
+        train_idx, val_idx = _split(len(cohort), cfg.data.val_fraction, cfg.seed)
     torch.manual_seed(cfg.seed)
     model = build_model_for(cfg, cohort, train_idx).to(device)
+    frozen = _frozen(cfg, model)
+    augment = None
+    if cfg.augment:
+        from ..data.augment import build_augmentation
+
+        augment = build_augmentation(cfg.augment, seed=cfg.seed)
 
     def cb(done: int, total: int) -> None:
         if progress is not None and rank == 0:
@@ -474,7 +656,9 @@ def train(
             find_unused_parameters=True,
         )
     opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
     )
     o = cfg.optim
     per_rank = len(train_idx) // world
@@ -543,7 +727,7 @@ def train(
         )
         lg = torch.from_numpy(pred["logits"])
         yv = data.labels[val_idx]
-        bce = float(F.binary_cross_entropy_with_logits(lg, torch.from_numpy(yv)))
+        bce = float(model.diagnosis_head.loss(lg, torch.from_numpy(yv)))
         loss = bce
         cidx = float("nan")
         if has_risk:
@@ -577,6 +761,8 @@ def train(
     while epoch < o.epochs and state["bad_epochs"] < cfg.early_stopping.patience:
         t_ep = time.perf_counter()
         net.train()
+        for part in frozen:  # frozen encoders keep their batch-norm statistics too
+            part.eval()
         rng = np.random.default_rng([cfg.seed, epoch, 0xE90C])
         perm = rng.permutation(train_idx)[: per_rank * world]
         mine = perm[rank::world]
@@ -590,7 +776,9 @@ def train(
                 continue
             drop_img = drop_rng.random(len(idx)) < md.image
             drop_rep = (drop_rng.random(len(idx)) < md.report) & ~drop_img
-            batch = data.batch(idx, device, drop_image=drop_img, drop_report=drop_rep)
+            batch = data.batch(
+                idx, device, drop_image=drop_img, drop_report=drop_rep, augment=augment
+            )
             last_micro = (micro + 1) % o.grad_accum == 0 or micro == micro_per_epoch - 1
             sync = net.no_sync() if (world > 1 and not last_micro) else _nullcontext()
             with sync:
@@ -674,6 +862,12 @@ def _discrete_cls():
     return DiscreteTimeHead
 
 
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    dist.barrier()
+
+
 class _nullcontext:
     def __enter__(self) -> None:
         return None
@@ -731,17 +925,32 @@ def _calibrate_and_save(
         thresholds=ths,
         time=data.time[val_idx],
         event=data.event[val_idx],
-        risk=pred["risk"],
+        risk=pred["risk"] if np.all(np.isfinite(pred["risk"])) else None,
         n_boot=cfg.eval_n_boot,
         seed=cfg.seed,
     )
-    training_data = {
-        "synthetic": True,
-        "generator": "medfuse.train.cohort (seeded chest CT phantoms + template reports)",
-        "cohort": cohort.config.to_dict(),
+    if hasattr(cohort, "config"):
+        training_data: dict[str, Any] = {
+            "synthetic": True,
+            "generator": "medfuse.train.cohort (seeded chest CT phantoms + template reports)",
+            "cohort": cohort.config.to_dict(),
+            "label_sources": {k: LABEL_SOURCES.get(k, "?") for k in model.labels},
+        }
+        limitations = (
+            "Trained only on synthetic phantoms and template reports; it has no clinical "
+            "validity and must not be applied to real patients."
+        )
+    else:
+        training_data = _provenance(cohort, model, cfg)
+        limitations = (
+            "Trained on the cohort described in training_data (provenance without identifiers). "
+            "medfuse makes no claim of clinical validity for it: validate it on independent "
+            "data before relying on it, and never for clinical decisions without regulatory "
+            "clearance."
+        )
+    training_data.update({
         "n_train": len(train_idx),
         "n_validation": len(val_idx),
-        "label_sources": {k: LABEL_SOURCES.get(k, "?") for k in model.labels},
         "modality_dropout": cfg.modality_dropout.model_dump(),
         "aux_maps": cfg.aux_maps.model_dump() if cfg.aux_maps.weight > 0 else None,
         "training": {
@@ -753,17 +962,14 @@ def _calibrate_and_save(
             "device": summary["device"],
             "world_size": summary["world_size"],
         },
-    }
+    })  # fmt: skip
     folder = save_model(
         model,
         None,
-        Path(cfg.out_dir) / "model",
+        cfg.model_dir(),
         training_data=training_data,
         metrics={"validation": metrics},
-        limitations=(
-            "Trained only on synthetic phantoms and template reports; it has no clinical "
-            "validity and must not be applied to real patients."
-        ),
+        limitations=limitations,
         extra=_card_extra(cfg, pred["risk"]),
     )
     return {
@@ -772,6 +978,42 @@ def _calibrate_and_save(
         "temperatures": temps,
         "thresholds": ths,
     }
+
+
+def _provenance(dataset: Any, model: Any, cfg: TrainConfig) -> dict[str, Any]:
+    """What the card says of a user's cohort: the manifest's hash, counts per split, where the
+    labels came from and their prevalence; never a patient or study identifier."""
+    s = dataset.summary()
+    splits = s["splits"]
+    return {
+        "synthetic": False,
+        "manifest_sha256": s["manifest_sha256"],
+        "rows": s["rows"],
+        "cases_used": s["used"],
+        "cases_left_out": s["failed"],
+        "counts": {k: v["n"] for k, v in splits.items()},
+        "modalities": {k: v["modalities"] for k, v in splits.items()},
+        "prevalence": {
+            k: {lab: v["labels"][lab]["prevalence"] for lab in model.labels}
+            for k, v in splits.items()
+        },
+        "label_origin": s["label_origin"],
+        "weak_labels": s["weak_labels"],
+        "uncertain_policy": s["uncertain_policy"],
+        "labels_from_reports": cfg.data.labels_from_reports,
+        "label_sources": {k: _needs(model) for k in model.labels},
+        "images": {k: v for k, v in (s.get("images") or {}).items() if k != "n"} or None,
+        "init_from": cfg.model.init_from,
+        "frozen": cfg.model.freeze,
+        "augment": cfg.augment or None,
+    }
+
+
+def _needs(model: Any) -> str:
+    """The modality a label of a model trained on a user's cohort needs: the one the model
+    reads, or "either" for a model that reads both."""
+    mods = model.modalities
+    return "either" if len(mods) == 2 else mods[0]
 
 
 #: Number of validation risk quantiles stored in the card as ``extra["risk_reference"]``.
