@@ -16,7 +16,13 @@ parameters and the shape and spacing after it):
                     ``ResizeWithPadOrCrop`` (CT pads with air, -1024 HU)
 5. ``intensity``    CT: one channel per HU window, scaled to [0, 1] (``ScaleIntensityRange``);
                     MR: z-score over non-zero voxels (``NormalizeIntensity``) or percentile
-                    scaling (``ScaleIntensityRangePercentiles``)
+                    scaling (``ScaleIntensityRangePercentiles``); generic: linear scaling to
+                    [0, 1] from ``generic_range`` (fixed) or the volume's min/max
+                    (``ScaleIntensityRange``), no HU windows
+
+``modality="generic"`` is for volumes that are neither CT nor MR intensities (shape masks, NIfTI
+volumes without a modality, e.g. MedMNIST3D): one channel, linear scaling to [0, 1], padding
+with the low end of the range so that padded voxels become 0.
 
 The geometric steps are tracked through the MONAI ``MetaTensor`` affine, so the model grid's
 RAS affine is known exactly and ``inv(A_original) @ A_model`` maps model voxels to original
@@ -67,9 +73,11 @@ _MR_NORMS = ("zscore", "percentile", "none")
 class PreprocessingConfig:
     """How a volume becomes a model input. It is saved in the model card with the weights.
 
-    ``modality`` is ``"CT"``, ``"MR"`` or ``"auto"`` (from ``Volume.modality``; anything that is
-    not CT is treated as MR). ``ct_windows`` holds names from :data:`CT_WINDOWS` or
-    ``(centre, width)`` pairs; each window is one input channel.
+    ``modality`` is ``"CT"``, ``"MR"``, ``"generic"`` or ``"auto"`` (from ``Volume.modality``;
+    anything that is not CT is treated as MR). ``ct_windows`` holds names from :data:`CT_WINDOWS`
+    or ``(centre, width)`` pairs; each window is one input channel. ``generic_range`` (generic
+    modality only) is the fixed ``(low, high)`` intensity range scaled to [0, 1] (clipped); None
+    scales each volume's own min/max.
     """
 
     orientation: str | None = "RAS"
@@ -87,6 +95,7 @@ class PreprocessingConfig:
     spatial_size: tuple[int, int, int] | None = None
     ct_pad_value: float = -1024.0
     extra: dict[str, Any] = field(default_factory=dict)
+    generic_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.orientation is not None:
@@ -109,9 +118,24 @@ class PreprocessingConfig:
             self.spacing = sp  # type: ignore[assignment]
         if self.interpolation not in _MODES:
             raise ConfigError(f"interpolation must be one of {_MODES}, got {self.interpolation!r}")
-        self.modality = str(self.modality).upper() if self.modality != "auto" else "auto"
-        if self.modality not in ("CT", "MR", "auto"):
-            raise ConfigError(f"modality must be 'CT', 'MR' or 'auto', got {self.modality!r}")
+        mod = str(self.modality)
+        self.modality = mod.lower() if mod.lower() in ("auto", "generic") else mod.upper()
+        if self.modality not in ("CT", "MR", "generic", "auto"):
+            raise ConfigError(
+                f"modality must be 'CT', 'MR', 'generic' or 'auto', got {self.modality!r}"
+            )
+        if self.generic_range is not None:
+            if self.modality != "generic":
+                raise ConfigError(
+                    "generic_range applies to modality 'generic' only",
+                    hint="CT uses ct_windows, MR uses mr_normalization",
+                )
+            pair = tuple(float(v) for v in self.generic_range)
+            if len(pair) != 2 or not all(math.isfinite(v) for v in pair) or pair[1] <= pair[0]:
+                raise ConfigError(
+                    f"generic_range must be (low, high) with high > low, got {self.generic_range!r}"
+                )
+            self.generic_range = pair  # type: ignore[assignment]
         windows = []
         for w in self.ct_windows:
             if isinstance(w, str):
@@ -175,9 +199,11 @@ class PreprocessingConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
         d = asdict(self)
-        for k in ("spacing", "spatial_size", "mr_percentiles"):
+        for k in ("spacing", "spatial_size", "mr_percentiles", "generic_range"):
             if d[k] is not None:
                 d[k] = list(d[k])
+        if d["generic_range"] is None:  # configs from before the generic modality stay as they were
+            del d["generic_range"]
         d["ct_windows"] = [w if isinstance(w, str) else list(w) for w in self.ct_windows]
         return d
 
@@ -188,7 +214,7 @@ class PreprocessingConfig:
         if unknown:
             raise ConfigError(f"unknown preprocessing options: {sorted(unknown)}")
         d = dict(data)
-        for k in ("spacing", "spatial_size", "mr_percentiles"):
+        for k in ("spacing", "spatial_size", "mr_percentiles", "generic_range"):
             if d.get(k) is not None:
                 d[k] = tuple(d[k])
         if "ct_windows" in d:
@@ -288,8 +314,16 @@ def preprocess(
         else:
             params["skipped"] = "no voxel above the threshold"
         record("foreground", params)
+    generic_range: tuple[float, float] | None = None
+    if modality == "generic":  # fixed range, or this volume's min/max before any padding
+        if cfg.generic_range is not None:
+            generic_range = (float(cfg.generic_range[0]), float(cfg.generic_range[1]))
+        else:
+            generic_range = (float(img.min()), float(img.max()))
     if cfg.spatial_size is not None:
         pad_value = cfg.ct_pad_value if modality == "CT" else 0.0
+        if generic_range is not None:
+            pad_value = generic_range[0]
         img = ResizeWithPadOrCrop(cfg.spatial_size, mode="constant", value=pad_value)(img)
         record("pad_crop", {"spatial_size": list(cfg.spatial_size), "pad_value": pad_value})
     affine = _affine_np(img)
@@ -301,6 +335,15 @@ def preprocess(
         ]
         out = torch.cat(chans, 0)
         params = {"windows": [[lo, hi] for lo, hi in ranges], "to": [0.0, 1.0]}
+    elif generic_range is not None:
+        lo, hi = generic_range
+        source = "fixed" if cfg.generic_range is not None else "min_max"
+        params = {"method": "generic", "range": [lo, hi], "source": source, "to": [0.0, 1.0]}
+        if hi > lo:
+            out = ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=True)(img).as_tensor()
+        else:  # a constant volume: nothing to scale
+            out = torch.zeros(img.shape, dtype=torch.float32)
+            params["constant"] = True
     elif cfg.mr_normalization == "zscore":
         out = NormalizeIntensity(nonzero=True, channel_wise=True)(img).as_tensor()
         params = {"method": "zscore", "nonzero": True}
