@@ -13,11 +13,16 @@ name it contains is looked up in a registry — nothing is imported or evaluated
 
 ``docs/workflow.schema.json`` is the JSON Schema generated from these models
 (``python -m medfuse.config > docs/workflow.schema.json``); ``docs/workflows.md`` explains it.
+
+Shipped workflows live in ``medfuse/assets/workflows/<name>.yaml`` (the repository's top-level
+``workflows/`` links to them): ``load_workflow("chest_ct_triage")`` reads the shipped one when no
+file of that name exists (a file always wins); ``shipped_workflows()`` lists them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +37,9 @@ __all__ = [
     "ReportSource",
     "RunSection",
     "Workflow",
+    "find_workflow",
     "load_workflow",
+    "shipped_workflows",
     "workflow_schema",
 ]
 
@@ -233,9 +240,41 @@ def _format_errors(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def load_workflow(source: str | os.PathLike | dict[str, Any]) -> Workflow:
-    """Read and validate a workflow from a YAML file (or an already parsed mapping).
+def _shipped_dir() -> Path:
+    return Path(__file__).resolve().parent / "assets" / "workflows"
 
+
+def shipped_workflows() -> dict[str, Path]:
+    """The workflows shipped in the package, ``{name: path}`` sorted by name."""
+    return {p.stem: p for p in sorted(_shipped_dir().glob("*.yaml")) if p.is_file()}
+
+
+def find_workflow(ref: str | os.PathLike) -> Path:
+    """The file a workflow reference names: an existing path as given (a file always wins), else
+    the shipped workflow of that name (``chest_ct_triage`` or ``chest_ct_triage.yaml``).
+
+    Raises :class:`~medfuse.errors.ConfigError` when it is neither, listing the shipped names.
+    """
+    path = Path(ref)
+    if os.path.lexists(path):
+        return path
+    text = os.fspath(ref)
+    name = text[:-5] if text.endswith(".yaml") else text
+    shipped = shipped_workflows()
+    if re.fullmatch(_NAME, name) and name in shipped:
+        return shipped[name]
+    raise ConfigError(
+        "cannot read workflow: no such file, and no shipped workflow of that name",
+        path=path,
+        hint=f"shipped workflows: {', '.join(shipped) or 'none'}; see medfuse workflows list",
+    )
+
+
+def load_workflow(source: str | os.PathLike | dict[str, Any]) -> Workflow:
+    """Read and validate a workflow from a YAML file, a shipped workflow's name (when no file of
+    that name exists; see :func:`find_workflow`) or an already parsed mapping.
+
+    Relative paths in the workflow resolve against the folder of the file it was read from.
     Raises :class:`~medfuse.errors.ConfigError` naming the file and every invalid key.
     """
     import yaml
@@ -245,7 +284,7 @@ def load_workflow(source: str | os.PathLike | dict[str, Any]) -> Workflow:
     if isinstance(source, dict):
         data: Any = dict(source)
     else:
-        path = Path(source)
+        path = find_workflow(source)
         try:
             size = path.stat().st_size
         except OSError as exc:
@@ -267,7 +306,7 @@ def load_workflow(source: str | os.PathLike | dict[str, Any]) -> Workflow:
         raise ConfigError(
             f"a workflow is a mapping of keys, not {type(data).__name__}",
             path=path,
-            hint="see workflows/chest_ct_triage.yaml",
+            hint="see medfuse workflows show chest_ct_triage",
         )
     try:
         wf = Workflow.model_validate({**data, "base_dir": base})

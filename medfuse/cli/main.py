@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "medfuse.cli.text",
     "medfuse.cli.train",
     "medfuse.cli.run",
+    "medfuse.cli.workflows",
 )
 
 app = typer.Typer(
@@ -29,7 +30,7 @@ app = typer.Typer(
         "Multimodal medical imaging analysis: read DICOM / NIfTI / NRRD studies with correct "
         "geometry, understand radiology reports, fuse both in a model, explain and export.\n\n"
         "Examples:\n\n"
-        "  medfuse run workflows/chest_ct_triage.yaml --input sample_cases --out out\n\n"
+        "  medfuse run chest_ct_triage --input sample_cases --out out\n\n"
         "  medfuse info sample_cases/chest_ct_0001\n\n"
         "  medfuse convert sample_cases/chest_ct_0001 out/ct.nii.gz"
     ),

@@ -1,0 +1,66 @@
+"""``medfuse workflows list|show``: the workflows shipped with medfuse."""
+
+from __future__ import annotations
+
+import typer
+
+__all__ = ["register"]
+
+workflows_app = typer.Typer(
+    name="workflows",
+    help=(
+        "The workflows shipped with medfuse (medfuse/assets/workflows). `medfuse run NAME` runs "
+        "one by name; `medfuse workflows show NAME > my.yaml` gives a copy to edit and run as "
+        "`medfuse run my.yaml`."
+    ),
+    no_args_is_help=True,
+)
+
+
+@workflows_app.command("list")
+def list_cmd() -> None:
+    """List the shipped workflows: name, model and exports.
+
+    Example: medfuse workflows list
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..config import load_workflow, shipped_workflows
+
+    table = Table(title="shipped workflows (medfuse run NAME ...)", title_justify="left")
+    for col in ("name", "model", "modalities", "exports"):
+        table.add_column(col, overflow="fold")
+    for name, path in shipped_workflows().items():
+        wf = load_workflow(path)
+        table.add_row(name, wf.model, "+".join(wf.input.modalities), ", ".join(wf.export.formats))
+    Console().print(table)
+
+
+@workflows_app.command("show")
+def show_cmd(
+    name: str = typer.Argument(..., metavar="NAME", help="A shipped workflow's name."),
+) -> None:
+    """Print a shipped workflow's YAML, to copy and edit.
+
+    Relative paths in a workflow resolve against the folder of its file, so a copy's `model:`
+    or `reports.folder` may name folders next to the copy.
+
+    Example: medfuse workflows show chest_ct_triage > my_triage.yaml
+    """
+    from ..config import shipped_workflows
+    from ..errors import ConfigError
+
+    shipped = shipped_workflows()
+    stem = name[:-5] if name.endswith(".yaml") else name
+    if stem not in shipped:
+        raise ConfigError(
+            "no shipped workflow of that name",
+            path=name,
+            hint=f"shipped workflows: {', '.join(shipped) or 'none'}",
+        )
+    typer.echo(shipped[stem].read_text(encoding="utf-8"), nl=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(workflows_app, name="workflows")
