@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.medfuse-installed
 TORCH  := torch==2.13.0
 OUT    := out
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test wheel-test bench lint clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q
+
+# The wheel, not the checkout: build it, install it beside the CPU torch in a fresh virtualenv,
+# run the shipped workflow from an empty folder (.ci/wheel_test.sh; .ci/run calls it too).
+wheel-test:
+	PYTHON=$(PYTHON) TORCH=$(TORCH) bash .ci/wheel_test.sh
 
 # Each script prints ratios measured in one run; add --record to append a row to docs/benchmarks.md.
 bench: $(STAMP)
