@@ -23,6 +23,9 @@ _LAZY = {
     "parse_report": "medfuse.text.pipeline",
     "parse_reports": "medfuse.text.pipeline",
     "report_labels": "medfuse.text.labels",
+    "label_texts": "medfuse.text.labels",
+    "UNCERTAIN_POLICIES": "medfuse.text.labels",
+    "target_status": "medfuse.text.pipeline",
     "find_sections": "medfuse.text.sections",
     "CONTEXT_SECTIONS": "medfuse.text.sections",
 }
@@ -31,18 +34,21 @@ __all__ = [
     "CONTEXT_SECTIONS",
     "FINDING_CODES",
     "MAX_REPORT_CHARS",
+    "UNCERTAIN_POLICIES",
     "Lexicon",
     "build_pipeline",
     "find_sections",
     "get_pipeline",
+    "label_texts",
     "load_lexicon",
     "parse_report",
     "parse_reports",
     "report_labels",
+    "target_status",
 ]
 
 if TYPE_CHECKING:
-    from .labels import report_labels
+    from .labels import UNCERTAIN_POLICIES, label_texts, report_labels
     from .lexicon import FINDING_CODES, Lexicon, load_lexicon
     from .pipeline import (
         MAX_REPORT_CHARS,
@@ -50,6 +56,7 @@ if TYPE_CHECKING:
         get_pipeline,
         parse_report,
         parse_reports,
+        target_status,
     )
     from .sections import CONTEXT_SECTIONS, find_sections
 

@@ -13,7 +13,17 @@ termination boundaries, and extends it in four ways:
   closer to it decides ("no pneumonia; possible atelectasis", "opacity which may represent
   atelectasis"); overlapping cues resolve to the longest ("cannot be excluded" beats "cannot");
 * **windows** for cues that follow a mention and for history cues, so that "pneumothorax or
-  free air ... not seen" does not reach back across a whole sentence.
+  free air ... not seen" does not reach back across a whole sentence;
+* **scope rules** that hold for any sentence: a cue inside a mention's own span is part of the
+  mention, not a cue ("no appetite" as a target is not negated by its own "no"; the lexicon's
+  patterns with a negation slot, "heart is not enlarged", say so explicitly); a preceding cue
+  that an overlapping following-only cue ends on survives ("was not lightheaded": the "not" of
+  "was not"); triggers match across runs of whitespace ("negative   for"); a negation whose
+  scope holds an uncertainty cue, with no list separator between them, wins over it ("no
+  findings suggesting osteomyelitis", but "no pneumothorax, possible effusion"); "removed" / "resolved" reach only mentions of their own
+  clause ("a polyp was found and removed"); negspacy's clinical termination terms ("etiology
+  of", "secondary to", ...) end negation scope but not uncertainty ("possibly secondary to
+  pneumonia" stays uncertain).
 
 Each entity gets ``ent._.status`` ("present" / "absent" / "uncertain"), ``ent._.historical``,
 ``ent._.cue`` (the deciding trigger text) and, for compatibility with negspacy,
@@ -26,17 +36,22 @@ import bisect
 import itertools
 from dataclasses import dataclass
 
+import numpy
 from negspacy.negation import Negex
 from negspacy.termsets import termset
+from spacy.attrs import IS_SPACE
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
 __all__ = [
+    "CLAUSE_BOUND_WORDS",
+    "CLAUSE_BREAKS",
     "HISTORICAL_FOLLOWING",
     "HISTORICAL_PRECEDING",
     "NEGATION_FOLLOWING",
     "NEGATION_FOLLOWING_NEAR",
     "NEGATION_PRECEDING",
+    "NEGATION_TERMINATION",
     "PSEUDO",
     "TERMINATION",
     "UNCERTAINTY_FOLLOWING",
@@ -85,7 +100,26 @@ NEGATION_PRECEDING: list[str] = [
     "interval resolution of",  # "interval resolution of previously described opacity"
     "removal of",  # "interval removal of the right chest tube"
     "interval removal of",  # "interval removal of nasogastric tube"
-    "removed",  # "removed ET tube" (rare, but unambiguous)
+    "removed",  # "removed ET tube" (clause-bound, see CLAUSE_BOUND_WORDS)
+    # "X was / were not" is a following trigger of negspacy; these are the preceding readings
+    # that reach past a "with" ("was not associated with dyspnea")
+    "not associated with",
+    "not accompanied by",
+    # recurrence after an episode: "no further episodes of chest pain" (negspacy's pseudo "no
+    # further" would otherwise cancel the "no"), "no recurrence of the effusion"
+    "no further episodes of",
+    "no further episode of",
+    "no further episodes",
+    "no further evidence of",
+    "no further signs of",
+    "no more episodes of",
+    "no other episodes of",
+    "no additional episodes of",
+    "no subsequent episodes of",
+    "no recurrent episodes of",
+    "no recurrence of",
+    "without recurrence of",
+    "without further episodes of",
 ]
 
 NEGATION_FOLLOWING: list[str] = [t for t in _BASE["following_negations"] if t != "free"] + [
@@ -127,6 +161,16 @@ NEGATION_FOLLOWING: list[str] = [t for t in _BASE["following_negations"] if t !=
     "were removed",  # "chest tube was removed"
     "is excluded",
     "has been excluded",  # "pneumothorax is excluded"
+    # a test or finding reported negative: "workup for pulmonary embolism was negative"
+    "was negative",
+    "were negative",
+    "is negative",
+    "are negative",
+    "was found to be negative",
+    "came back negative",
+    "returned negative",
+    "has been negative",
+    "have been negative",
 ]
 
 #: following negation cues that reach only the words right before them
@@ -158,13 +202,15 @@ PSEUDO: list[str] = [
     "to explain",  # "no opacity to explain the symptoms"
 ]
 
-TERMINATION: list[str] = [
-    t
-    for t in _BASE["termination"]
-    # negspacy's clinical terminations ("secondary to", "cause of", "source of", ...) would cut
-    # "possibly secondary to pneumonia" away from its "possibly"; the plain English ones stay.
-    if t in set(termset("en").get_patterns()["termination"])
-] + [
+#: negspacy's clinical terminations ("secondary to", "etiology of", "cause of", "source of",
+#: ...): they end a negation's scope ("no fever; etiology of the pain unclear") but not an
+#: uncertainty cue's, so that "possibly secondary to pneumonia" keeps its "possibly". All of
+#: negspacy's are kept: none was measured to hurt on radiology text (docs/benchmarks.md).
+NEGATION_TERMINATION: list[str] = [
+    t for t in _BASE["termination"] if t not in set(termset("en").get_patterns()["termination"])
+]
+
+TERMINATION: list[str] = [t for t in _BASE["termination"] if t not in set(NEGATION_TERMINATION)] + [
     "there is",
     "there are",  # "no pneumothorax; there is a small effusion"
     "there has been",
@@ -280,6 +326,44 @@ HISTORICAL_FOLLOWING: list[str] = [
     "in the past",  # "pneumonia in the past"
 ]
 
+#: A negation cue holding one of these words reaches only mentions of its own clause: "the
+#: polyp was found and removed" is no negation of the polyp, "resolved pneumonia" is.
+CLAUSE_BOUND_WORDS: frozenset[str] = frozenset({"removed", "resolved"})
+
+#: Words that start a new clause between a clause-bound cue and a mention. "and" / "or" start one
+#: only where they join clauses, not mentions: before a "resolved" / "removed" they do when
+#: only auxiliaries and adverbs stand between them and the cue ("a polyp was found and
+#: (subsequently) removed", but "infiltrates and venous engorgement have resolved"); after it
+#: when they follow it directly ("her pain resolved and nausea developed") or no mention
+#: follows them directly ("resolved pneumonia and she developed a cough", but "resolved
+#: effusion and pneumothorax").
+CLAUSE_BREAKS: frozenset[str] = frozenset({"and", "or", "but", "so", ";", ":"})
+_CLAUSE_GLUE = frozenset(
+    {
+        "has",
+        "have",
+        "had",
+        "was",
+        "were",
+        "is",
+        "are",
+        "been",
+        "be",
+        "since",
+        "then",
+        "also",
+        "later",
+        "subsequently",
+        "afterwards",
+        "thereafter",
+        "eventually",
+        "now",
+    }
+)
+_COORDINATORS = frozenset({"and", "or"})
+#: between a negation and an uncertainty cue: the negation's object ends there
+_LIST_SEPARATORS = frozenset({",", ";", ":", "and", "or", "but", "."})
+
 
 def radiology_termset() -> dict[str, list[str]]:
     """The negation termset (negspacy's four keys) medfuse uses."""
@@ -287,19 +371,22 @@ def radiology_termset() -> dict[str, list[str]]:
         "pseudo_negations": list(PSEUDO),
         "preceding_negations": list(NEGATION_PRECEDING),
         "following_negations": list(NEGATION_FOLLOWING),
-        "termination": list(TERMINATION),
+        "termination": list(TERMINATION) + list(NEGATION_TERMINATION),
     }
 
 
 @dataclass(frozen=True)
 class Cue:
-    """A matched trigger: kind in {"neg", "unc", "hist", "pseudo", "term"}, direction "pre"/"fol"."""
+    """A matched trigger: kind in {"neg", "unc", "hist", "pseudo", "term"}, direction "pre"/"fol"
+    (for "term": "" ends every scope, "neg" only negation scope). ``bound``: the cue reaches only
+    its own clause (:data:`CLAUSE_BOUND_WORDS`)."""
 
     kind: str
     direction: str
     start: int
     end: int
     text: str
+    bound: bool = False
 
 
 # Maximum number of tokens between a mention and a cue of each (kind, direction); None = the
@@ -321,6 +408,7 @@ _LABELS = {
     "Following": ("neg", "fol"),
     "NegNear": ("neg", "near"),
     "Termination": ("term", ""),
+    "NegTerm": ("term", "neg"),
     "UncPre": ("unc", "pre"),
     "UncFol": ("unc", "fol"),
     "UncNear": ("unc", "near"),
@@ -329,6 +417,10 @@ _LABELS = {
 }
 
 _PUNCT_BLOCKS_HISTORY = {",", ";", ":", "(", ")", "."}
+#: matcher labels read as cues before a mention
+_PRE_LABELS = frozenset({"Preceding", "UncPre", "HistPre"})
+#: matcher labels read only as cues after a mention
+_FOL_LABELS = frozenset({"Following", "NegNear", "UncFol", "UncNear", "HistFol"})
 
 
 def _ensure_extensions() -> None:
@@ -398,9 +490,11 @@ class RadiologyContext(Negex):
         extension_name: str = "negex",
         windows: dict | None = None,
     ):
-        super().__init__(
-            nlp, name, neg_termset or radiology_termset(), extension_name=extension_name
-        )
+        ts = dict(neg_termset or radiology_termset())
+        # negspacy's clinical terminations end negation scope only (label "NegTerm")
+        neg_only = [t for t in ts["termination"] if t in set(NEGATION_TERMINATION)]
+        ts["termination"] = [t for t in ts["termination"] if t not in set(neg_only)]
+        super().__init__(nlp, name, ts, extension_name=extension_name)
         _ensure_extensions()
         extra = {
             "NegNear": NEGATION_FOLLOWING_NEAR,
@@ -409,64 +503,184 @@ class RadiologyContext(Negex):
             "UncNear": UNCERTAINTY_FOLLOWING_NEAR,
             "HistPre": historical_preceding or HISTORICAL_PRECEDING,
             "HistFol": historical_following or HISTORICAL_FOLLOWING,
+            "NegTerm": neg_only,
         }
         for label, phrases in extra.items():
-            self.matcher.add(label, list(nlp.tokenizer.pipe(phrases)))
+            if phrases:
+                self.matcher.add(label, list(nlp.tokenizer.pipe(phrases)))
         self.windows = dict(DEFAULT_WINDOWS)
         for key, value in (windows or {}).items():
             kind, _, direction = str(key).partition(":")
             self.windows[(kind, direction)] = value
+        #: entity ids (lexicon patterns) whose own negation word makes them absent, and the words
+        self.own_negation_ids: frozenset[str] = frozenset()
+        self.own_negation_words: frozenset[str] = frozenset()
+
+    def set_own_negation(self, ids: list[str] | set[str], words: list[str] | set[str]) -> None:
+        """Mentions whose ``ent_id`` is in ``ids`` and that hold one of ``words`` are absent by
+        their own wording (the lexicon's ``<NOT>`` slot: "heart is not enlarged"). Any other
+        cue inside a mention is part of the mention and decides nothing."""
+        self.own_negation_ids = frozenset(ids)
+        self.own_negation_words = frozenset(w.lower() for w in words)
 
     # -- cues -------------------------------------------------------------------------------
     def cues(self, doc: Doc) -> list[Cue]:
-        """All triggers in ``doc``; overlapping ones resolve to the longest, pseudo ones kept."""
-        from spacy.util import filter_spans
-
+        """All triggers in ``doc``, matched across runs of whitespace. Overlapping ones resolve
+        to the longest (pseudo ones kept); a preceding cue that an overlapping following-only
+        cue ends on survives ("was not" + "not", "was negative" + "negative for")."""
         labels: dict[tuple[int, int], set[str]] = {}
+        strings = self.nlp.vocab.strings
         for m, start, end in self.matcher(doc):
-            labels.setdefault((start, end), set()).add(self.nlp.vocab.strings[m])
+            labels.setdefault((start, end), set()).add(strings[m])
+        self._match_across_whitespace(doc, labels)
+        # longest first, then earliest: spaCy's filter_spans on (start, end) pairs
+        chosen: list[tuple[int, int]] = []
+        taken: set[int] = set()
+        for key in sorted(labels, key=lambda k: (k[0] - k[1], k[0])):
+            if not any(i in taken for i in range(*key)):
+                chosen.append(key)
+                taken.update(range(*key))
+        survivors: list[tuple[int, int]] = []
+        for key in chosen:
+            if labels[key] <= _FOL_LABELS:
+                survivors.extend(self._surviving_preceding(key, labels, chosen))
         out = []
-        for sp in filter_spans([Span(doc, a, b) for a, b in labels]):
-            found = labels[(sp.start, sp.end)]
+        for key in sorted(chosen + survivors):
+            found = labels[key]
             if "pseudo" in found:  # a pseudo-trigger cancels every other reading of the phrase
                 found = {"pseudo"}
+            elif key in survivors:
+                found = found & _PRE_LABELS
+            text = doc[key[0] : key[1]].text
+            bound = any(w in CLAUSE_BOUND_WORDS for w in text.lower().split())
             # one phrase can be a cue in both directions ("resolved pneumonia" / "pneumonia
             # resolved", "A versus B"): keep every reading
             for label in sorted(found):
                 kind, direction = _LABELS.get(label, ("", ""))
                 if kind:
-                    out.append(Cue(kind, direction, sp.start, sp.end, sp.text))
+                    out.append(Cue(kind, direction, key[0], key[1], text, bound and kind == "neg"))
         return out
 
-    def _chunks(self, doc: Doc, cues: list[Cue]) -> list[tuple[int, int]]:
+    @staticmethod
+    def _surviving_preceding(
+        key: tuple[int, int], labels: dict[tuple[int, int], set[str]], chosen: list[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        """The longest preceding cue overlapping the following-only cue ``key`` that ends where
+        it ends or later, when no other kept cue overlaps it."""
+        best: tuple[int, int] | None = None
+        for other, found in labels.items():
+            if other == key or not (found & _PRE_LABELS) or "pseudo" in found:
+                continue
+            if other[0] >= key[1] or other[1] <= key[0] or other[1] < key[1]:
+                continue
+            # it must not be part of a third cue either ("was not seen": "not" is "not seen"'s)
+            lo, hi = min(key[0], other[0]), max(key[1], other[1])
+            if any(
+                k not in (key, other)
+                and k[0] < other[1]
+                and other[0] < k[1]
+                and (k[0] < lo or k[1] > hi or k in chosen)
+                for k in labels
+            ):
+                continue
+            if best is None or other[1] - other[0] > best[1] - best[0]:
+                best = other
+        return [best] if best is not None else []
+
+    def _match_across_whitespace(self, doc: Doc, labels: dict[tuple[int, int], set[str]]) -> None:
+        """Add the triggers that a run of whitespace inside a sentence split ("negative   for",
+        "no\\nevidence of"): the matcher runs again on the words alone."""
+        n = len(doc)
+        if n < 3:
+            return
+        space = doc.to_array([IS_SPACE]).reshape(-1).astype(bool)
+        inner = numpy.flatnonzero(space[1:-1]) + 1
+        if not len(inner):
+            return
+        sent_starts = self._sent_starts(doc)
+        starts_set = set(sent_starts)
+        if all(int(i) + 1 in starts_set or space[int(i) + 1] for i in inner):
+            return
+        keep = numpy.flatnonzero(~space)
+        words = Doc(doc.vocab, words=[doc[int(i)].text for i in keep])
+        strings = self.nlp.vocab.strings
+        for m, a, b in self.matcher(words):
+            start, end = int(keep[a]), int(keep[b - 1]) + 1
+            if end - start == b - a:
+                continue  # no whitespace inside: already found
+            k = bisect.bisect_right(sent_starts, start)
+            if k < len(sent_starts) and sent_starts[k] < end:
+                continue  # crosses a sentence start
+            labels.setdefault((start, end), set()).add(strings[m])
+
+    @staticmethod
+    def _sent_starts(doc: Doc) -> list[int]:
         sents = doc.user_data.get("medfuse_sent_starts")
         if sents is None:
             sents = [s.start for s in doc.sents]
-        starts = sorted({0, *sents} | {c.start for c in cues if c.kind == "term"} | {len(doc)})
+        return list(sents)
+
+    def _chunks(self, doc: Doc, cues: list[Cue]) -> list[tuple[int, int]]:
+        sents = self._sent_starts(doc)
+        bounds = {c.start for c in cues if c.kind == "term" and c.direction == ""}
+        starts = sorted({0, *sents} | bounds | {len(doc)})
         return [(a, b) for a, b in itertools.pairwise(starts) if b > a]
 
     def _in_window(self, cue: Cue, dist: int) -> bool:
         limit = self.windows.get((cue.kind, cue.direction))
         return limit is None or dist <= limit
 
-    def resolve(self, doc: Doc, ent: Span, cues: list[Cue]) -> tuple[str, bool, str]:
-        """(status, historical, cue text) of one mention, given the cues of its chunk."""
+    def _new_clause(self, doc: Doc, cue: Cue, a: int, b: int, ent_starts: list[int]) -> bool:
+        """Whether ``doc[a:b]``, between a clause-bound cue and a mention, starts a new clause."""
+        for i in range(a, b):
+            w = doc[i].lower_
+            if w not in CLAUSE_BREAKS:
+                continue
+            if w not in _COORDINATORS:
+                return True
+            if cue.direction == "pre":
+                if i == cue.end:
+                    return True  # "her pain resolved and nausea developed"
+                k = bisect.bisect_left(ent_starts, i + 1)
+                if k >= len(ent_starts) or ent_starts[k] != i + 1:
+                    return True  # "resolved pneumonia and she developed a cough"
+            elif all(t.lower_ in _CLAUSE_GLUE or t.lower_.endswith("ly") for t in doc[i + 1 : b]):
+                return True  # "was found and (subsequently) removed"
+        return False
+
+    def resolve(
+        self,
+        doc: Doc,
+        ent: Span,
+        cues: list[Cue],
+        *,
+        ent_starts: list[int] | None = None,
+        neg_terms: list[int] | None = None,
+    ) -> tuple[str, bool, str]:
+        """(status, historical, cue text) of one mention, given the cues of its chunk.
+
+        ``ent_starts`` (sorted token starts of the doc's mentions) and ``neg_terms`` (sorted
+        starts of negation-only terminations) default to those of ``doc``."""
+        if ent_starts is None:
+            ent_starts = [e.start for e in doc.ents]
+        if neg_terms is None:
+            neg_terms = [c.start for c in self.cues(doc) if c.kind == "term" and c.direction]
         best: tuple[tuple[int, int, int, int], Cue] | None = None  # (rank, cue)
         historical = False
+        negations: list[Cue] = []  # preceding negations that reach the mention
         for cue in cues:
             if cue.kind in ("pseudo", "term"):
                 continue
             if cue.direction == "pre":
-                if cue.end <= ent.start:
-                    dist = ent.start - cue.end
-                elif cue.kind == "neg" and ent.start <= cue.start and cue.end <= ent.end:
-                    dist = -1  # negation inside a pattern mention: "heart is not enlarged"
-                else:
-                    continue
+                if cue.end > ent.start:
+                    continue  # inside or overlapping the mention: part of it, not a cue
+                dist = ent.start - cue.end
+                gap = (cue.end, ent.start)
             else:  # "fol" and "near" cues come after the mention
                 if cue.start < ent.end:
                     continue
                 dist = cue.start - ent.end
+                gap = (ent.end, cue.start)
             if not self._in_window(cue, dist):
                 continue
             if cue.kind == "hist":
@@ -474,6 +688,14 @@ class RadiologyContext(Negex):
                 if not any(t.text in _PUNCT_BLOCKS_HISTORY for t in between):
                     historical = True
                 continue
+            if cue.kind == "neg":
+                t = bisect.bisect_left(neg_terms, gap[0])
+                if t < len(neg_terms) and neg_terms[t] < gap[1]:
+                    continue  # "etiology of", "secondary to", ... end the negation's scope
+                if cue.bound and self._new_clause(doc, cue, *gap, ent_starts):
+                    continue
+                if cue.direction == "pre":
+                    negations.append(cue)
             # nearest first; on a tie uncertainty, then a preceding cue, then the earlier one
             rank = (
                 dist,
@@ -486,6 +708,15 @@ class RadiologyContext(Negex):
         if best is None:
             return "present", historical, ""
         cue = best[1]
+        if cue.kind == "unc" and cue.direction == "pre":
+            # a negation whose scope holds the uncertainty cue wins ("no findings suggesting
+            # osteomyelitis", "not suspicious for malignancy"), unless a list separator stands
+            # between them ("no pneumothorax, possible effusion": the negation's object ended)
+            for neg in sorted(negations, key=lambda c: -c.end):
+                if neg.end <= cue.start:
+                    if not any(t.lower_ in _LIST_SEPARATORS for t in doc[neg.end : cue.start]):
+                        return "absent", historical, neg.text
+                    break
         return ("absent" if cue.kind == "neg" else "uncertain"), historical, cue.text
 
     def _candidates(self, ent: Span, local: list[Cue], index: _ChunkIndex) -> list[Cue]:
@@ -518,12 +749,27 @@ class RadiologyContext(Negex):
                 out.append(family[m])
         return out
 
+    def _own_negation(self, ent: Span) -> str:
+        """The negation word of a mention that is absent by its own wording, else ""."""
+        if self.own_negation_ids and ent.ent_id_ in self.own_negation_ids:
+            for t in ent:
+                if t.lower_ in self.own_negation_words:
+                    return t.text
+        return ""
+
     def __call__(self, doc: Doc) -> Doc:
         all_ents = list(doc.ents)
         if not all_ents:
             return doc
-        cues = sorted(self.cues(doc), key=lambda c: (c.start, c.end))
         ent_starts = [e.start for e in all_ents]  # doc.ents are in order
+        ent_ends = [e.end for e in all_ents]
+        cues = []
+        for c in sorted(self.cues(doc), key=lambda c: (c.start, c.end)):
+            k = bisect.bisect_right(ent_starts, c.start) - 1
+            if k >= 0 and c.end <= ent_ends[k]:
+                continue  # inside a mention: part of the mention, not a cue
+            cues.append(c)
+        neg_terms = [c.start for c in cues if c.kind == "term" and c.direction]
         cue_starts = [c.start for c in cues]
         for a, b in self._chunks(doc, cues):
             ents = all_ents[bisect.bisect_left(ent_starts, a) : bisect.bisect_left(ent_starts, b)]
@@ -533,8 +779,15 @@ class RadiologyContext(Negex):
             index = _ChunkIndex.build(local, self.windows)
             for ent in ents:
                 status, historical, cue = self.resolve(
-                    doc, ent, self._candidates(ent, local, index)
+                    doc,
+                    ent,
+                    self._candidates(ent, local, index),
+                    ent_starts=ent_starts,
+                    neg_terms=neg_terms,
                 )
+                own = self._own_negation(ent)
+                if own:
+                    status, cue = "absent", own
                 ent._.status = status
                 ent._.historical = historical
                 ent._.cue = cue

@@ -93,6 +93,16 @@ class Lexicon:
             out.append({"label": IGNORE_LABEL, "pattern": phrase, "id": phrase})
         return out
 
+    def own_negation_patterns(self) -> list[str]:
+        """Patterns with a ``<NOT>`` slot: a mention they match is absent when the slot holds a
+        word ("the heart is not enlarged")."""
+        return [
+            pat
+            for pats in self.patterns.values()
+            for pat in pats
+            if any(_TOKEN_RE.match(tok).group("body") == "<NOT>" for tok in pat.split())
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": 1,

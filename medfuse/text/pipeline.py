@@ -47,6 +47,7 @@ __all__ = [
     "make_tokenizer",
     "parse_report",
     "parse_reports",
+    "target_status",
 ]
 
 #: Reports longer than this many characters are truncated (at a word boundary) for parsing and
@@ -310,7 +311,10 @@ def build_pipeline(lexicon: Lexicon | str | os.PathLike | None = None) -> Langua
         warnings.simplefilter("ignore", UserWarning)  # spaCy notes on pattern tokenisation
         ruler.add_patterns(lex.ruler_patterns())
     nlp.add_pipe("medfuse_findings")
-    nlp.add_pipe("medfuse_context")
+    ctx = nlp.add_pipe("medfuse_context")
+    # a pattern with a <NOT> slot ("heart is not enlarged") negates its own mention; any other
+    # negation word inside a mention is part of the mention
+    ctx.set_own_negation(lex.own_negation_patterns(), lex.classes.get("NOT", []))
     nlp.meta["name"] = "medfuse_report_parser"
     nlp.meta["lexicon"] = lex.source
     return nlp
@@ -450,3 +454,36 @@ def parse_reports(
 
     for doc, (full, cut, src) in nlp.pipe(_items(), as_tuples=True, batch_size=batch_size):
         yield _note_truncation(doc_to_report(doc, full, source=src), cut)
+
+
+def target_status(
+    text: str, target: str | tuple[int, int], *, nlp: Language | None = None
+) -> tuple[str, bool, str]:
+    """(status, historical, cue) of one given phrase of ``text``, decided by the parser's context
+    rules with the phrase as the only mention (in place of the lexicon's): how negation is
+    scored on annotated sentences whose target is any phrase ("She was not lightheaded").
+
+    ``target`` is the phrase (its first case-insensitive occurrence) or its (start, end)
+    character offsets; it is widened to whole tokens.
+    """
+    from ..errors import ReportError
+
+    nlp = nlp or get_pipeline()
+    if isinstance(target, str):
+        start = text.lower().find(target.lower())
+        if start < 0 or not target.strip():
+            raise ReportError(f"target {target!r} is not in the text {text[:80]!r}")
+        span = (start, start + len(target))
+    else:
+        span = (int(target[0]), int(target[1]))
+    doc = nlp.make_doc(text)
+    for name, proc in nlp.pipeline:
+        if name == "entity_ruler":
+            ent = doc.char_span(*span, label="TARGET", alignment_mode="expand")
+            if ent is None or not len(ent):
+                raise ReportError(f"target {span} of {text[:80]!r} covers no token")
+            doc.ents = [ent]
+        elif name != "medfuse_findings":
+            doc = proc(doc)
+    ent = doc.ents[0]
+    return ent._.status, bool(ent._.historical), ent._.cue
