@@ -13,10 +13,12 @@ read recursively. Reports are paired as :class:`medfuse.config.ReportSource` des
 
 Outputs: each study's files are written into a hidden temporary folder inside ``out`` and
 renamed to ``out/<key>/`` when all of them are complete, then a line is appended to
-``out/status.jsonl`` (``ok`` or ``error`` with the reason, timings). A re-run skips studies
-with an ``ok`` line whose folder exists (``force`` redoes them) and retries the failed ones; an
-interrupted run leaves no partial output folder. ``key`` is pseudonymous
-(``study-<12 hex digits>`` from the study's path) unless the workflow sets
+``out/status.jsonl`` (``ok``; ``partial`` when some formats failed and the others were
+written, naming each failed format and why; ``error`` with the reason; timings). A re-run
+skips studies with an ``ok`` line whose folder exists (``force`` redoes them), redoes only the
+failed formats of a ``partial`` study (into a copy of its folder, renamed over it when done) and
+retries the failed ones; an interrupted run leaves no half-written output folder. ``key`` is
+pseudonymous (``study-<12 hex digits>`` from the study's path) unless the workflow sets
 ``export.include_phi``, which uses the folder name.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -65,10 +68,17 @@ _VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 # -- discovery ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StudyTask:
-    """One study to process: where it is and the name of its output folder."""
+    """One study to process: where it is and the name of its output folder. ``retry_formats``
+    (a re-run of a ``partial`` study): only these formats are exported, into a copy of the
+    study's folder, with the earlier prediction's ``retry_created`` time when its model
+    (``retry_model_sha256``) is the same, so that the new outputs carry the same derived
+    identifiers as the others."""
 
     key: str
     path: Path
+    retry_formats: tuple[str, ...] = ()
+    retry_created: str = ""
+    retry_model_sha256: str = ""
 
     @property
     def name(self) -> str:
@@ -329,9 +339,43 @@ def _prepare_exports(
     return thread
 
 
+def _retry_formats(task: StudyTask, workflow: Workflow, options: Any, out_dir: Path) -> list[str]:
+    """The formats a re-run of a ``partial`` study redoes (empty: all of them). All of them when
+    the study's folder is gone, when none of the failed formats is still asked for, or with
+    ``deidentify`` and no ``MEDFUSE_DEID_KEY`` (the replaced UIDs of the earlier outputs came
+    from a random key and cannot be made again: a retried output would not match them)."""
+    if not task.retry_formats or not (out_dir / task.key).is_dir():
+        return []
+    if options.deidentify and not os.environ.get("MEDFUSE_DEID_KEY"):
+        log.info("study %s: --deidentify without MEDFUSE_DEID_KEY redoes every format", task.key)
+        return []
+    return [f for f in workflow.export.formats if f in task.retry_formats]
+
+
+def _copy_outputs(src: Path, dst: Path) -> None:
+    """The earlier outputs of a study into its new temporary folder (hard links where the
+    filesystem allows: every output is replaced by renaming, never written in place)."""
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link, dirs_exist_ok=True)
+
+
+def _failure(fmt: str, exc: BaseException, tmp: Path, final: Path) -> dict[str, str]:
+    """One failed format in a status record (its reason names the study's folder, not the
+    temporary one)."""
+    return {"error_type": type(exc).__name__, "reason": str(exc).replace(str(tmp), str(final))}
+
+
 def process_study(item: _Loaded, model: Any, workflow: Workflow, out_dir: Path) -> dict[str, Any]:
-    """Predict, explain and export one loaded study into ``out_dir/<key>/``; the status record."""
-    from .export import export
+    """Predict, explain and export one loaded study into ``out_dir/<key>/``; the status record:
+    ``ok``, ``partial`` (some formats failed: the others are written and the record names each
+    failed format and why) or ``error`` (nothing written)."""
+    from .export import export_each
     from .prediction import predict
     from .types import Case
 
@@ -359,24 +403,59 @@ def process_study(item: _Loaded, model: Any, workflow: Workflow, out_dir: Path) 
         )
         if prepared is not None:
             prepared.join()
+        final = out_dir / task.key
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{task.key}-", dir=out_dir)).resolve()
-        written = export(pred, tmp, workflow.export.formats, options)
-        outputs = sorted(str(Path(p).relative_to(tmp)) for paths in written.values() for p in paths)
+        formats = _retry_formats(task, workflow, options, out_dir)
+        sha = str((pred.model or {}).get("sha256") or "")
+        if formats and task.retry_model_sha256 == sha and task.retry_created:
+            pred.created = task.retry_created  # the same derived identifiers as the others
+        elif formats:
+            formats = []  # another model since: every output is redone
+        if formats:
+            _copy_outputs(final, tmp)
+        result = export_each(pred, tmp, formats or workflow.export.formats, options)
+        failed = {f: _failure(f, e, tmp, final) for f, e in result.failed.items()}
+        outputs = sorted(
+            str(p.relative_to(tmp)).replace(os.sep, "/") for p in tmp.rglob("*") if p.is_file()
+        )
         timings.update(pred.timings)
-        _commit_folder(tmp, out_dir / task.key)
+        if failed and not outputs:  # nothing written: the study failed
+            first = next(iter(result.failed.values()))
+            rec = _error_record(task, first, timings)
+            rec["reason"] = "; ".join(f"{f}: {v['reason']}" for f, v in failed.items())
+            rec["failed"] = failed
+            return rec
+        _commit_folder(tmp, final)
         tmp = None
         timings["wall"] = time.perf_counter() - t_start + sum(item.timings.values())
-        return {
+        record: dict[str, Any] = {
             "key": task.key,
             "input": str(task.path),
-            "status": "ok",
+            "status": "partial" if failed else "ok",
             "modalities_used": list(pred.modalities_used),
             "report": item.report_source,
             "positive": [f.label for f in pred.positive],
             "outputs": outputs,
-            "warnings": list(pred.warnings),
-            "timings_s": {k: round(v, 4) for k, v in timings.items()},
         }
+        if formats:
+            record["retried"] = formats
+        if failed:
+            first = next(iter(failed.values()))
+            record.update(
+                failed=failed,
+                error_type=first["error_type"],
+                reason=(
+                    f"{len(failed)} of {len(formats or workflow.export.formats)} formats failed "
+                    f"({', '.join(failed)}), the others were written: "
+                    + "; ".join(f"{f}: {v['reason']}" for f, v in failed.items())
+                ),
+                created=pred.created,
+                model_sha256=sha,
+            )
+        record.update(
+            warnings=list(pred.warnings), timings_s={k: round(v, 4) for k, v in timings.items()}
+        )
+        return record
     except Exception as exc:  # one study's failure must not stop the batch
         return _error_record(task, exc, timings)
     finally:
@@ -399,8 +478,14 @@ class RunSummary:
         return [r for r in self.records if r["status"] == "ok"]
 
     @property
+    def partial(self) -> list[dict[str, Any]]:
+        """Studies some of whose formats failed (the others were written; see ``failed``)."""
+        return [r for r in self.records if r["status"] == "partial"]
+
+    @property
     def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["status"] != "ok"]
+        """Studies that failed (``error``: nothing written)."""
+        return [r for r in self.records if r["status"] not in ("ok", "partial")]
 
 
 def read_status(out_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -642,7 +727,8 @@ def run_workflow(
     """Run ``workflow`` over every study under ``inputs``, writing into ``out_dir``.
 
     ``workers``: processes (default: the workflow's ``run.workers``). ``force`` redoes finished
-    studies. ``engine``: ``"local"`` (this machine: in-process, or worker processes) or
+    studies (and every format of a ``partial`` one, whose failed formats alone are redone
+    otherwise). ``engine``: ``"local"`` (this machine: in-process, or worker processes) or
     ``"ray"`` (Ray actors; ``address`` of an existing cluster, default a local one); default the
     workflow's ``run.engine``. Status and resume are the same with every engine. ``on_start(n_to_do, n_skipped)`` and ``on_result(record)`` (after each study) feed
     progress displays. Never raises for a single study's failure: see the records.
@@ -664,8 +750,21 @@ def run_workflow(
         status = read_status(out)
         todo, skipped = [], []
         for t in tasks:
-            done = status.get(t.key, {}).get("status") == "ok" and (out / t.key).is_dir()
-            (skipped if done and not force else todo).append(t)
+            last = status.get(t.key, {})
+            exists = (out / t.key).is_dir()
+            if last.get("status") == "ok" and exists and not force:
+                skipped.append(t)
+            elif last.get("status") == "partial" and exists and not force:
+                todo.append(  # only the formats that failed
+                    dataclasses.replace(
+                        t,
+                        retry_formats=tuple(last.get("failed") or ()),
+                        retry_created=str(last.get("created") or ""),
+                        retry_model_sha256=str(last.get("model_sha256") or ""),
+                    )
+                )
+            else:
+                todo.append(t)
         if on_start is not None:
             on_start(len(todo), len(skipped))
         log.info("%d studies: %d to run, %d already finished", len(tasks), len(todo), len(skipped))
@@ -680,7 +779,9 @@ def run_workflow(
         for rec in results:
             _append_status(out, rec)
             records.append(rec)
-            if rec["status"] != "ok":
+            if rec["status"] == "partial":
+                log.warning("study %s partial: %s", rec["key"], rec["reason"])
+            elif rec["status"] != "ok":
                 log.warning("study %s failed: %s", rec["key"], rec["reason"])
             if on_result is not None:
                 on_result(rec)

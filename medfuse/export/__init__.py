@@ -28,9 +28,27 @@ from typing import Any
 
 # the built-in exporters register themselves on import (one module per output object)
 from . import dicom_saliency, dicom_sr, fhir, html, json, nifti, pdf  # noqa: F401
-from .base import FORMATS, ExportFormat, ExportOptions, export, output_path, saliency_maps
+from .base import (
+    FORMATS,
+    ExportFormat,
+    ExportOptions,
+    ExportResult,
+    export,
+    export_each,
+    output_path,
+    saliency_maps,
+)
 
-__all__ = ["FORMATS", "ExportFormat", "ExportOptions", "export", "output_path", "saliency_maps"]
+__all__ = [
+    "FORMATS",
+    "ExportFormat",
+    "ExportOptions",
+    "ExportResult",
+    "export",
+    "export_each",
+    "output_path",
+    "saliency_maps",
+]
 
 
 class _CallableModule(types.ModuleType):
