@@ -8,7 +8,10 @@ import typer
 
 from ._progress import progress_bar
 
-__all__ = ["register"]
+__all__ = ["PARTIAL_EXIT", "register"]
+
+#: exit status of a run where no study failed but some are ``partial`` (1: a study failed)
+PARTIAL_EXIT = 3
 
 _HELP = """Run a workflow (YAML) over one study or a folder of studies.
 
@@ -22,8 +25,10 @@ study folder by default); studies without one run image-only and say so.
 
 Per study, DIR/<key>/ gets prediction.json, report.html, report.pdf, sr.dcm, saliency/ (DICOM
 parametric map + NIfTI) and fhir.json, each complete or absent. DIR/status.jsonl gets one line
-per study (ok, or error with the reason). Re-running skips finished studies (--force redoes
-them) and retries failed ones. The exit status is 1 when any study failed.
+per study: ok; partial (some formats failed, the others were written; it names each failed
+format and why); or error with the reason. Re-running skips finished studies (--force redoes
+them), redoes only the failed formats of partial ones and retries failed ones. The exit status
+is 1 when any study failed, 3 when none failed but some are partial, else 0.
 
 Examples:
 
@@ -92,7 +97,7 @@ def run_cmd(
             typer.echo(f"  {t.key}  <-  {t.path}")
         return
 
-    ok_style = {"ok": "green", "error": "red"}
+    ok_style = {"ok": "green", "partial": "yellow", "error": "red"}
     with progress_bar() as p:
         bar: dict[str, int] = {}
 
@@ -126,6 +131,8 @@ def run_cmd(
     _print_summary(summary)
     if summary.failed:
         raise typer.Exit(1)
+    if summary.partial:
+        raise typer.Exit(PARTIAL_EXIT)
 
 
 def _print_summary(summary) -> None:
@@ -135,14 +142,20 @@ def _print_summary(summary) -> None:
     table = Table(title=f"medfuse run → {summary.out_dir}", title_justify="left")
     for col in ("study", "input", "status", "uses", "positive findings", "time (s)"):
         table.add_column(col, overflow="fold")
+    styles = {"ok": "[green]ok[/]", "partial": "[yellow]partial[/]"}
     for rec in summary.records:
-        ok = rec["status"] == "ok"
+        status = rec["status"]
+        done = status in styles  # a prediction was made and outputs written
+        if status == "partial":
+            found = (", ".join(rec.get("positive", [])) or "none") + f"; {rec.get('reason', '')}"
+        else:
+            found = ", ".join(rec.get("positive", [])) if done else rec.get("reason", "")
         table.add_row(
             rec["key"],
             rec["input"],
-            "[green]ok[/]" if ok else "[red]error[/]",
-            "+".join(rec.get("modalities_used", [])) if ok else "",
-            ", ".join(rec.get("positive", [])) if ok else rec.get("reason", ""),
+            styles.get(status, "[red]error[/]"),
+            "+".join(rec.get("modalities_used", [])) if done else "",
+            found,
             f"{rec.get('timings_s', {}).get('wall', 0):.1f}",
         )
     for task in summary.skipped:
@@ -150,7 +163,8 @@ def _print_summary(summary) -> None:
     console = Console()
     console.print(table)
     console.print(
-        f"{len(summary.ok)} ok, {len(summary.failed)} failed, {len(summary.skipped)} skipped "
+        f"{len(summary.ok)} ok, {len(summary.partial)} partial, {len(summary.failed)} failed, "
+        f"{len(summary.skipped)} skipped "
         f"in {summary.wall_s:.1f} s; outputs in {summary.out_dir}/<study>/, "
         f"status in {summary.out_dir}/status.jsonl",
         highlight=False,
