@@ -1,0 +1,389 @@
+"""Real 3D data through the own-cohort path: AdrenalMNIST3D and VesselMNIST3D, medfuse vs PCA + LR.
+
+    python benchmarks/medmnist3d.py --out DIR [--seeds N] [--sets adrenalmnist3d,vesselmnist3d]
+                                    [--epochs E] [--limit N] [--threads T]
+                                    [--config configs/train/medmnist3d.yaml]
+
+Only the public path is used, as a researcher with their own volumes would:
+
+1. every case of the official **train** and **val** splits (``../shared/data/medmnist3d/
+   <set>_trainval.npz``; the test split is not there and is never looked for) is written as a
+   NIfTI volume, 1 mm isotropic (the spacing is not given), under ``DIR/<set>/images/``;
+2. one manifest per set, ``DIR/<set>/manifest.csv``: ``case_id``, ``image``, ``abnormal``
+   (1 = adrenal mass / aneurysm), ``split`` (train | val);
+3. per seed, ``medfuse train`` (a subprocess of the CLI) with the example config
+   ``configs/train/medmnist3d.yaml``: the ``train`` rows are fitted, the ``val`` rows drive early
+   stopping and the calibration (temperature, threshold). Seed 0's model goes to
+   ``DIR/<set>/model``, the others to ``DIR/<set>/seed<k>/model``;
+4. ``medfuse evaluate MODEL --manifest DIR/<set>/manifest.csv --split val`` (a subprocess) gives
+   the val AUROC, ECE and their bootstrap CIs (``DIR/<set>/eval[_seed<k>]/``);
+5. in the same run, the baseline: PCA to 64 components + logistic regression (scikit-learn)
+   fitted on the same train rows, scored on the same val rows; the paired bootstrap CI of the
+   AUROC difference (medfuse - baseline) on the val cases.
+
+Prints one row per set and seed, then the mean and spread (sample SD, min-max) over seeds, and
+writes ``DIR/results.json``. ``--limit N`` keeps N cases per split (stratified, at least 5 of each
+class; the test suite's tiny run), ``--epochs`` overrides the config's epoch budget.
+
+Data: MedMNIST v2 (Yang J. et al., "MedMNIST v2 - A large-scale lightweight benchmark for 2D and
+3D biomedical image classification", Scientific Data 10:41, 2023; doi:10.1038/s41597-022-01721-8),
+CC BY 4.0. These are research benchmarks, not clinical tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "medmnist3d"
+CONFIG = REPO / "configs" / "train" / "medmnist3d.yaml"
+SETS = ("adrenalmnist3d", "vesselmnist3d")
+LABEL = "abnormal"
+CITATION = (
+    "Yang J. et al., MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D biomedical "
+    "image classification, Scientific Data 10:41, 2023; doi:10.1038/s41597-022-01721-8"
+)
+#: what each set is, for the model card (../shared/data/README.md)
+ABOUT = {
+    "adrenalmnist3d": (
+        "AdrenalMNIST3D: adrenal gland shape masks from abdominal CT (Zhongshan Hospital, Fudan "
+        "University), 28x28x28; label abnormal = adrenal mass (0 = normal)"
+    ),
+    "vesselmnist3d": (
+        "VesselMNIST3D: brain vessel segments voxelised from MR angiography meshes (IntrA, Yang X. "
+        "et al., CVPR 2020), 28x28x28; label abnormal = aneurysm (0 = vessel)"
+    ),
+}
+#: MedMNIST v2 paper, 3D models, test AUC (paper figures, not verified here)
+PAPER = {
+    "adrenalmnist3d": "0.83-0.84 (ResNet-18/50, 3D or ACS convolutions; test split)",
+    "vesselmnist3d": "0.87-0.93 (ResNet-18/50, 3D or ACS convolutions; test split)",
+}
+MIN_CLASS = 5  # medfuse evaluate estimates a label's metrics from 5 cases of each class
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- data ------------------------------------------------------------------------------------------
+def load_set(name: str, data_dir: Path, limit: int | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"train": (images uint8 [N, 28, 28, 28], labels int [N]), "val": ...}; the test split is
+    not in the file and is not looked for."""
+    path = data_dir / f"{name}_trainval.npz"
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing (see ../shared/data/README.md, 'medmnist3d')")
+    with np.load(path) as d:
+        out = {s: (d[f"{s}_images"], d[f"{s}_labels"].reshape(-1).astype(int)) for s in ("train", "val")}
+    if limit:
+        out = {s: _stratified(x, y, limit) for s, (x, y) in out.items()}
+    return out
+
+
+def _stratified(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first cases of each class, in file order: about the set's prevalence, >= 5 each."""
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    n_pos = min(len(pos), max(MIN_CLASS, round(n * len(pos) / len(y))))
+    n_neg = min(len(neg), max(MIN_CLASS, n - n_pos))
+    idx = np.sort(np.concatenate([pos[:n_pos], neg[:n_neg]]))
+    return x[idx], y[idx]
+
+
+def write_cases(name: str, splits: dict[str, tuple[np.ndarray, np.ndarray]], folder: Path) -> Path:
+    """NIfTI volumes (identity affine: 1 mm isotropic, RAS) and the manifest; returns it."""
+    import nibabel as nib
+
+    img_dir = folder / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for split, (x, y) in splits.items():
+        for i in range(len(x)):
+            case = f"{split}_{i:04d}"
+            rel = f"images/{case}.nii.gz"
+            target = folder / rel
+            tmp = target.with_name(f".{case}.tmp.nii.gz")
+            nib.save(nib.Nifti1Image(np.ascontiguousarray(x[i]), np.eye(4)), tmp)
+            os.replace(tmp, target)
+            rows.append({"case_id": case, "image": rel, LABEL: int(y[i]), "split": split})
+    manifest = folder / "manifest.csv"
+    tmp = manifest.with_name(".manifest.csv.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["case_id", "image", LABEL, "split"])
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, manifest)
+    return manifest
+
+
+# -- medfuse train / evaluate (the CLI) ------------------------------------------------------------
+def _medfuse() -> list[str]:
+    exe = Path(sys.executable).with_name("medfuse")
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "medfuse.cli.main"]
+
+
+def _run(cmd: list[str], log_path: Path, env: dict[str, str]) -> float:
+    """Run ``cmd``, its output to ``log_path``; wall seconds. A failure stops the benchmark with
+    the log's tail."""
+    t0 = time.perf_counter()
+    with log_path.open("w", encoding="utf-8") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
+    dt = time.perf_counter() - t0
+    if proc.returncode:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}); log {log_path}:\n{tail}")
+    return dt
+
+
+def train_config(
+    template: dict[str, Any],
+    name: str,
+    manifest: Path,
+    model_dir: Path,
+    seed: int,
+    epochs: int | None,
+    threads: int,
+) -> dict[str, Any]:
+    cfg = copy.deepcopy(template)
+    cfg["seed"] = seed
+    cfg["output"] = str(model_dir)
+    cfg["num_threads"] = threads
+    data = cfg.setdefault("data", {})
+    data["manifest"] = str(manifest)
+    data["labels"] = [LABEL]
+    data["cache_dir"] = str(manifest.parent / "cache")
+    if epochs is not None:
+        cfg.setdefault("optim", {})["epochs"] = epochs
+    model = cfg.setdefault("model", {})
+    model["name"] = f"medmnist3d_{name}"
+    model["description"] = (
+        f"Research benchmark, not a clinical tool. Image-only classifier trained on "
+        f"{ABOUT[name]}. Data: MedMNIST v2 ({CITATION}); licence CC BY 4.0. Fitted on the "
+        f"official train split; early stopping and calibration on the official val split; the "
+        f"official test split was not used. Seed {seed}. Trained by benchmarks/medmnist3d.py."
+    )
+    return cfg
+
+
+def train_and_evaluate(
+    name: str, manifest: Path, template: dict[str, Any], seed: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    import yaml
+
+    folder = manifest.parent
+    run_dir = folder if seed == 0 else folder / f"seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = run_dir / "model"
+    cfg = train_config(template, name, manifest, model_dir, seed, args.epochs, args.threads)
+    cfg_path = run_dir / f"train_seed{seed}.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(args.threads)
+    train_s = _run(
+        [*_medfuse(), "train", str(cfg_path), "--no-resume"], run_dir / f"train_seed{seed}.log", env
+    )
+    eval_dir = folder / ("eval" if seed == 0 else f"eval_seed{seed}")
+    _run(
+        [*_medfuse(), "evaluate", str(model_dir), "--manifest", str(manifest), "--split", "val",
+         "--out", str(eval_dir), "--n-boot", str(args.n_boot)],
+        run_dir / f"evaluate_seed{seed}.log",
+        env,
+    )  # fmt: skip
+    metrics = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
+    with (eval_dir / "predictions.csv").open(encoding="utf-8") as fh:
+        preds = {r["case_id"]: float(r[f"{LABEL}_p"]) for r in csv.DictReader(fh)}
+    card = json.loads((model_dir / "card.json").read_text(encoding="utf-8"))
+    training = card.get("training_data", {}).get("training", {})
+    return {
+        "seed": seed,
+        "model_dir": str(model_dir),
+        "metrics": metrics["labels"][LABEL],
+        "predictions": preds,
+        "train_wall_s": round(train_s, 1),
+        "train_loop_s": training.get("seconds"),
+        "epochs_run": training.get("epochs_run"),
+        "best_epoch": training.get("best_epoch"),
+        "device": training.get("device"),
+    }
+
+
+# -- baseline --------------------------------------------------------------------------------------
+def pca_logreg(
+    train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], seed: int
+) -> tuple[np.ndarray, float]:
+    """PCA(64) + logistic regression on the flattened [0, 1] volumes: val probabilities, fit s."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    xt = train[0].reshape(len(train[0]), -1).astype(np.float32) / 255.0
+    xv = val[0].reshape(len(val[0]), -1).astype(np.float32) / 255.0
+    t0 = time.perf_counter()
+    n_comp = min(64, len(xt) - 1, xt.shape[1])
+    clf = make_pipeline(
+        PCA(n_components=n_comp, random_state=seed), LogisticRegression(max_iter=5000)
+    )
+    clf.fit(xt, train[1])
+    return clf.predict_proba(xv)[:, 1], time.perf_counter() - t0
+
+
+# -- summary ---------------------------------------------------------------------------------------
+def _spread(vals: list[float | None]) -> dict[str, Any]:
+    v = [float(x) for x in vals if x is not None]
+    if not v:
+        return {"mean": None, "sd": None, "min": None, "max": None, "n": 0}
+    return {
+        "mean": round(statistics.fmean(v), 4),
+        "sd": round(statistics.stdev(v), 4) if len(v) > 1 else 0.0,
+        "min": round(min(v), 4),
+        "max": round(max(v), 4),
+        "n": len(v),
+    }
+
+
+def _ci(m: dict[str, Any] | None) -> str:
+    if not m or m.get("value") is None:
+        return "n/a"
+    lo, hi = m.get("ci") or (None, None)
+    return f"{m['value']:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{m['value']:.3f}"
+
+
+def run_set(
+    name: str, args: argparse.Namespace, template: dict[str, Any], seeds: list[int]
+) -> dict[str, Any]:
+    from medfuse.train.metrics import auroc, bootstrap_ci, bootstrap_difference, ece
+
+    splits = load_set(name, args.data, args.limit)
+    folder = args.out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    manifest = write_cases(name, splits, folder)
+    _log(
+        f"{name}: {len(splits['train'][0])} train ({int(splits['train'][1].sum())} positive), "
+        f"{len(splits['val'][0])} val ({int(splits['val'][1].sum())} positive) written as NIfTI "
+        f"in {time.perf_counter() - t0:.1f} s -> {manifest}"
+    )
+    yv = splits["val"][1].astype(float)
+    val_ids = [f"val_{i:04d}" for i in range(len(yv))]
+    runs = []
+    for seed in seeds:
+        _log(f"{name}: seed {seed}: medfuse train ...")
+        r = train_and_evaluate(name, manifest, template, seed, args)
+        pm = np.array([r["predictions"][c] for c in val_ids])
+        pb, fit_s = pca_logreg(splits["train"], splits["val"], seed)
+        base = {
+            "auroc": bootstrap_ci(auroc, yv, pb, n_boot=args.n_boot, seed=seed),
+            "ece": bootstrap_ci(ece, yv, pb, n_boot=args.n_boot, seed=seed),
+            "fit_s": round(fit_s, 2),
+        }
+        diff = bootstrap_difference(auroc, [yv, pm], [yv, pb], n_boot=args.n_boot, seed=seed)
+        r.pop("predictions")
+        r.update(baseline=base, auroc_difference=diff)
+        runs.append(r)
+        m = r["metrics"]
+        _log(
+            f"{name}: seed {seed}: medfuse AUROC {_ci(m.get('auroc'))}, ECE {_ci(m.get('ece'))}; "
+            f"PCA+LR AUROC {_ci(base['auroc'])}, ECE {_ci(base['ece'])}; difference "
+            f"{_ci(diff)}; train {r['train_wall_s']:.0f} s wall ({r['epochs_run']} epochs, best "
+            f"{r['best_epoch']}, {r['device']}); baseline fit {base['fit_s']:.1f} s"
+        )
+    summary = {
+        "medfuse_auroc": _spread([r["metrics"].get("auroc", {}).get("value") for r in runs]),
+        "medfuse_ece": _spread([r["metrics"].get("ece", {}).get("value") for r in runs]),
+        "baseline_auroc": _spread([r["baseline"]["auroc"]["value"] for r in runs]),
+        "baseline_ece": _spread([r["baseline"]["ece"]["value"] for r in runs]),
+        "auroc_difference": _spread([r["auroc_difference"]["value"] for r in runs]),
+        "train_wall_s": _spread([r["train_wall_s"] for r in runs]),
+    }
+    return {
+        "set": name,
+        "n_train": int(len(splits["train"][0])),
+        "n_val": int(len(yv)),
+        "val_positives": int(yv.sum()),
+        "paper_test_auc": PAPER[name],
+        "runs": runs,
+        "summary": summary,
+    }
+
+
+def _fmt(s: dict[str, Any], digits: int = 3) -> str:
+    if s["mean"] is None:
+        return "n/a"
+    return (
+        f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f} "
+        f"(min {s['min']:.{digits}f}, max {s['max']:.{digits}f}, n={s['n']})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    p.add_argument("--sets", default=",".join(SETS), help="comma-separated sets")
+    p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
+    p.add_argument("--limit", type=int, default=None, help="cases per split (tiny run)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads of medfuse train")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--config", type=Path, default=CONFIG, help="training YAML template")
+    p.add_argument("--data", type=Path, default=DATA, help="folder of <set>_trainval.npz")
+    args = p.parse_args(argv)
+    import yaml
+
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    bad = [s for s in sets if s not in SETS]
+    if bad:
+        p.error(f"unknown set(s) {bad}; choose from {', '.join(SETS)}")
+    if args.seeds < 1:
+        p.error("--seeds must be >= 1")
+    template = yaml.safe_load(args.config.read_text(encoding="utf-8"))
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    _log(
+        f"medmnist3d benchmark: sets {sets}, seeds 0..{args.seeds - 1}, config {args.config}, "
+        f"epochs {args.epochs or 'from config'}, limit {args.limit or 'none'}, "
+        f"{args.threads} thread(s), {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    results = [run_set(s, args, template, list(range(args.seeds))) for s in sets]
+    _log("")
+    _log("set | medfuse val AUROC | PCA+LR val AUROC | difference | medfuse ECE | PCA+LR ECE | "
+         "train s | paper test AUC")  # fmt: skip
+    for r in results:
+        s = r["summary"]
+        _log(
+            f"{r['set']} | {_fmt(s['medfuse_auroc'])} | {_fmt(s['baseline_auroc'])} | "
+            f"{_fmt(s['auroc_difference'])} | {_fmt(s['medfuse_ece'])} | "
+            f"{_fmt(s['baseline_ece'])} | {_fmt(s['train_wall_s'], 0)} | {r['paper_test_auc']} "
+            "(paper figure)"
+        )
+    out = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "config": template,
+        "data": {"citation": CITATION, "licence": "CC BY 4.0"},
+        "sets": results,
+    }
+    tmp = args.out / ".results.json.tmp"
+    tmp.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, args.out / "results.json")
+    _log(f"results: {args.out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
