@@ -343,10 +343,14 @@ class Dataset:
         if self.cache is None:
             raise ConfigError("the dataset was built without images")
         if preprocessing is not None:
+            from ..transforms import PreprocessingConfig
+
             want = (
-                preprocessing.to_dict() if hasattr(preprocessing, "to_dict") else dict(preprocessing)
+                preprocessing
+                if isinstance(preprocessing, PreprocessingConfig)
+                else PreprocessingConfig.from_dict(dict(preprocessing))
             )
-            if want != self.cache.preprocessing.to_dict():
+            if want.to_dict() != self.cache.preprocessing.to_dict():
                 raise ConfigError(
                     "the dataset was built with another preprocessing than the model's",
                     hint="build it with preprocessing=model.preprocessing",

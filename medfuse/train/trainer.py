@@ -694,7 +694,9 @@ def train(
 
     use_amp = cfg.amp and device.type == "cuda"
     has_risk = "risk" in model.heads and o.risk_weight > 0
-    md = cfg.modality_dropout
+    # modality dropout teaches a fusion model to cope with a missing modality; a model that
+    # reads one modality only would just lose its input
+    md = cfg.modality_dropout if len(model.modalities) == 2 else DropoutSection(image=0, report=0)
 
     aux_pos = torch.full((len(aux.findings), 1, 1, 1), aux.pos_weight, device=device)
 
