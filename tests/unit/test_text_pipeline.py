@@ -223,6 +223,81 @@ def test_lexicon_codes(text, code):
     assert code in {f.code for f in parse_report(text).findings}
 
 
+# issue 29: the phrasings real chest reports use for devices and for vascular / interstitial edema
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("Left chest wall electronic device.", "support_devices"),
+        ("A spinal stimulator is seen.", "support_devices"),
+        ("Neurostimulator overlying the lower thoracic spine.", "support_devices"),
+        ("Right chest port tip in the SVC.", "support_devices"),
+        ("Right chest XXXX tip in the SVC.", "support_devices"),  # de-identified device word
+        ("Left chest XXXX with tip projecting over the lower SVC.", "support_devices"),
+        ("Dual leads terminating in the right atrium and right ventricle.", "support_devices"),
+        ("Cardiac XXXX generator over the left hemithorax.", "support_devices"),
+        ("Overlying leads.", "support_devices"),
+        ("IVC filter.", "support_devices"),
+        ("Left humeral head bone anchors.", "support_devices"),
+        ("Prosthetic right shoulder.", "support_devices"),
+        ("Mild vascular prominence, suspicious for developing interstitial edema.", "edema"),
+        ("Prominence of the central pulmonary vasculature.", "edema"),
+        ("Increased lung vascularity.", "edema"),
+        ("Pulmonary vascularity is mildly prominent.", "edema"),
+        ("Pulmonary venous hypertension.", "edema"),
+        ("Mild congestion without edema.", "edema"),
+        ("Kerley B lines and peribronchial cuffing.", "edema"),
+    ],
+)
+def test_lexicon_devices_and_edema_present(text, code):
+    r = parse_report(text)
+    assert r.labels()[code] == 1, [(f.code, f.text, f.status.value) for f in r.findings]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The tip of the scapula is unremarkable.",
+        "Chronically increased interstitial lung markings.",  # not edema in IU's codes
+        "Pulmonary vascularity is within normal limits.",
+    ],
+)
+def test_lexicon_no_device_or_edema_label(text):
+    labels = parse_report(text).labels()
+    assert labels["support_devices"] != 1 and labels["edema"] != 1
+
+
+def test_uncertain_edema_follows_the_policy():
+    from medfuse.text.labels import apply_uncertain_policy, label_texts
+
+    text = "Increased interstitial markings, suggesting mild pulmonary edema."
+    assert label_texts([text], codes=("edema",)) == [{"edema": -1}]
+    assert label_texts([text], codes=("edema",), uncertain="positive") == [{"edema": 1}]
+    assert label_texts([text], codes=("edema",), uncertain="negative") == [{"edema": 0}]
+    assert apply_uncertain_policy({"a": -1, "b": None, "c": 0}, "positive") == {
+        "a": 1,
+        "b": None,
+        "c": 0,
+    }
+
+
+def test_label_texts_matches_report_labels_and_handles_missing_text():
+    from medfuse.errors import ConfigError
+    from medfuse.text.labels import label_texts
+    from medfuse.text.lexicon import FINDING_CODES
+
+    texts = ["No pneumothorax. Small left pleural effusion.", None, "  ", "Mild cardiomegaly."]
+    got = label_texts(texts)
+    assert len(got) == 4 and all(tuple(d) == FINDING_CODES for d in got)
+    assert got[0] == report_labels(parse_report(texts[0]))
+    assert got[0]["pneumothorax"] == 0 and got[0]["pleural_effusion"] == 1
+    assert all(v is None for v in got[1].values()) and all(v is None for v in got[2].values())
+    assert got[3]["cardiomegaly"] == 1 and got[3]["edema"] is None
+    with pytest.raises(ConfigError, match="uncertain must be one of"):
+        label_texts(texts, uncertain="maybe")
+    with pytest.raises(ConfigError, match="unknown finding code"):
+        label_texts(texts, codes=("cardiomegaly", "gout"))
+
+
 @pytest.mark.parametrize(
     "text",
     [
