@@ -28,14 +28,20 @@ def label_reports(
         None, "--id-column", help="Column with the report id; default: the 0-based row number."
     ),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Reports parsed per batch."),
+    uncertain: str = typer.Option(
+        "keep",
+        "--uncertain",
+        help="What an uncertain finding is written as: keep (-1), positive (1, CheXpert's "
+        "U-Ones) or negative (0, U-Zeros).",
+    ),
 ) -> None:
     """Label every report of a CSV file with the finding codes, CheXpert style.
 
     Writes one row per input row: the id, then one column per finding code with 1 (present),
-    0 (absent), -1 (uncertain) or empty (not mentioned). no_finding is 1 when no other finding is
-    present or uncertain. Mentions in INDICATION / HISTORY / COMPARISON / TECHNIQUE sections and
-    historical mentions ("history of …") do not make a label. Rows with no text are written with
-    every column empty.
+    0 (absent), -1 (uncertain; see --uncertain) or empty (not mentioned). no_finding is 1 when no
+    other finding is present or uncertain. Mentions in INDICATION / HISTORY / COMPARISON /
+    TECHNIQUE sections and historical mentions ("history of …") do not make a label. Rows with
+    no text are written with every column empty.
 
     Example: medfuse label-reports reports.csv -t findings -t impression --id-column id -o labels.csv
     """
@@ -56,11 +62,16 @@ def label_reports(
     from .._atomic import atomic_path
     from ..errors import ReportError
     from ..io.reports import clean_report_text, iter_csv_reports
-    from ..text.labels import report_labels
+    from ..text.labels import UNCERTAIN_POLICIES, apply_uncertain_policy, report_labels
     from ..text.lexicon import FINDING_CODES
     from ..text.pipeline import doc_to_report, get_pipeline
 
     log = logging.getLogger("medfuse.cli.text")
+    if uncertain not in UNCERTAIN_POLICIES:
+        raise typer.BadParameter(
+            f"{uncertain!r} is not one of {', '.join(UNCERTAIN_POLICIES)}",
+            param_hint="--uncertain",
+        )
     columns = text_column[0] if len(text_column) == 1 else list(text_column)
     total = sum(1 for _ in iter_csv_reports(csv_in, columns, id_column))  # validates columns too
     console = Console(stderr=True)
@@ -98,7 +109,7 @@ def label_reports(
         done = 0
         for doc, rid in nlp.pipe(texts(), as_tuples=True, batch_size=batch_size):
             if len(doc):
-                labels = report_labels(doc_to_report(doc))
+                labels = apply_uncertain_policy(report_labels(doc_to_report(doc)), uncertain)
                 for code, v in labels.items():
                     if v is not None:
                         counts[code][v] += 1

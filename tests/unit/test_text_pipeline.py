@@ -484,3 +484,32 @@ def test_parsed_docs_serialize_for_multiprocessing():
     back = Doc(nlp.vocab).from_bytes(doc.to_bytes())
     assert doc_to_report(back).to_dict() == doc_to_report(doc).to_dict()
     assert doc_to_report(back).abbreviations == {"GGO": "Ground-glass opacities"}
+
+
+def test_label_reports_uncertain_option(tmp_path):
+    import csv
+
+    from typer.testing import CliRunner
+
+    from medfuse.cli.main import app
+
+    src = tmp_path / "in.csv"
+    src.write_text(
+        "id,report\na,Possible right lower lobe pneumonia. No pneumothorax.\n", encoding="utf-8"
+    )
+    got = {}
+    for policy in ("keep", "positive", "negative"):
+        out = tmp_path / f"{policy}.csv"
+        args = ["label-reports", str(src), "-t", "report", "--id-column", "id", "-o", str(out)]
+        res = CliRunner().invoke(app, [*args, "--uncertain", policy])
+        assert res.exit_code == 0, res.output
+        with out.open(newline="", encoding="utf-8") as fh:
+            row = next(csv.DictReader(fh))
+        got[policy] = (row["pneumonia"], row["pneumothorax"], row["no_finding"])
+    assert got == {
+        "keep": ("-1", "0", "0"),
+        "positive": ("1", "0", "0"),
+        "negative": ("0", "0", "0"),
+    }
+    res = CliRunner().invoke(app, [*args, "--uncertain", "maybe"])
+    assert res.exit_code != 0 and "--uncertain" in res.output
