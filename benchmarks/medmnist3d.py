@@ -81,14 +81,19 @@ def _log(msg: str) -> None:
 
 
 # -- data ------------------------------------------------------------------------------------------
-def load_set(name: str, data_dir: Path, limit: int | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_set(
+    name: str, data_dir: Path, limit: int | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{"train": (images uint8 [N, 28, 28, 28], labels int [N]), "val": ...}; the test split is
     not in the file and is not looked for."""
     path = data_dir / f"{name}_trainval.npz"
     if not path.is_file():
         raise SystemExit(f"{path}: missing (see ../shared/data/README.md, 'medmnist3d')")
     with np.load(path) as d:
-        out = {s: (d[f"{s}_images"], d[f"{s}_labels"].reshape(-1).astype(int)) for s in ("train", "val")}
+        out = {
+            s: (d[f"{s}_images"], d[f"{s}_labels"].reshape(-1).astype(int))
+            for s in ("train", "val")
+        }
     if limit:
         out = {s: _stratified(x, y, limit) for s, (x, y) in out.items()}
     return out
@@ -199,7 +204,7 @@ def train_and_evaluate(
     eval_dir = folder / ("eval" if seed == 0 else f"eval_seed{seed}")
     _run(
         [*_medfuse(), "evaluate", str(model_dir), "--manifest", str(manifest), "--split", "val",
-         "--out", str(eval_dir), "--n-boot", str(args.n_boot)],
+         "--out", str(eval_dir), "--n-boot", str(args.n_boot), "--cache-dir", str(folder / "cache")],
         run_dir / f"evaluate_seed{seed}.log",
         env,
     )  # fmt: skip
@@ -311,8 +316,8 @@ def run_set(
     }
     return {
         "set": name,
-        "n_train": int(len(splits["train"][0])),
-        "n_val": int(len(yv)),
+        "n_train": len(splits["train"][0]),
+        "n_val": len(yv),
         "val_positives": int(yv.sum()),
         "paper_test_auc": PAPER[name],
         "runs": runs,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from medfuse.data.augment import AugmentConfig, Augmentation, build_augmentation
+from medfuse.data.augment import Augmentation, AugmentConfig, build_augmentation
 from medfuse.errors import ConfigError
 
 

@@ -50,7 +50,9 @@ def test_fixed_range_clips_and_is_the_same_for_every_volume():
     np.testing.assert_allclose(x[0].numpy(), np.clip(arr / 255.0, 0, 1), atol=1e-6)
     assert rec.steps[-1]["params"]["source"] == "fixed"
     # a constant volume is all zeros with min/max, and the record says why
-    flat, rec2 = preprocess(_volume(np.full((4, 4, 4), 7.0)), PreprocessingConfig(modality="generic"))
+    flat, rec2 = preprocess(
+        _volume(np.full((4, 4, 4), 7.0)), PreprocessingConfig(modality="generic")
+    )
     assert float(flat.abs().max()) == 0.0 and rec2.steps[-1]["params"]["constant"] is True
 
 
@@ -97,7 +99,7 @@ def test_nifti_volume_without_modality_through_the_small_preset(tmp_path):
     assert vol.modality == "OT"
     spec = preset_spec("image_only_small")
     assert spec["preprocessing"]["modality"] == "generic"
-    x, rec = preprocess(vol, spec["preprocessing"])
+    x, _rec = preprocess(vol, spec["preprocessing"])
     assert tuple(x.shape) == (1, 32, 32, 32)
     np.testing.assert_array_equal(x[0, 2:30, 2:30, 2:30].numpy(), arr / 255.0)
     model = create_model("image_only_small", labels=["abnormal"]).eval()
@@ -117,7 +119,9 @@ def test_nifti_volume_without_modality_through_the_small_preset(tmp_path):
 def test_real_medmnist_masks_scale_to_zero_one():
     d = np.load(MEDMNIST / "adrenalmnist3d_trainval.npz")
     arr = d["val_images"][0]
-    x, rec = preprocess(_volume(arr), PreprocessingConfig(modality="generic", spatial_size=(32,) * 3))
+    x, _rec = preprocess(
+        _volume(arr), PreprocessingConfig(modality="generic", spatial_size=(32,) * 3)
+    )
     assert float(x.min()) == 0.0 and float(x.max()) == 1.0
     np.testing.assert_allclose(
         x[0, 2:30, 2:30, 2:30].numpy(), (arr - arr.min()) / float(arr.max() - arr.min()), atol=1e-6
