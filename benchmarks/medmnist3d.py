@@ -22,7 +22,9 @@ Only the public path is used, as a researcher with their own volumes would:
    AUROC difference (medfuse - baseline) on the val cases.
 
 Prints one row per set and seed, then the mean and spread (sample SD, min-max) over seeds, and
-writes ``DIR/results.json``. ``--limit N`` keeps N cases per split (stratified, at least 5 of each
+writes ``DIR/results.json``. For the vessel set, ``--gradcam N`` (default 3) draws the Grad-CAM of
+the first N correctly classified aneurysm cases of the val split (``DIR/vesselmnist3d/
+gradcam.png`` and ``gradcam.json``; ``--gradcam-only`` redoes just that). ``--limit N`` keeps N cases per split (stratified, at least 5 of each
 class; the test suite's tiny run), ``--epochs`` overrides the config's epoch budget.
 
 Data: MedMNIST v2 (Yang J. et al., "MedMNIST v2 - A large-scale lightweight benchmark for 2D and
@@ -246,6 +248,96 @@ def pca_logreg(
     return clf.predict_proba(xv)[:, 1], time.perf_counter() - t0
 
 
+# -- Grad-CAM on correctly classified positives -----------------------------------------------------
+def gradcam_check(folder: Path, k: int) -> dict[str, Any]:
+    """Grad-CAM (``medfuse.explain``, the path ``medfuse run`` takes) of the first ``k`` val cases
+    in file order that are positive and called positive by seed 0's model: a figure
+    (``gradcam.png``: per case, maximum-intensity projections of the shape along each axis with
+    the map's projection over it and its peak marked) and ``gradcam.json``. The numbers give a
+    check beside the eye: where the map peaks and how thick the shape is there (distance to the
+    shape's surface, as a percentile of the whole shape's: an aneurysm sac is the shape's
+    thickest part, the parent vessel is thinner)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import ndimage
+
+    import medfuse
+    from medfuse.io.volumes import read_nifti
+    from medfuse.models.model import load_model
+    from medfuse.types import Case
+
+    model = load_model(folder / "model")
+    with (folder / "eval" / "predictions.csv").open(encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r[LABEL] == "1" and r[f"{LABEL}_positive"] == "1"]
+    cases = []
+    fig, axes = plt.subplots(
+        max(1, min(k, len(rows))), 3, figsize=(9, 3 * max(1, min(k, len(rows))))
+    )
+    axes = np.atleast_2d(axes)
+    for n, row in enumerate(rows[:k]):
+        vol = read_nifti(folder / "images" / f"{row['case_id']}.nii.gz")
+        expl = medfuse.explain(model, Case(volume=vol), labels=[LABEL], methods=["gradcam"])
+        sal = expl.saliency[LABEL]["gradcam"]
+        cam = np.asarray(sal.original.array, dtype=np.float32)
+        shape = np.asarray(vol.array) > 127
+        edt = ndimage.distance_transform_edt(shape)
+        peak = tuple(int(v) for v in np.unravel_index(int(np.argmax(cam)), cam.shape))
+        # thickness near the peak: the largest surface distance of shape voxels within 2 voxels
+        lo = [max(0, c - 2) for c in peak]
+        hi = [c + 3 for c in peak]
+        near = edt[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        thick = float(near.max()) if near.size else 0.0
+        inside = edt[shape]
+        cases.append(
+            {
+                "case_id": row["case_id"],
+                "probability": float(row[f"{LABEL}_p"]),
+                "peak_voxel": list(peak),
+                "peak_in_shape": bool(shape[peak]),
+                "thickness_at_peak_vox": round(thick, 2),
+                "thickness_percentile_in_shape": round(float((inside < thick).mean() * 100), 1),
+                "shape_max_thickness_vox": round(float(inside.max()), 2),
+                "cam_on_model_grid": list(sal.model.shape),
+            }
+        )
+        for ax_i in range(3):
+            ax = axes[n, ax_i]
+            # the shape's projection in grey with a cyan outline; the map's projection where it
+            # is above half its maximum, yellow (half) to red (peak)
+            mip = shape.max(axis=ax_i).T.astype(np.float32)
+            cm = cam.max(axis=ax_i).T
+            cm = cm / (float(cm.max()) or 1.0)
+            ax.imshow(mip, cmap="gray", origin="lower", vmin=0, vmax=1.6)
+            ax.imshow(
+                np.ma.masked_less(cm, 0.5), cmap="autumn_r", alpha=0.6, origin="lower", vmin=0.5,
+                vmax=1.0,
+            )  # fmt: skip
+            ax.contour(mip, levels=[0.5], colors="cyan", linewidths=0.8, origin="lower")
+            p2 = [c for j, c in enumerate(peak) if j != ax_i]
+            ax.plot(p2[0], p2[1], "w+", markersize=14, markeredgewidth=2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(
+                f"{row['case_id']} p={float(row[f'{LABEL}_p']):.2f} MIP axis {ax_i}", fontsize=8
+            )
+    fig.tight_layout()
+    fig.savefig(folder / "gradcam.png", dpi=110)
+    plt.close(fig)
+    out = {"cases": cases, "figure": str(folder / "gradcam.png")}
+    (folder / "gradcam.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    for c in cases:
+        _log(
+            f"{folder.name}: Grad-CAM {c['case_id']} (p={c['probability']:.3f}): peak {c['peak_voxel']}"
+            f" {'inside' if c['peak_in_shape'] else 'outside'} the shape; thickness there "
+            f"{c['thickness_at_peak_vox']} vox (percentile {c['thickness_percentile_in_shape']} of "
+            f"the shape, max {c['shape_max_thickness_vox']})"
+        )
+    _log(f"{folder.name}: Grad-CAM figure {folder / 'gradcam.png'}")
+    return out
+
+
 # -- summary ---------------------------------------------------------------------------------------
 def _spread(vals: list[float | None]) -> dict[str, Any]:
     v = [float(x) for x in vals if x is not None]
@@ -306,6 +398,9 @@ def run_set(
             f"{_ci(diff)}; train {r['train_wall_s']:.0f} s wall ({r['epochs_run']} epochs, best "
             f"{r['best_epoch']}, {r['device']}); baseline fit {base['fit_s']:.1f} s"
         )
+    gradcam = None
+    if args.gradcam and name == "vesselmnist3d":
+        gradcam = gradcam_check(folder, args.gradcam)
     summary = {
         "medfuse_auroc": _spread([r["metrics"].get("auroc", {}).get("value") for r in runs]),
         "medfuse_ece": _spread([r["metrics"].get("ece", {}).get("value") for r in runs]),
@@ -322,6 +417,7 @@ def run_set(
         "paper_test_auc": PAPER[name],
         "runs": runs,
         "summary": summary,
+        "gradcam": gradcam,
     }
 
 
@@ -345,6 +441,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--config", type=Path, default=CONFIG, help="training YAML template")
     p.add_argument("--data", type=Path, default=DATA, help="folder of <set>_trainval.npz")
+    p.add_argument(
+        "--gradcam", type=int, default=3, help="vessel set: Grad-CAM of N true positives (0: off)"
+    )
+    p.add_argument(
+        "--gradcam-only",
+        action="store_true",
+        help="only the Grad-CAM check of DIR/vesselmnist3d/model (trained before)",
+    )
     args = p.parse_args(argv)
     import yaml
 
@@ -356,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--seeds must be >= 1")
     template = yaml.safe_load(args.config.read_text(encoding="utf-8"))
     args.out = args.out.resolve()
+    if args.gradcam_only:
+        gradcam_check(args.out / "vesselmnist3d", args.gradcam or 3)
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     _log(
         f"medmnist3d benchmark: sets {sets}, seeds 0..{args.seeds - 1}, config {args.config}, "
