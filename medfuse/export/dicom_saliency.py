@@ -279,6 +279,7 @@ def _highdicom_map(
     ``slices`` slices) derived from ``sources``, in the transfer syntax of ``options``."""
     import highdicom as hd
 
+    _one_frame_of_reference(sources)
     geom = plane_geometry(affine, slices)
     thickness = sources[0].get("SliceThickness")
     pm = hd.pm.ParametricMap(
@@ -323,6 +324,19 @@ def _highdicom_map(
     if options.dicom_saliency_compression == JPEG_LS:
         pm.file_meta.TransferSyntaxUID = JPEG_LS_LOSSLESS
     return pm
+
+
+def _one_frame_of_reference(sources: list[Any]) -> None:
+    """A parametric map overlays its source in one frame of reference: source instances with
+    several FrameOfReferenceUIDs (e.g. UIDs remapped slice by slice by a de-identification
+    tool) are an :class:`ExportError` saying so (the other formats are still written)."""
+    uids = {str(ds.get("FrameOfReferenceUID", "")) for ds in sources}
+    if len(uids) > 1:
+        raise ExportError(
+            f"the {len(sources)} source instances have {len(uids)} different "
+            "FrameOfReferenceUIDs: a parametric map needs the one frame of reference it overlays",
+            hint="the series' UIDs were probably remapped per file by a de-identification tool",
+        )
 
 
 #: parametric maps built before their study's prediction (:func:`prepare`), per source volume
