@@ -11,7 +11,7 @@ nor MONAI::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._lazy import lazy_exports
 
@@ -37,9 +37,11 @@ _LAZY = {
     "predict": "medfuse.prediction",
     "Prediction": "medfuse.prediction",
     "export": "medfuse.export",
+    "Dataset": "medfuse.data.dataset",
+    "evaluate": "medfuse.train.api",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", "train", *_LAZY]
 
 if TYPE_CHECKING:
     from .errors import MedfuseError  # noqa: F401
@@ -49,8 +51,19 @@ if TYPE_CHECKING:
     from .io.study import read_study, read_volume  # noqa: F401
     from .models.model import create_model, load_model, save_model  # noqa: F401
     from .prediction import Prediction, predict  # noqa: F401
+    from .data.dataset import Dataset  # noqa: F401
     from .text.pipeline import parse_report  # noqa: F401
+    from .train.api import evaluate  # noqa: F401
     from .types import Case, Finding, Report, Series, Study, Volume  # noqa: F401
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+_lazy_getattr, __dir__ = lazy_exports(__name__, _LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    # ``medfuse.train(config)``: the ``train`` subpackage is callable (see its docstring)
+    if name == "train":
+        import importlib
+
+        return importlib.import_module(".train", __name__)
+    return _lazy_getattr(name)

@@ -13,3 +13,16 @@ def progress_bar():
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+
+
+class PhaseBars:
+    """A ``progress(phase, done, total)`` callback drawing one bar per phase name."""
+
+    def __init__(self, progress) -> None:
+        self.p = progress
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase not in self.tasks:
+            self.tasks[phase] = self.p.add_task(phase, total=total)
+        self.p.update(self.tasks[phase], completed=done, total=total)

@@ -8,22 +8,10 @@ from pathlib import Path
 
 import typer
 
+from ._progress import PhaseBars
 from ._progress import progress_bar
 
 __all__ = ["register"]
-
-
-class _Bars:
-    """A rich progress bar per phase name."""
-
-    def __init__(self, progress) -> None:
-        self.p = progress
-        self.tasks: dict[str, int] = {}
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if phase not in self.tasks:
-            self.tasks[phase] = self.p.add_task(phase, total=total)
-        self.p.update(self.tasks[phase], completed=done, total=total)
 
 
 def train_cmd(
@@ -60,7 +48,7 @@ def train_cmd(
     if epochs is not None:
         cfg.optim.epochs = epochs
     with progress_bar() as p:
-        summary = train(cfg, progress=_Bars(p))
+        summary = train(cfg, progress=PhaseBars(p))
     val = summary.get("validation", {})
     typer.echo(
         f"model: {summary.get('model_dir')}  epochs: {summary['epochs']} (best {summary['best_epoch']})  "
@@ -94,7 +82,7 @@ def dataset_build_cmd(
     if engine is not None:
         cfg.data.engine = engine  # type: ignore[assignment]
     with progress_bar() as p:
-        ds = load_dataset(cfg, _Bars(p))
+        ds = load_dataset(cfg, PhaseBars(p))
     folder = report or cfg.work_dir()
     ds.write_report(folder)
     s = ds.summary()
@@ -172,7 +160,7 @@ def evaluate_cmd(
     shape = tuple(m.card.training_data.get("cohort", {}).get("shape", (64, 64, 48)))
     cohort = test_cohort(n, TEST_SEED if seed is None else seed, shape=shape)
     with progress_bar() as p:
-        bars = _Bars(p)
+        bars = PhaseBars(p)
         res = evaluate_model(
             m,
             cohort,
@@ -221,7 +209,7 @@ def _evaluate_manifest(m, manifest, out, split, labels_from_reports, cache_dir, 
     from ..train.evaluate import evaluate_dataset
 
     with progress_bar() as p:
-        bars = _Bars(p)
+        bars = PhaseBars(p)
         ds = Dataset.from_manifest(
             manifest,
             m.labels,
@@ -263,7 +251,7 @@ def cohort_cmd(
     from ..train.cohort import make_fusion_cohort
 
     with progress_bar() as p:
-        bars = _Bars(p)
+        bars = PhaseBars(p)
         c = make_fusion_cohort(
             out_dir=out, n=n, seed=seed, label_noise=label_noise, report_missing=report_missing,
             image_missing=image_missing, write_dicom=dicom,
