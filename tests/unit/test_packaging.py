@@ -94,6 +94,21 @@ def test_workflows_list_names_model_and_exports():
         assert ", ".join(wf.export.formats) in line
 
 
+def test_workflows_list_imports_nothing_heavy():
+    code = (
+        "import contextlib, io, sys\n"
+        "from medfuse.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()): rc = main(['workflows', 'list'])\n"
+        "print(rc, ' '.join(sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == "0"
+    heavy = {m.split(".")[0] for m in out[1:]} & {"torch", "monai", "numpy", "spacy", "pydicom"}
+    assert not heavy, sorted(heavy)
+
+
 def test_workflows_show_prints_the_yaml_to_copy(tmp_path, capsys):
     assert main(["workflows", "show", "brain_mr_research"]) == 0
     text = capsys.readouterr().out
