@@ -387,9 +387,13 @@ def run_set(
             "ece": bootstrap_ci(ece, yv, pb, n_boot=args.n_boot, seed=seed),
             "fit_s": round(fit_s, 2),
         }
+        # the paired difference reads predictions.csv (probabilities rounded to 5 decimals: a
+        # barely trained model's ties can move its AUROC a little from metrics.json's)
         diff = bootstrap_difference(auroc, [yv, pm], [yv, pb], n_boot=args.n_boot, seed=seed)
         r.pop("predictions")
-        r.update(baseline=base, auroc_difference=diff)
+        r.update(
+            baseline=base, auroc_difference=diff, auroc_from_predictions_csv=round(auroc(yv, pm), 4)
+        )
         runs.append(r)
         m = r["metrics"]
         _log(
