@@ -6,7 +6,8 @@ The wheel must hold every file of SRC/medfuse/assets byte for byte (models, lexi
 workflows), py.typed, __main__.py, the licence and the ``medfuse`` entry point; it must hold
 nothing but the ``medfuse`` package and its dist-info (no tests/, sample_cases/, workflows/ or
 data from ../shared). The metadata must carry the SPDX licence expression and the documented
-extras. The sdist must hold the same package files, pyproject.toml, README.md and LICENSE.
+extras. The sdist must hold the same package files, pyproject.toml, README.md and LICENSE, and
+nothing from tests/ or ../shared either.
 Standard library only: it runs in the fresh virtual environment before medfuse is installed.
 """
 
@@ -83,7 +84,11 @@ def check_sdist(src: Path, sdist: Path, wheel: Path) -> list[str]:
     with zipfile.ZipFile(wheel) as zf:
         package = {n for n in zf.namelist() if n.startswith("medfuse/")}
     problems += [f"sdist is missing {n}" for n in sorted(package - names)]
-    problems += [f"sdist holds data from ../shared: {n}" for n in names if "shared/" in n]
+    problems += [
+        f"sdist holds a file from outside the package: {n}"
+        for n in sorted(names)
+        if any(p in FORBIDDEN_PARTS for p in n.split("/")[:-1])
+    ]
     return problems
 
 
