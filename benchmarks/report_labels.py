@@ -15,6 +15,13 @@ and reports/s for parse + label of ``--speed-n`` reports (the set cycled) with `
 the median of ``--repeats`` interleaved rounds, after the pipelines are built and warm.
 ``--record`` appends a row to the table in docs/benchmarks.md.
 
+``--before-ref REF`` (a git commit, e.g. the one a change started from) also runs medfuse as it
+was at ``REF``: its ``medfuse`` package is extracted with ``git archive`` into a temporary folder
+and run in a worker process, which labels the same reports and joins the interleaved speed
+rounds; the script then prints macro-F1 and reports/s before and after, and the after / before
+ratio of wall time and of CPU time (each process's own; steadier on a shared machine), as the
+median over rounds of each round's ratio (the two ran back to back).
+
 The baseline is what a newcomer would build from the same parts: a blank English spaCy
 pipeline with spaCy's own tokenizer and ``sentencizer``, an ``EntityRuler`` with medfuse's
 lexicon, and negspacy's ``Negex`` with its default ``en_clinical`` termset; a finding is 1 when
@@ -26,10 +33,15 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import io
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -125,6 +137,74 @@ def baseline_labeler() -> Callable[[Sequence[str]], list[dict[str, int | None]]]
     return label
 
 
+def extract_ref(ref: str) -> Path:
+    """The ``medfuse`` package of git commit ``ref``, extracted into a new temporary folder."""
+    blob = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", ref, "medfuse"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    dest = Path(tempfile.mkdtemp(prefix="medfuse_before_"))
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
+class BeforeWorker:
+    """medfuse at another commit, in its own process: labels texts, times speed rounds."""
+
+    def __init__(self, tree: Path, data: Path, speed_n: int):
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", "--data", str(data), "--speed-n", str(speed_n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=str(tree),
+        )
+        first = json.loads(self._read())
+        self.preds: list[dict[str, int | None]] = first["preds"]
+        self.where: str = first["medfuse"]
+
+    def _read(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the --before-ref worker stopped (exit {self.proc.wait()})")
+        return line
+
+    def time_round(self) -> tuple[float, float]:
+        """(wall, CPU) seconds of one speed round in the worker."""
+        self.proc.stdin.write("time\n")
+        self.proc.stdin.flush()
+        wall, cpu = self._read().split()
+        return float(wall), float(cpu)
+
+    def close(self) -> None:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        self.proc.wait(timeout=60)
+
+
+def worker(data: Path, speed_n: int) -> int:
+    """The --before-ref side: label the reports once, then answer "time" lines with seconds."""
+    import medfuse
+
+    rows = load_rows(data)
+    texts = [report_text(r) for r in rows]
+    med = medfuse_labeler()
+    preds = med(texts)
+    print(json.dumps({"preds": preds, "medfuse": medfuse.__file__}), flush=True)
+    speed_texts = [texts[i % len(texts)] for i in range(speed_n)]
+    for line in sys.stdin:
+        if line.strip() != "time":
+            break
+        c0 = time.process_time()
+        wall = timed(med, speed_texts)[1]
+        print(wall, time.process_time() - c0, flush=True)
+    return 0
+
+
 # -- scoring --------------------------------------------------------------------------------
 def score(preds: list[dict[str, int | None]], golds: list[dict[str, bool]]) -> dict[str, dict]:
     out: dict[str, dict] = {}
@@ -208,11 +288,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--record", action="store_true", help="append a row to docs/benchmarks.md")
     ap.add_argument("--errors", action="store_true", help="list medfuse's errors per finding")
+    ap.add_argument("--before-ref", help="also run medfuse as of this git commit (before/after)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.worker:
+        return worker(args.data, args.speed_n)
     console = Console()
     if not args.data.is_file():
         console.print(f"[red]data not found:[/] {args.data} (see ../shared/data/README.md)")
         return 2
+    before = None
+    if args.before_ref:
+        tree = extract_ref(args.before_ref)
+        before = BeforeWorker(tree, args.data, args.speed_n)
+        if not before.where.startswith(str(tree)):
+            raise SystemExit(f"the worker imported {before.where}, not the tree of {tree}")
 
     rows = load_rows(args.data)
     texts = [report_text(r) for r in rows]
@@ -232,9 +322,16 @@ def main(argv: list[str] | None = None) -> int:
     base_macro, _ = macro_f1(base_scores)
 
     speed_texts = [texts[i % len(texts)] for i in range(args.speed_n)]
-    med_times, base_times = [], []
-    for _ in range(max(1, args.repeats)):  # interleaved, so that machine noise hits both
+    med_times, base_times, before_times = [], [], []
+    med_cpu, before_cpu = [], []  # CPU seconds: steadier than wall time on a shared machine
+    for _ in range(max(1, args.repeats)):  # interleaved, so that machine noise hits all
+        c0 = time.process_time()
         med_times.append(timed(med, speed_texts)[1])
+        med_cpu.append(time.process_time() - c0)
+        if before is not None:
+            wall, cpu = before.time_round()
+            before_times.append(wall)
+            before_cpu.append(cpu)
         base_times.append(timed(base, speed_texts)[1])
     med_s, base_s = statistics.median(med_times), statistics.median(base_times)
 
@@ -263,6 +360,40 @@ def main(argv: list[str] | None = None) -> int:
         f"baseline {args.speed_n / base_s:,.0f} reports/s ({base_s:.2f} s)"
     )
     console.print(f"pipeline build: medfuse {med_build:.2f} s, baseline {base_build:.2f} s")
+    before_result = None
+    if before is not None:
+        before.close()
+        before_scores = score(before.preds, golds)
+        before_macro, _ = macro_f1(before_scores)
+        before_s = statistics.median(before_times)
+        # each round's after / before (the two ran back to back), then the median over rounds
+        cpu_ratio = statistics.median(a / b for a, b in zip(med_cpu, before_cpu, strict=True))
+        wall_ratio = statistics.median(a / b for a, b in zip(med_times, before_times, strict=True))
+        before_result = {
+            "ref": args.before_ref,
+            "macro_f1": before_macro,
+            "per_finding": before_scores,
+            "reports_per_s": args.speed_n / before_s,
+            "after_over_before_wall": wall_ratio,
+            "after_over_before_cpu": cpu_ratio,
+        }
+        console.print(
+            f"before ({args.before_ref}) → after:  macro-F1 {before_macro:.3f} → "
+            f"[bold]{med_macro:.3f}[/];  per finding F1 "
+            + ", ".join(
+                f"{c} {before_scores[c]['f1']:.3f}→{med_scores[c]['f1']:.3f}"
+                for c in GOLD_TERMS
+                if before_scores[c]["f1"] != med_scores[c]["f1"]
+            )
+        )
+        console.print(
+            f"speed before {args.speed_n / before_s:,.0f} reports/s ({before_s:.2f} s), after "
+            f"{args.speed_n / med_s:,.0f} reports/s ({med_s:.2f} s): after takes "
+            f"[bold]{wall_ratio:.2f}×[/] the wall time and [bold]{cpu_ratio:.2f}×[/] the CPU "
+            f"time of before (median of the rounds' ratios; CPU s per round: before "
+            f"{', '.join(f'{t:.2f}' for t in before_cpu)}; after "
+            f"{', '.join(f'{t:.2f}' for t in med_cpu)})"
+        )
 
     if args.errors:
         for code in GOLD_TERMS:
@@ -306,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
                         "per_finding": base_scores,
                         "reports_per_s": args.speed_n / base_s,
                     },
+                    "before": before_result,
                 },
                 indent=2,
             )

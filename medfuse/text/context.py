@@ -409,6 +409,8 @@ _LABELS = {
     "NegNear": ("neg", "near"),
     "Termination": ("term", ""),
     "NegTerm": ("term", "neg"),
+    "PrecedingBound": ("neg", "pre"),
+    "FollowingBound": ("neg", "fol"),
     "UncPre": ("unc", "pre"),
     "UncFol": ("unc", "fol"),
     "UncNear": ("unc", "near"),
@@ -418,9 +420,11 @@ _LABELS = {
 
 _PUNCT_BLOCKS_HISTORY = {",", ";", ":", "(", ")", "."}
 #: matcher labels read as cues before a mention
-_PRE_LABELS = frozenset({"Preceding", "UncPre", "HistPre"})
+_PRE_LABELS = frozenset({"Preceding", "PrecedingBound", "UncPre", "HistPre"})
 #: matcher labels read only as cues after a mention
-_FOL_LABELS = frozenset({"Following", "NegNear", "UncFol", "UncNear", "HistFol"})
+_FOL_LABELS = frozenset({"Following", "FollowingBound", "NegNear", "UncFol", "UncNear", "HistFol"})
+#: matcher labels of clause-bound negations
+_BOUND_LABELS = frozenset({"PrecedingBound", "FollowingBound"})
 
 
 def _ensure_extensions() -> None:
@@ -494,6 +498,13 @@ class RadiologyContext(Negex):
         # negspacy's clinical terminations end negation scope only (label "NegTerm")
         neg_only = [t for t in ts["termination"] if t in set(NEGATION_TERMINATION)]
         ts["termination"] = [t for t in ts["termination"] if t not in set(neg_only)]
+        # clause-bound negations ("removed", "has resolved") get labels of their own
+        bound = {
+            key: [t for t in ts[key] if CLAUSE_BOUND_WORDS & set(t.lower().split())]
+            for key in ("preceding_negations", "following_negations")
+        }
+        for key, phrases in bound.items():
+            ts[key] = [t for t in ts[key] if t not in set(phrases)]
         super().__init__(nlp, name, ts, extension_name=extension_name)
         _ensure_extensions()
         extra = {
@@ -504,6 +515,8 @@ class RadiologyContext(Negex):
             "HistPre": historical_preceding or HISTORICAL_PRECEDING,
             "HistFol": historical_following or HISTORICAL_FOLLOWING,
             "NegTerm": neg_only,
+            "PrecedingBound": bound["preceding_negations"],
+            "FollowingBound": bound["following_negations"],
         }
         for label, phrases in extra.items():
             if phrases:
@@ -552,13 +565,12 @@ class RadiologyContext(Negex):
             elif key in survivors:
                 found = found & _PRE_LABELS
             text = doc[key[0] : key[1]].text
-            bound = any(w in CLAUSE_BOUND_WORDS for w in text.lower().split())
             # one phrase can be a cue in both directions ("resolved pneumonia" / "pneumonia
             # resolved", "A versus B"): keep every reading
             for label in sorted(found):
                 kind, direction = _LABELS.get(label, ("", ""))
                 if kind:
-                    out.append(Cue(kind, direction, key[0], key[1], text, bound and kind == "neg"))
+                    out.append(Cue(kind, direction, key[0], key[1], text, label in _BOUND_LABELS))
         return out
 
     @staticmethod
@@ -593,19 +605,22 @@ class RadiologyContext(Negex):
         n = len(doc)
         if n < 3:
             return
-        space = doc.to_array([IS_SPACE]).reshape(-1).astype(bool)
-        inner = numpy.flatnonzero(space[1:-1]) + 1
-        if not len(inner):
+        spaces = doc.user_data.get("medfuse_spaces")
+        if spaces is None:  # a doc from another pipeline
+            spaces = numpy.flatnonzero(doc.to_array([IS_SPACE]).reshape(-1)).tolist()
+        inner = [i for i in spaces if 0 < i < n - 1]
+        if not inner:
             return
         sent_starts = self._sent_starts(doc)
         starts_set = set(sent_starts)
-        if all(int(i) + 1 in starts_set or space[int(i) + 1] for i in inner):
+        space_set = set(spaces)
+        if all(i + 1 in starts_set or i + 1 in space_set for i in inner):
             return
-        keep = numpy.flatnonzero(~space)
-        words = Doc(doc.vocab, words=[doc[int(i)].text for i in keep])
+        keep = [i for i in range(n) if i not in space_set]
+        words = Doc(doc.vocab, words=[doc[i].text for i in keep])
         strings = self.nlp.vocab.strings
         for m, a, b in self.matcher(words):
-            start, end = int(keep[a]), int(keep[b - 1]) + 1
+            start, end = keep[a], keep[b - 1] + 1
             if end - start == b - a:
                 continue  # no whitespace inside: already found
             k = bisect.bisect_right(sent_starts, start)

@@ -9,6 +9,7 @@ negspacy baseline of ``benchmarks/report_labels.py``.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ __all__ = [
     "Lexicon",
     "compile_pattern",
     "load_lexicon",
+    "pattern_phrases",
 ]
 
 #: Finding codes in label order (CheXpert-compatible plus CT findings).
@@ -86,9 +88,12 @@ class Lexicon:
             for phrase in self.phrases.get(code, []):
                 out.append({"label": code, "pattern": phrase, "id": phrase})
             for pat in self.patterns.get(code, []):
-                out.append(
-                    {"label": code, "pattern": compile_pattern(pat, self.classes), "id": pat}
-                )
+                tokens = compile_pattern(pat, self.classes)
+                phrases = pattern_phrases(tokens)
+                if phrases is None:
+                    out.append({"label": code, "pattern": tokens, "id": pat})
+                else:
+                    out.extend({"label": code, "pattern": p, "id": pat} for p in phrases)
         for phrase in self.ignore:
             out.append({"label": IGNORE_LABEL, "pattern": phrase, "id": phrase})
         return out
@@ -154,6 +159,36 @@ def compile_pattern(pattern: str, classes: dict[str, list[str]]) -> list[dict[st
     if not tokens or all(t.get("OP") in ("?", "*") for t in tokens):
         raise ConfigError(f"lexicon pattern {pattern!r} can match nothing or the empty string")
     return tokens
+
+
+#: A finite pattern that stands for at most this many phrases is matched as phrases.
+MAX_PATTERN_PHRASES = 1000
+
+
+def pattern_phrases(
+    tokens: list[dict[str, Any]], limit: int = MAX_PATTERN_PHRASES
+) -> list[str] | None:
+    """The phrases a compiled pattern stands for, when it has no ``*`` / ``+`` / ``_`` and there
+    are at most ``limit`` of them; else None. spaCy's Matcher evaluates a pattern whose first
+    token is a set (``a|b``, ``<CLASS>``) with a Python call on every token of every text, while
+    its PhraseMatcher matches any number of phrases in C, so finite patterns become phrases."""
+    choices: list[list[str]] = []
+    total = 1
+    for spec in tokens:
+        op = spec.get("OP")
+        lower = spec.get("LOWER")
+        if op in ("*", "+") or lower is None or set(spec) - {"LOWER", "OP"}:
+            return None
+        words = list(lower["IN"]) if isinstance(lower, dict) else [lower]
+        if op == "?":
+            words = [*words, ""]
+        choices.append(words)
+        total *= len(words)
+        if total > limit:
+            return None
+    out = {" ".join(w for w in combo if w) for combo in itertools.product(*choices)}
+    out.discard("")
+    return sorted(out)
 
 
 def _as_str_list(value: Any, where: str, path: str) -> list[str]:

@@ -136,7 +136,8 @@ def sections_and_sentences(doc: Doc) -> Doc:
 
     Stores, in ``doc.user_data`` (plain values, so docs pickle across processes):
     ``medfuse_sections`` (name, header, start, body_start, end) tuples, ``medfuse_sent_starts``
-    (token index of every sentence start) and ``medfuse_sentences`` ((start, end) character
+    (token index of every sentence start), ``medfuse_spaces`` (token index of every whitespace
+    token) and ``medfuse_sentences`` ((start, end) character
     offsets of each sentence's words, header-only sentences left out), and ``medfuse_text``
     (the text, which spaCy would otherwise rebuild from the tokens on each ``Doc.text``).
     """
@@ -153,6 +154,7 @@ def sections_and_sentences(doc: Doc) -> Doc:
     n = len(doc)
     if n == 0:
         doc.user_data["medfuse_sent_starts"] = []
+        doc.user_data["medfuse_spaces"] = []
         doc.user_data["medfuse_sentences"] = []
         return doc
     starts = [False] * n
@@ -170,8 +172,10 @@ def sections_and_sentences(doc: Doc) -> Doc:
     words: list[tuple[int, int, str]] = []  # (token index, start char, text) of non-space tokens
     prev_i, prev_end, prev_text = -1, 0, ""
     first_i, first_num = -1, False  # first word of the current sentence
+    spaces: list[int] = []  # whitespace tokens (runs of spaces, line breaks)
     for i, (off, space, _, num, _) in enumerate(arr):
         if space:
+            spaces.append(i)
             continue
         tok = words_text[i]
         if prev_i < 0:
@@ -225,6 +229,7 @@ def sections_and_sentences(doc: Doc) -> Doc:
     if cur:
         sentences.append((cur[0], cur[1]))
     doc.user_data["medfuse_sent_starts"] = sent_starts
+    doc.user_data["medfuse_spaces"] = spaces
     doc.user_data["medfuse_sentences"] = sentences
     return doc
 
