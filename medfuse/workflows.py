@@ -339,6 +339,21 @@ def _prepare_exports(
     return thread
 
 
+def _model_volume(volume: Any, model: Any) -> tuple[Any, str | None]:
+    """The volume the model is given: a series with several volumes (4D: a Siemens mosaic time
+    series, an enhanced multi-frame with several echoes) is reduced to its first volume when the
+    model's image encoder takes another number of channels than it has volumes (a 4D volume is
+    otherwise read as one channel per volume), with a warning for the prediction."""
+    arr = getattr(volume, "array", None)
+    want = getattr(getattr(model, "image_encoder", None), "in_channels", None)
+    if arr is None or arr.ndim != 4 or arr.shape[3] == 1 or want is None or want == arr.shape[3]:
+        return volume, None
+    first = dataclasses.replace(volume, array=arr[..., 0])
+    return first, (
+        f"the series holds {arr.shape[3]} volumes (4D); the model takes one: the first was used"
+    )
+
+
 def _retry_formats(task: StudyTask, workflow: Workflow, options: Any, out_dir: Path) -> list[str]:
     """The formats a re-run of a ``partial`` study redoes (empty: all of them). All of them when
     the study's folder is gone, when none of the failed formats is still asked for, or with
@@ -386,7 +401,8 @@ def process_study(item: _Loaded, model: Any, workflow: Workflow, out_dir: Path) 
         return _error_record(task, item.error, timings)
     tmp: Path | None = None
     try:
-        case = Case(volume=item.volume, report=item.report, study=item.study, key=task.key)
+        volume, note = _model_volume(item.volume, model)
+        case = Case(volume=volume, report=item.report, study=item.study, key=task.key)
         methods = list(workflow.explain.methods)
         options = workflow.export.options()
         prepared = _prepare_exports(case, model, workflow, options)
@@ -401,6 +417,8 @@ def process_study(item: _Loaded, model: Any, workflow: Workflow, out_dir: Path) 
             ),
             explain_params={k: dict(v) for k, v in workflow.explain.params.items()},
         )
+        if note:
+            pred.warnings.append(note)
         if prepared is not None:
             prepared.join()
         final = out_dir / task.key

@@ -5,8 +5,9 @@ all seven exporters, each output checked.
 
 Case kinds (:data:`KINDS`), per base series (:data:`BASES`):
 
-* ``as_is``: the series unchanged (the vendor variants of the real data: Siemens classic and
-  JPEG / JPEG 2000, Philips enhanced multi-frame, prone sagittal MR, the lung CT);
+* ``as_is``: the series unchanged (the vendor variants of the real data: Siemens mosaics, one
+  JPEG Lossless, one JPEG 2000, one a 4D time series of two volumes, Philips enhanced
+  multi-frame, prone sagittal MR, the lung CT);
 * ``basic_profile``: DICOM PS3.15 Table E.1-1, Basic Application Level Confidentiality Profile:
   PatientName / PatientID replaced (D), the Type 2 identifiers emptied (Z), the identifying
   attributes removed (X, :data:`medfuse.export.deid.REMOVE`, private elements included),
@@ -61,6 +62,7 @@ BASES: dict[str, tuple[Path, str, bool]] = {
     "ts_jpeg_lossless": (SHARED_DICOM / "orientation" / "ts_jpeg_lossless" / "dicom", "mr", True),
     "ts_jpeg2000": (SHARED_DICOM / "orientation" / "ts_jpeg2000" / "dicom", "mr", True),
     "enhanced_philips": (SHARED_DICOM / "orientation" / "enhanced_philips_fieldmap" / "dicom", "mr", True),
+    "mosaic_4d": (SHARED_DICOM / "orientation" / "cor_oblique_mosaic" / "dicom", "mr", True),
 }  # fmt: skip
 
 #: workflow kind -> (model, input modality, the label explained: one Grad-CAM map per study)
@@ -109,7 +111,7 @@ KINDS = (
 #: kinds whose study may end in a clear error or be split instead of being predicted whole
 INCONSISTENT = ("uids_inconsistent_study", "uids_inconsistent_series", "uids_inconsistent_frame")
 #: Siemens mosaics: un-tiled with the private CSA image header, which the basic profile removes
-MOSAIC_BASES = ("ts_jpeg_lossless", "ts_jpeg2000")
+MOSAIC_BASES = ("ts_jpeg_lossless", "ts_jpeg2000", "mosaic_4d")
 
 
 def expected_error(case: Case) -> str | None:
