@@ -39,11 +39,12 @@ from dataclasses import dataclass
 import numpy
 from negspacy.negation import Negex
 from negspacy.termsets import termset
-from spacy.attrs import IS_SPACE
+from spacy.attrs import IS_SPACE, LOWER
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
 __all__ = [
+    "BOUND_PRECEDING_WINDOW",
     "CLAUSE_BOUND_WORDS",
     "CLAUSE_BREAKS",
     "HISTORICAL_FOLLOWING",
@@ -361,6 +362,9 @@ _CLAUSE_GLUE = frozenset(
     }
 )
 _COORDINATORS = frozenset({"and", "or"})
+#: a clause-bound cue before a mention reaches this many tokens at most (a noun phrase:
+#: "resolved right lower lobe pneumonia", "removed left chest tube")
+BOUND_PRECEDING_WINDOW = 5
 #: between a negation and an uncertainty cue: the negation's object ends there
 _LIST_SEPARATORS = frozenset({",", ";", ":", "and", "or", "but", "."})
 
@@ -525,6 +529,10 @@ class RadiologyContext(Negex):
         for key, value in (windows or {}).items():
             kind, _, direction = str(key).partition(":")
             self.windows[(kind, direction)] = value
+        self._separator_ids = numpy.asarray(
+            [nlp.vocab.strings.add(w) for w in sorted(_LIST_SEPARATORS)], dtype="uint64"
+        )
+        self._separators: tuple[Doc, list[int]] | None = None  # the last doc's, see below
         #: entity ids (lexicon patterns) whose own negation word makes them absent, and the words
         self.own_negation_ids: frozenset[str] = frozenset()
         self.own_negation_words: frozenset[str] = frozenset()
@@ -553,12 +561,22 @@ class RadiologyContext(Negex):
             if not any(i in taken for i in range(*key)):
                 chosen.append(key)
                 taken.update(range(*key))
-        survivors: list[tuple[int, int]] = []
-        for key in chosen:
-            if labels[key] <= _FOL_LABELS:
-                survivors.extend(self._surviving_preceding(key, labels, chosen))
+        survivors: set[tuple[int, int]] = set()
+        following_only = [key for key in chosen if labels[key] <= _FOL_LABELS]
+        if following_only:
+            keys = sorted(labels)
+            starts = [k[0] for k in keys]
+            longest = max(k[1] - k[0] for k in keys)
+
+            def overlapping(a: int, b: int) -> list[tuple[int, int]]:
+                lo = bisect.bisect_left(starts, a - longest + 1)
+                return [k for k in keys[lo : bisect.bisect_left(starts, b)] if k[1] > a]
+
+            chosen_set = set(chosen)
+            for key in following_only:
+                survivors.update(self._surviving_preceding(key, labels, chosen_set, overlapping))
         out = []
-        for key in sorted(chosen + survivors):
+        for key in sorted(chosen + list(survivors)):
             found = labels[key]
             if "pseudo" in found:  # a pseudo-trigger cancels every other reading of the phrase
                 found = {"pseudo"}
@@ -575,24 +593,26 @@ class RadiologyContext(Negex):
 
     @staticmethod
     def _surviving_preceding(
-        key: tuple[int, int], labels: dict[tuple[int, int], set[str]], chosen: list[tuple[int, int]]
+        key: tuple[int, int],
+        labels: dict[tuple[int, int], set[str]],
+        chosen: set[tuple[int, int]],
+        overlapping,
     ) -> list[tuple[int, int]]:
         """The longest preceding cue overlapping the following-only cue ``key`` that ends where
-        it ends or later, when no other kept cue overlaps it."""
+        it ends or later, when no other kept cue overlaps it. ``overlapping(a, b)``: the matched
+        spans that overlap tokens a..b."""
         best: tuple[int, int] | None = None
-        for other, found in labels.items():
+        for other in overlapping(*key):
+            found = labels[other]
             if other == key or not (found & _PRE_LABELS) or "pseudo" in found:
                 continue
-            if other[0] >= key[1] or other[1] <= key[0] or other[1] < key[1]:
+            if other[1] < key[1]:
                 continue
             # it must not be part of a third cue either ("was not seen": "not" is "not seen"'s)
             lo, hi = min(key[0], other[0]), max(key[1], other[1])
             if any(
-                k not in (key, other)
-                and k[0] < other[1]
-                and other[0] < k[1]
-                and (k[0] < lo or k[1] > hi or k in chosen)
-                for k in labels
+                k not in (key, other) and (k[0] < lo or k[1] > hi or k in chosen)
+                for k in overlapping(*other)
             ):
                 continue
             if best is None or other[1] - other[0] > best[1] - best[0]:
@@ -644,6 +664,17 @@ class RadiologyContext(Negex):
     def _in_window(self, cue: Cue, dist: int) -> bool:
         limit = self.windows.get((cue.kind, cue.direction))
         return limit is None or dist <= limit
+
+    def _separator_between(self, doc: Doc, a: int, b: int) -> bool:
+        """Whether a list separator (:data:`_LIST_SEPARATORS`) stands in ``doc[a:b]``; the
+        separators' positions are found once per doc."""
+        cached = self._separators
+        if cached is None or cached[0] is not doc:
+            lower = doc.to_array([LOWER]).reshape(-1)
+            positions = numpy.flatnonzero(numpy.isin(lower, self._separator_ids)).tolist()
+            cached = self._separators = (doc, positions)
+        k = bisect.bisect_left(cached[1], a)
+        return k < len(cached[1]) and cached[1][k] < b
 
     def _new_clause(self, doc: Doc, cue: Cue, a: int, b: int, ent_starts: list[int]) -> bool:
         """Whether ``doc[a:b]``, between a clause-bound cue and a mention, starts a new clause."""
@@ -707,7 +738,10 @@ class RadiologyContext(Negex):
                 t = bisect.bisect_left(neg_terms, gap[0])
                 if t < len(neg_terms) and neg_terms[t] < gap[1]:
                     continue  # "etiology of", "secondary to", ... end the negation's scope
-                if cue.bound and self._new_clause(doc, cue, *gap, ent_starts):
+                if cue.bound and (
+                    (cue.direction == "pre" and dist > BOUND_PRECEDING_WINDOW)
+                    or self._new_clause(doc, cue, *gap, ent_starts)
+                ):
                     continue
                 if cue.direction == "pre":
                     negations.append(cue)
@@ -729,7 +763,7 @@ class RadiologyContext(Negex):
             # between them ("no pneumothorax, possible effusion": the negation's object ended)
             for neg in sorted(negations, key=lambda c: -c.end):
                 if neg.end <= cue.start:
-                    if not any(t.lower_ in _LIST_SEPARATORS for t in doc[neg.end : cue.start]):
+                    if not self._separator_between(doc, neg.end, cue.start):
                         return "absent", historical, neg.text
                     break
         return ("absent" if cue.kind == "neg" else "uncertain"), historical, cue.text
@@ -807,4 +841,5 @@ class RadiologyContext(Negex):
                 ent._.historical = historical
                 ent._.cue = cue
                 ent._.set(self.extension_name, status == "absent")
+        self._separators = None
         return doc
