@@ -10,6 +10,13 @@
 
 A missing modality is explicit: a case without a report runs image-only (the model's learned
 missing-report token), the prediction lists ``modalities_used`` and says so in ``warnings``.
+
+A finding whose evidence the model card puts in a modality the case lacks (a smoking history
+without a report, an effusion without an image) is **not assessable**: ``status
+"not_assessable"``, ``positive`` None and the reason; the model's output for it is kept only as
+``raw_probability``, which nobody should read as a finding. A label that needs both modalities
+and has one is assessed with ``reduced_evidence`` and the card's measured AUROC for that
+condition (:func:`assess`).
 """
 
 from __future__ import annotations
@@ -28,17 +35,23 @@ if TYPE_CHECKING:
     from .explain.explanation import Explanation
 
 __all__ = [
+    "ASSESSED",
+    "NOT_ASSESSABLE",
     "PREDICTION_SCHEMA_VERSION",
     "FindingPrediction",
     "Prediction",
     "RiskPrediction",
+    "assess",
     "predict",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Version of the ``prediction.json`` document (``docs/prediction.schema.json``).
-PREDICTION_SCHEMA_VERSION = "1.0"
+PREDICTION_SCHEMA_VERSION = "2.0"
+
+#: ``FindingPrediction.status`` values
+ASSESSED, NOT_ASSESSABLE = "assessed", "not_assessable"
 
 #: Explanation methods run by ``predict(..., explain=True)``.
 DEFAULT_EXPLAIN_METHODS: tuple[str, ...] = (
@@ -49,37 +62,76 @@ DEFAULT_EXPLAIN_METHODS: tuple[str, ...] = (
 
 _RISK_MEANING = {
     "cox": (
-        "Cox log relative hazard: higher means an earlier expected event; differences are "
-        "log hazard ratios. Relative to the training cohort, not an absolute probability."
+        "Cox log relative hazard of {event}: higher means that event is expected earlier; "
+        "differences are log hazard ratios. Relative to the training cohort, not an absolute "
+        "probability."
     ),
     "discrete_time": (
-        "Expected number of discrete time bins survived, negated: higher means an earlier "
-        "expected event. Relative to the training cohort, not an absolute probability."
+        "Expected number of discrete time bins without {event}, negated: higher means that "
+        "event is expected earlier. Relative to the training cohort, not an absolute "
+        "probability."
     ),
 }
 
 
 @dataclass(frozen=True)
 class FindingPrediction:
-    """One diagnosis label: calibrated probability, the card's decision threshold, the decision."""
+    """One diagnosis label: calibrated probability, the card's decision threshold, the decision.
+
+    ``status`` is :data:`ASSESSED`, or :data:`NOT_ASSESSABLE` when the modality the card says
+    the label needs is missing: then ``positive`` is None, ``reason`` says why and
+    ``probability`` is only the model's raw output (``raw_probability`` in prediction.json).
+    ``reduced_evidence``: the label needs image and report and the case had one of them;
+    ``reduced_auroc`` is the card's AUROC measured in that condition (None: not measured).
+    """
 
     label: str
     probability: float
     threshold: float
-    positive: bool
-    #: where the evidence for this label lies in the training cohort ("image", "report",
+    positive: bool | None
+    #: the modality the label's evidence needs in the training cohort ("image", "report",
     #: "both"), when the model card says so
     evidence: str | None = None
+    status: str = ASSESSED
+    reason: str | None = None
+    reduced_evidence: bool = False
+    reduced_auroc: float | None = None
+
+    @property
+    def assessable(self) -> bool:
+        return self.status == ASSESSED
+
+    @property
+    def needs(self) -> str | None:
+        """The modality the label needs (the model card's label source)."""
+        return self.evidence
+
+    def decision_text(self) -> str:
+        """``yes`` / ``no`` / ``n/a: needs report`` (or image) / ``yes (reduced evidence)``."""
+        if not self.assessable:
+            return f"n/a: needs {self.evidence or 'another input'}"
+        text = "yes" if self.positive else "no"
+        return f"{text} (reduced evidence)" if self.reduced_evidence else text
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "label": self.label,
-            "probability": round(self.probability, 6),
+            "status": self.status,
+            "probability": round(self.probability, 6) if self.assessable else None,
             "threshold": round(self.threshold, 6),
-            "positive": self.positive,
+            "positive": self.positive if self.assessable else None,
         }
+        if not self.assessable:
+            out["raw_probability"] = round(self.probability, 6)
         if self.evidence:
-            out["evidence"] = self.evidence
+            out["needs"] = self.evidence
+        if self.reason:
+            out["reason"] = self.reason
+        if self.reduced_evidence:
+            out["reduced_evidence"] = True
+            out["reduced_evidence_auroc"] = (
+                None if self.reduced_auroc is None else round(self.reduced_auroc, 4)
+            )
         return out
 
 
@@ -131,8 +183,13 @@ class Prediction:
 
     @property
     def positive(self) -> list[FindingPrediction]:
-        """The findings at or above their threshold."""
-        return [f for f in self.findings if f.positive]
+        """The assessable findings at or above their threshold."""
+        return [f for f in self.findings if f.assessable and f.positive]
+
+    @property
+    def not_assessable(self) -> list[FindingPrediction]:
+        """The findings whose needed modality is missing."""
+        return [f for f in self.findings if not f.assessable]
 
     def finding(self, label: str) -> FindingPrediction:
         for f in self.findings:
@@ -140,26 +197,43 @@ class Prediction:
                 return f
         raise KeyError(f"no finding {label!r}; labels: {', '.join(self.labels)}")
 
+    def shows_image_map(self, label: str) -> bool:
+        """Whether ``label`` gets an image saliency map: assessable, and its evidence is not the
+        report alone (a smoking history has nothing to point at in the image)."""
+        try:
+            f = self.finding(label)
+        except KeyError:
+            return True
+        return f.assessable and f.evidence != "report"
+
     def explanation_summary(self, top_phrases: int = 5) -> dict[str, Any] | None:
-        """Peak location (RAS and LPS mm), modality contributions and top report phrases per label."""
+        """Per explained label: the saliency peaks (LPS mm as in DICOM, RAS beside, the source
+        voxel and its DICOM InstanceNumber; ``peak`` None for a flat map), modality
+        contributions and the top report words and phrases with their sentence. Labels that
+        are not assessable, and image maps of report-only labels, are left out."""
+        from .explain.render import saliency_peaks, top_report_phrases
+
         expl = self.explanation
         if expl is None:
             return None
         per_label: dict[str, Any] = {}
         for label in expl.labels:
+            try:
+                finding: FindingPrediction | None = self.finding(label)
+            except KeyError:
+                finding = None
+            if finding is not None and not finding.assessable:
+                continue
             entry: dict[str, Any] = {}
             sal = expl.get_saliency(label)
-            if sal is not None:
-                # the peak inside the source volume when the map is on its grid (the model grid
-                # may extend beyond the scanned field of view)
-                ijk = sal.peak_original
-                world = sal.original.voxel_to_world(ijk) if ijk is not None else sal.peak_world
-                ras = [round(float(v), 2) for v in world]
+            if sal is not None and self.shows_image_map(label):
+                peaks = saliency_peaks(sal, self.case.volume if self.case is not None else None)
                 entry["saliency"] = {
                     "method": sal.method,
-                    "peak_ras_mm": ras,
-                    "peak_lps_mm": [-ras[0], -ras[1], ras[2]],
-                    "peak_voxel_original": list(ijk) if ijk is not None else None,
+                    "peak": peaks[0].to_dict() if peaks else None,
+                    "peaks": [p.to_dict() for p in peaks],
+                    "note": None if peaks else "no localised evidence (the map is flat)",
+                    "coordinates": "LPS mm (DICOM patient coordinates); RAS beside",
                 }
             contrib = expl.modality.get(label)
             if contrib is not None:
@@ -174,9 +248,7 @@ class Prediction:
             tokens = expl.get_tokens(label)
             if tokens is not None and expl.report_text:
                 entry["top_report_phrases"] = [
-                    {"text": expl.report_text[a:b], "start": a, "end": b, "score": round(s, 6)}
-                    for a, b, s in tokens.top(top_phrases)
-                    if s > 0
+                    p.to_dict() for p in top_report_phrases(tokens, expl.report_text, top_phrases)
                 ]
                 entry["token_method"] = tokens.method
             per_label[label] = entry
@@ -249,7 +321,84 @@ def _risk(model: Any, output: Any) -> RiskPrediction | None:
             1 for r in reference if r == value
         )
         percentile = 100.0 * below / len(reference)
-    return RiskPrediction(value, kind, _RISK_MEANING[kind], percentile)
+    return RiskPrediction(
+        value, kind, _RISK_MEANING[kind].format(event=_risk_event(card)), percentile
+    )
+
+
+def _risk_event(card: Any) -> str:
+    """The event the risk head was trained on: the card's ``extra["risk_event"]``, else what
+    the training data says about it."""
+    extra = getattr(card, "extra", None) or {}
+    if extra.get("risk_event"):
+        return str(extra["risk_event"])
+    if bool((getattr(card, "training_data", None) or {}).get("synthetic", False)):
+        return (
+            "the simulated adverse event of the synthetic training cohort (a generated "
+            "time to event, no real outcome)"
+        )
+    return "the event of the model's training data (its card does not name it)"
+
+
+_MODALITIES = ("image", "report")
+
+
+def _condition_auroc(card: Any, label: str, missing: str) -> float | None:
+    """The card's test AUROC of ``label`` with ``missing`` ("image" / "report") absent: the
+    chest card's ``metrics.test.auroc_<missing>_missing``, the MR card's
+    ``metrics.test_no_<missing>``; None when the card did not measure it."""
+    metrics = getattr(card, "metrics", None) or {}
+    test = metrics.get("test") or {}
+    entry = (test.get(f"auroc_{missing}_missing") or {}).get(label)
+    if entry is None:
+        labels = (metrics.get(f"test_no_{missing}") or {}).get("labels") or {}
+        entry = (labels.get(label) or {}).get("auroc")
+    if isinstance(entry, dict):
+        entry = entry.get("value")
+    return None if entry is None else float(entry)
+
+
+def assess(
+    card: Any, labels: Sequence[str], probabilities: Sequence[float], used: Sequence[str]
+) -> list[FindingPrediction]:
+    """The findings of one case from the calibrated ``probabilities`` and the modalities it
+    ``used``, with the card's thresholds and label sources (``training_data.label_sources``:
+    "image", "report" or "both").
+
+    * the needed modality missing ("image" / "report" label): ``not_assessable``,
+      ``positive`` None, the reason;
+    * a "both" label with one modality: assessed, ``reduced_evidence`` and the card's AUROC
+      measured without the missing one (:func:`_condition_auroc`);
+    * a label the card gives no source for: assessed as it stands.
+    """
+    thresholds = list(getattr(card, "thresholds", None) or [0.5] * len(probabilities))
+    sources = (getattr(card, "training_data", None) or {}).get("label_sources", {}) or {}
+    missing = [m for m in _MODALITIES if m not in used]
+    out = []
+    for lab, p, t in zip(labels, probabilities, thresholds, strict=True):
+        src = sources.get(lab)
+        src = src if src in ("image", "report", "both") else None
+        p, t = float(p), float(t)
+        if src in _MODALITIES and src in missing:
+            reason = (
+                f"the model card says {lab} needs the {src}, and this study has no {src}; "
+                f"the model's output without it ({p:.3f}) is not a finding"
+            )
+            out.append(FindingPrediction(lab, p, t, None, src, NOT_ASSESSABLE, reason=reason))
+            continue
+        if src == "both" and len(missing) == 1:
+            gone = missing[0]
+            auroc = _condition_auroc(card, lab, gone)
+            measured = (
+                f"the card's test AUROC without the {gone}: {auroc:.3f}"
+                if auroc is not None
+                else f"the card has no AUROC measured without the {gone}"
+            )
+            reason = f"{lab} needs image and report; this study has no {gone} ({measured})"
+            out.append(FindingPrediction(lab, p, t, p >= t, src, ASSESSED, reason, True, auroc))
+            continue
+        out.append(FindingPrediction(lab, p, t, p >= t, src))
+    return out
 
 
 def predict(
@@ -325,23 +474,27 @@ def predict(
     timings["forward"] = time.perf_counter() - t0
 
     card = getattr(model, "card", None)
-    thresholds = list(getattr(card, "thresholds", None) or [0.5] * len(probs))
-    sources = (getattr(card, "training_data", None) or {}).get("label_sources", {})
-    findings = [
-        FindingPrediction(lab, float(p), float(t), bool(p >= t), sources.get(lab))
-        for lab, p, t in zip(model.labels, probs, thresholds, strict=True)
-    ]
+    findings = assess(card, list(model.labels), probs, used)
+    for f in findings:
+        if not f.assessable:
+            warnings.append(f"{f.label}: not assessable ({f.reason})")
+        elif f.reduced_evidence:
+            warnings.append(f"{f.label}: reduced evidence ({f.reason})")
 
     explanation = None
     if explain:
         from .explain import explain as run_explain
 
         methods = DEFAULT_EXPLAIN_METHODS if explain is True else tuple(explain)
+        assessable = [f for f in findings if f.assessable]
         if labels == "positive":
-            chosen = [f.label for f in findings if f.positive]
-            labels = chosen or [max(findings, key=lambda f: f.probability).label]
+            chosen = [f.label for f in assessable if f.positive]
+            ranked = assessable or findings
+            labels = chosen or [max(ranked, key=lambda f: f.probability).label]
         elif isinstance(labels, str):
             labels = [labels]
+        elif labels is None:  # a label that cannot be assessed is not explained
+            labels = [f.label for f in assessable] or None
         t0 = time.perf_counter()
         explanation = run_explain(
             model, c, labels=labels, methods=list(methods), params=explain_params, context=ctx

@@ -23,26 +23,17 @@ Content tree (``dsrdump sr.dcm`` shows it)::
       CONTAINS  Qualitative Evaluations (C0034375, UMLS)
           TEXT (121106, DCM, "Comment") = the not-for-clinical-use disclaimer + warnings
 
-Codes: real SNOMED CT (SCT), DICOM (DCM) and UCUM codes where one exists; the rest use the
-private coding scheme ``99MEDFUSE`` (described in the dataset's
-CodingSchemeIdentificationSequence):
+Codes: every code (SNOMED CT, DICOM, UCUM and the private scheme ``99MEDFUSE``, described in
+the dataset's CodingSchemeIdentificationSequence) comes from the one table of
+:mod:`medfuse.export.codes`, which lists them with their meanings. ``suspected_malignancy`` is
+the situation 162572001 "Suspected malignancy" (a suspicion, not a diagnosis); a label without
+a standard code is ``LABEL:<label>`` exactly (LongCodeValue when longer than 16 characters).
 
-==========================  ============================================================
-99MEDFUSE code              meaning
-==========================  ============================================================
-``RISK``                    Survival risk score (finding type of the risk group)
-``RISKCOX``                 Cox log relative hazard (higher: earlier expected event)
-``RISKDT``                  Negated expected number of discrete time bins survived
-``RISKPCT``                 Risk score percentile among the model's validation cases
-``LABEL:<label>``           a diagnosis label without a standard code (other models;
-                            ``LABEL#<sha256[:10]>`` when longer than 16 characters)
-==========================  ============================================================
-
-Finding codes (SCT): emphysema 87433001 "Pulmonary emphysema", cardiomegaly 8186001
-"Cardiomegaly", pleural_effusion 60046008 "Pleural effusion", consolidation 95436008 "Lung
-consolidation", smoking_history 77176002 "Smoker", dyspnea 267036007 "Dyspnea", pneumonia
-233604007 "Pneumonia", suspected_malignancy 363346000 "Malignant neoplastic disease"
-(``lung_lesion`` has no single SNOMED concept for "nodule or mass": ``LABEL:lung_lesion``).
+Findings that are not assessable (the modality the model card says they need is missing: a
+smoking history without a report) have no measurement group: a probability and a
+Positive / Negative for them would claim what the model cannot know. They are named, with the
+reason, in the Comment; so are findings with reduced evidence (a label needing image and
+report, with one of them), with the card's AUROC for that condition.
 
 The document is PRELIMINARY, PARTIAL and UNVERIFIED (a machine's output nobody signed), its
 SeriesDescription says it is synthetic-demo output not for clinical use, and the patient /
@@ -67,6 +58,26 @@ from .._atomic import atomic_path
 from ..registry import exporters
 from . import _source, deid
 from .base import ExportOptions, output_path
+from .codes import (  # the one table of codes (re-exported here)
+    COMMENT,
+    FINDING_CODES,
+    IMAGING_PROCEDURE,
+    NEGATIVE,
+    POSITIVE,
+    PRIVATE_SCHEME,
+    PRIVATE_SCHEME_NAME,
+    PROBABILITY,
+    PROCEDURES,
+    QUALITATIVE_EVALUATIONS,
+    RISK_FINDING,
+    RISK_KINDS,
+    RISK_PERCENTILE,
+    THRESHOLD,
+    UNIT_NONE,
+    UNIT_PERCENT,
+    UNIT_PROBABILITY,
+    finding_code,
+)
 
 if TYPE_CHECKING:
     from ..prediction import FindingPrediction, Prediction
@@ -85,58 +96,6 @@ log = logging.getLogger(__name__)
 FILENAME = "sr.dcm"
 #: Series number of the SR series (the saliency map series is 9002).
 SERIES_NUMBER = 9001
-#: Private coding scheme designator for concepts without a standard code.
-PRIVATE_SCHEME = "99MEDFUSE"
-PRIVATE_SCHEME_NAME = "medfuse private codes (see medfuse.export.dicom_sr)"
-
-#: label -> (code value, coding scheme designator, code meaning). SCT = SNOMED CT.
-FINDING_CODES: dict[str, tuple[str, str, str]] = {
-    "emphysema": ("87433001", "SCT", "Pulmonary emphysema"),
-    "cardiomegaly": ("8186001", "SCT", "Cardiomegaly"),
-    "pleural_effusion": ("60046008", "SCT", "Pleural effusion"),
-    "consolidation": ("95436008", "SCT", "Lung consolidation"),
-    "smoking_history": ("77176002", "SCT", "Smoker"),
-    "dyspnea": ("267036007", "SCT", "Dyspnea"),
-    "pneumonia": ("233604007", "SCT", "Pneumonia"),
-    "suspected_malignancy": ("363346000", "SCT", "Malignant neoplastic disease"),
-}
-
-PROBABILITY = ("122157", "DCM", "Probability")
-THRESHOLD = ("122411", "DCM", "Threshold Value")
-POSITIVE = ("10828004", "SCT", "Positive")
-NEGATIVE = ("260385009", "SCT", "Negative")
-UNIT_PROBABILITY = ("{probability}", "UCUM", "probability")
-UNIT_NONE = ("1", "UCUM", "no units")
-UNIT_PERCENT = ("%", "UCUM", "percent")
-RISK_FINDING = ("RISK", PRIVATE_SCHEME, "Survival risk score")
-RISK_KINDS = {
-    "cox": ("RISKCOX", PRIVATE_SCHEME, "Cox log relative hazard"),
-    "discrete_time": ("RISKDT", PRIVATE_SCHEME, "Negated expected time bins survived"),
-}
-RISK_PERCENTILE = ("RISKPCT", PRIVATE_SCHEME, "Risk score percentile (validation cases)")
-COMMENT = ("121106", "DCM", "Comment")
-QUALITATIVE_EVALUATIONS = ("C0034375", "UMLS", "Qualitative Evaluations")
-
-#: Procedure reported by source modality.
-PROCEDURES = {
-    "CT": ("77477000", "SCT", "Computed tomography"),
-    "MR": ("113091000", "SCT", "Magnetic resonance imaging"),
-}
-IMAGING_PROCEDURE = ("363679005", "SCT", "Imaging procedure")
-
-
-def finding_code(label: str) -> tuple[str, str, str]:
-    """The code of a diagnosis label: a SNOMED CT code when there is one, else a private
-    ``99MEDFUSE`` code ``LABEL:<label>`` (code values are at most 16 characters: a longer one
-    becomes ``LABEL#<10 hex digits of the label's sha256>``; the meaning keeps the label)."""
-    if label in FINDING_CODES:
-        return FINDING_CODES[label]
-    value = f"LABEL:{label}"
-    if len(value) > 16:
-        import hashlib
-
-        value = "LABEL#" + hashlib.sha256(label.encode("utf-8")).hexdigest()[:10]
-    return (value, PRIVATE_SCHEME, label.replace("_", " ")[:64])
 
 
 def risk_code(kind: str) -> tuple[str, str, str]:
@@ -259,10 +218,25 @@ def disclaimer_text(prediction: Prediction) -> str:
     ]
     if model.get("synthetic_training_data"):
         parts.append("The model was trained on synthetic data only.")
+    for f in prediction.findings:
+        if not f.assessable:
+            parts.append(f"Not assessable, left out: {f.label} ({f.reason}).")
+        elif f.reduced_evidence:
+            parts.append(f"Reduced evidence: {f.label} ({f.reason}).")
     if prediction.risk is not None:
         parts.append(f"Risk score: {prediction.risk.meaning}")
-    parts.extend(f"Warning: {w}" for w in prediction.warnings)
+    parts.extend(
+        f"Warning: {w}" for w in prediction.warnings if not _finding_warning(w, prediction)
+    )
     return " ".join(parts)
+
+
+def _finding_warning(warning: str, prediction: Prediction) -> bool:
+    """Whether ``warning`` is one of predict's per-finding warnings (said above already)."""
+    return any(
+        warning.startswith(f"{f.label}: ") and (not f.assessable or f.reduced_evidence)
+        for f in prediction.findings
+    )
 
 
 def _disclaimer_container(prediction: Prediction) -> Any:
@@ -274,7 +248,7 @@ def _disclaimer_container(prediction: Prediction) -> Any:
     container.ContentSequence = [
         TextContentItem(
             name=_cc(COMMENT),
-            value=disclaimer_text(prediction)[:1024],  # UT would allow more; keep it readable
+            value=disclaimer_text(prediction)[:8192],  # UT: up to 2^32 - 2; keep it readable
             relationship_type=RelationshipTypeValues.CONTAINS,
         )
     ]
@@ -392,9 +366,10 @@ def build_sr(prediction: Prediction, options: ExportOptions) -> Any:
     sources = _source.source_datasets(prediction)
     first = sources[0]
     algorithm = _algorithm(prediction)
-    groups = [
+    groups = [  # a finding that is not assessable has no group (see the module docstring)
         _finding_group(f, algorithm, _source.derived_uid(prediction, "sr-tracking", f.label))
         for f in prediction.findings
+        if f.assessable
     ]
     if prediction.risk is not None:
         groups.append(

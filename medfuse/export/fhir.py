@@ -5,19 +5,26 @@ unchanged from R4 4.0.1).
 Entries (``fullUrl`` = ``urn:uuid:<id>``; the ids are derived from the prediction, so exporting
 the same prediction again gives the same document):
 
+* ``Bundle.meta`` declares the FHIR version: profile
+  ``http://hl7.org/fhir/StructureDefinition/Bundle|4.0.1`` and the tag ``4.0.1`` of
+  ``http://hl7.org/fhir/FHIR-version`` (R4; serve it as ``application/fhir+json;
+  fhirVersion=4.0``).
 * ``DiagnosticReport``: status ``preliminary``; category v2-0074 ``RAD``; code LOINC (24627-2
   "CT Chest" for a CT of the chest, 18747-6 "CT Study report", 18755-9 "MR Study report",
   else 18748-4 "Diagnostic imaging study"); ``imagingStudy`` → the study by identifier
   ``urn:dicom:uid`` / ``urn:oid:<StudyInstanceUID>``; ``issued`` = the prediction time;
   ``conclusion`` (positive findings, risk, disclaimer) and ``conclusionCode`` (SNOMED CT codes
-  of the positive findings); ``result`` → the Observations; narrative ``text`` with the
+  of the positive findings; a finding that is not assessable is in neither); ``result`` → the Observations; narrative ``text`` with the
   not-for-clinical-use disclaimer and the warnings.
 * One ``Observation`` per finding: status ``preliminary``, category ``imaging``, code = the
-  finding's SNOMED CT code (see :data:`medfuse.export.dicom_sr.FINDING_CODES`) plus
+  finding's SNOMED CT code (the table of :mod:`medfuse.export.codes`) plus
   ``urn:medfuse:label|<label>``; ``valueQuantity`` = the calibrated probability (UCUM
   ``{probability}``); ``interpretation`` v3-ObservationInterpretation ``POS`` / ``NEG``
   relative to the threshold; the threshold as a ``component`` (DICOM DCM 122411 "Threshold
-  Value") and in a ``note``; ``device`` → the model; ``derivedFrom`` → the study.
+  Value") and in a ``note``; ``device`` → the model; ``derivedFrom`` → the study. A finding
+  that is not assessable (the modality its label needs is missing) has no value and no
+  interpretation but ``dataAbsentReason`` ``not-performed`` (data-absent-reason) with the
+  reason; one with reduced evidence says so in its interpretation text and note.
 * One ``Observation`` for the risk score (code ``urn:medfuse:risk|<kind>``, unit UCUM "1", its
   meaning in a ``note``, the percentile as a component when known).
 * ``Device``: the model (deviceName, version of the model and of medfuse, identifier
@@ -48,7 +55,7 @@ from .._atomic import atomic_write_text
 from ..registry import exporters
 from . import _source, deid
 from .base import ExportOptions, output_path
-from .dicom_sr import FINDING_CODES
+from .codes import FINDING_CODES, SCHEME_URIS, finding_code
 
 if TYPE_CHECKING:
     from ..prediction import FindingPrediction, Prediction
@@ -72,7 +79,10 @@ RISK_SYSTEM = "urn:medfuse:risk"
 KEY_SYSTEM = "urn:medfuse:case-key"
 SHA_SYSTEM = "urn:medfuse:model-weights-sha256"
 
-_SCHEMES = {"SCT": SNOMED, "LN": LOINC, "DCM": DCM}
+DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+#: the FHIR version the bundle follows (declared in ``Bundle.meta``)
+FHIR_VERSION = "4.0.1"
+FHIR_VERSION_SYSTEM = "http://hl7.org/fhir/FHIR-version"
 
 REPORT_CODES = {
     ("CT", "CHEST"): ("24627-2", "CT Chest"),
@@ -95,10 +105,12 @@ def _quantity(value: float, unit: str, code: str) -> dict[str, Any]:
 
 
 def _finding_coding(label: str) -> list[dict[str, str]]:
+    """The finding's standard code (:mod:`medfuse.export.codes`) when it has one, and its label
+    (``urn:medfuse:label``)."""
     codings = []
     if label in FINDING_CODES:
-        value, scheme, meaning = FINDING_CODES[label]
-        codings.append({"system": _SCHEMES[scheme], "code": value, "display": meaning})
+        value, scheme, meaning = finding_code(label)
+        codings.append({"system": SCHEME_URIS[scheme], "code": value, "display": meaning})
     codings.append({"system": LABEL_SYSTEM, "code": label, "display": label.replace("_", " ")})
     return codings
 
@@ -135,6 +147,27 @@ def _finding_observation(
 ) -> dict[str, Any]:
     prob = round(float(f.probability), 6)
     thr = round(float(f.threshold), 6)
+    threshold = {
+        "code": {"coding": [{"system": DCM, "code": "122411", "display": "Threshold Value"}]},
+        "valueQuantity": _quantity(thr, "probability", "{probability}"),
+    }
+    needs = f" The model card says this label needs: {f.evidence}." if f.evidence else ""
+    if not f.assessable:  # no value, no interpretation: the reason instead (obs-6)
+        return {
+            "resourceType": "Observation",
+            "id": _uuid(prediction, "finding", f.label),
+            **common,
+            "code": {"coding": _finding_coding(f.label), "text": f"Probability of {f.label}"},
+            "dataAbsentReason": {
+                "coding": [
+                    {"system": DATA_ABSENT, "code": "not-performed", "display": "Not Performed"}
+                ],
+                "text": f"not assessable: {f.reason}",
+            },
+            "note": [{"text": f"Not assessable: {f.reason}.{needs}"}],
+            "component": [threshold],
+        }
+    reduced = f" Reduced evidence: {f.reason}." if f.reduced_evidence and f.reason else ""
     return {
         "resourceType": "Observation",
         "id": _uuid(prediction, "finding", f.label),
@@ -150,26 +183,19 @@ def _finding_observation(
                         "display": "Positive" if f.positive else "Negative",
                     }
                 ],
-                "text": f"{'positive' if f.positive else 'negative'} at threshold {thr}",
+                "text": f"{'positive' if f.positive else 'negative'} at threshold {thr}"
+                + (" (reduced evidence)" if f.reduced_evidence else ""),
             }
         ],
         "note": [
             {
                 "text": (
                     f"Calibrated probability {prob}; decision threshold {thr} (model card): "
-                    "positive when the probability is at or above the threshold."
-                    + (f" Evidence in training: {f.evidence}." if f.evidence else "")
+                    "positive when the probability is at or above the threshold." + needs + reduced
                 )
             }
         ],
-        "component": [
-            {
-                "code": {
-                    "coding": [{"system": DCM, "code": "122411", "display": "Threshold Value"}]
-                },
-                "valueQuantity": _quantity(thr, "probability", "{probability}"),
-            }
-        ],
+        "component": [threshold],
     }
 
 
@@ -263,8 +289,10 @@ def _study_datetime(header: Any) -> str | None:
 
 
 def _conclusion(prediction: Prediction) -> str:
-    pos = [
-        f"{f.label} (p={f.probability:.3f}, threshold {f.threshold:.3f})"
+    pos = [  # assessable findings only: one that is not assessable is no conclusion
+        f"{f.label} (p={f.probability:.3f}, threshold {f.threshold:.3f}"
+        + (", reduced evidence" if f.reduced_evidence else "")
+        + ")"
         for f in prediction.positive
     ]
     parts = [f"Positive: {', '.join(pos)}." if pos else "No finding at or above its threshold."]
@@ -275,11 +303,20 @@ def _conclusion(prediction: Prediction) -> str:
     return " ".join(parts)
 
 
+def _decision(f: FindingPrediction) -> str:
+    if not f.assessable:
+        return f"not assessable (needs {f.evidence})"
+    return ("positive" if f.positive else "negative") + (
+        " (reduced evidence)" if f.reduced_evidence else ""
+    )
+
+
 def _narrative(prediction: Prediction) -> dict[str, str]:
     e = html.escape
     rows = "".join(
-        f"<tr><td>{e(f.label)}</td><td>{f.probability:.3f}</td><td>{f.threshold:.3f}</td>"
-        f"<td>{'positive' if f.positive else 'negative'}</td></tr>"
+        f"<tr><td>{e(f.label)}</td>"
+        f"<td>{f'{f.probability:.3f}' if f.assessable else '—'}</td><td>{f.threshold:.3f}</td>"
+        f"<td>{e(_decision(f))}</td></tr>"
         for f in prediction.findings
     )
     risk = (
@@ -355,7 +392,7 @@ def build_bundle(prediction: Prediction, options: ExportOptions) -> Any:
         report["issued"] = prediction.created
     if study_ref is not None:
         report["imagingStudy"] = [study_ref]
-    conclusion_codes = [
+    conclusion_codes = [  # the assessable positive findings with a SNOMED CT code
         {"coding": [c for c in _finding_coding(f.label) if c["system"] == SNOMED], "text": f.label}
         for f in prediction.positive
         if f.label in FINDING_CODES and FINDING_CODES[f.label][1] == "SCT"
@@ -376,6 +413,10 @@ def build_bundle(prediction: Prediction, options: ExportOptions) -> Any:
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "id": _uuid(prediction, "bundle"),
+        "meta": {  # the FHIR version this bundle follows (R4)
+            "profile": [f"http://hl7.org/fhir/StructureDefinition/Bundle|{FHIR_VERSION}"],
+            "tag": [{"system": FHIR_VERSION_SYSTEM, "code": FHIR_VERSION, "display": "R4"}],
+        },
         "identifier": {
             "system": "urn:ietf:rfc:3986",
             "value": f"urn:uuid:{_uuid(prediction, 'bundle')}",

@@ -22,6 +22,9 @@ import base64
 import hashlib
 import html
 import json
+import threading
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,7 +169,8 @@ def explained_labels(prediction: Prediction, options: ExportOptions) -> list[str
     expl = prediction.explanation
     if expl is None:
         return []
-    covered = set(expl.labels)
+    # a finding that is not assessable is not explained
+    covered = set(expl.labels) - {f.label for f in prediction.not_assessable}
     if options.saliency_labels is not None:
         return [lab for lab in options.saliency_labels if lab in covered]
     labels = [f.label for f in prediction.positive if f.label in covered]
@@ -191,31 +195,108 @@ def report_text(prediction: Prediction) -> str:
     return ""
 
 
-def saliency_png(prediction: Prediction, label: str, options: ExportOptions) -> bytes | None:
-    """The explanation's saliency figure for ``label`` (None without a map)."""
+@dataclass
+class SaliencyView:
+    """What the HTML and PDF show of one label's image map: the figure (None when there is
+    nothing to draw), its hotspots (LPS mm, RAS beside, DICOM InstanceNumber) and a note (why
+    there is no figure: a flat map, a report-only label)."""
+
+    method: str | None
+    png: bytes | None
+    peaks: list[Any]
+    note: str
+
+
+_views_lock = threading.Lock()
+_views: weakref.WeakKeyDictionary[Any, dict[tuple[str, str | None], SaliencyView]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def saliency_view(prediction: Prediction, label: str, options: ExportOptions) -> SaliencyView:
+    """The saliency figure of ``label`` (:func:`medfuse.explain.render.saliency_figure_png`:
+    the source slices through up to 3 hotspots, MIPs over the anatomy, orientation letters,
+    colour bar and window), drawn once per explanation for both documents. No figure for a
+    report-only label, a finding that is not assessable, or a flat map."""
+    from ..explain.explanation import _FIGURE_LOCK
+    from ..explain.render import saliency_figure_png, saliency_peaks
+
     expl = prediction.explanation
+    try:
+        finding = prediction.finding(label)
+    except KeyError:
+        finding = None
     if expl is None:
-        return None
+        return SaliencyView(None, None, [], "")
+    if finding is not None and finding.evidence == "report":
+        return SaliencyView(
+            None,
+            None,
+            [],
+            "Report-only label (model card): no image map; its evidence is the report's words.",
+        )
     sal = expl.get_saliency(label, options.saliency_method)
-    if sal is None:
-        return None
-    return expl.figure_png(label, sal.method)
+    if sal is None or (finding is not None and not finding.assessable):
+        return SaliencyView(None, None, [], "")
+    key = (label, sal.method)
+    with _views_lock:
+        cached = _views.setdefault(expl, {}).get(key)
+    if cached is not None:
+        return cached
+    vol = prediction.case.volume if prediction.case is not None else None
+    peaks = saliency_peaks(sal, vol)
+    if not peaks:
+        view = SaliencyView(
+            sal.method, None, [], "No localised evidence: the map is flat (no region stands out)."
+        )
+    else:
+        with _FIGURE_LOCK:  # matplotlib is not thread-safe (the exporters run in threads)
+            png = saliency_figure_png(sal, vol, expl.image, peaks=peaks)
+        if png is None:  # no source grid: the model-grid figure
+            png = expl.figure_png(label, sal.method)
+        view = SaliencyView(sal.method, png, peaks, "")
+    with _views_lock:
+        _views.setdefault(expl, {})[key] = view
+    return view
 
 
-def saliency_note(sal: Any) -> str:
-    """A remark on a flat map (all values equal), else ``""``."""
-    import numpy as np
+def peak_lines(view: SaliencyView) -> list[str]:
+    """One line per hotspot: ``1: LPS (…) mm [RAS (…)], image 17, 100 % of the maximum``."""
+    return [
+        f"{n}: {p.text()}, {100 * p.fraction:.0f} % of the maximum"
+        for n, p in enumerate(view.peaks, start=1)
+    ]
 
-    m = np.asarray(sal.model)
-    return " (the map is flat: no region stands out)" if float(m.max() - m.min()) == 0 else ""
 
+def top_phrases(expl: Explanation, text: str, label: str, k: int = 5) -> list[Any]:
+    """The ``k`` report phrases (words summed over their tokens, adjacent words merged) with
+    the largest positive attribution for ``label``, each with its sentence."""
+    from ..explain.render import top_report_phrases
 
-def top_phrases(expl: Explanation, text: str, label: str, k: int = 5) -> list[tuple[str, float]]:
-    """The ``k`` report spans with the largest positive attribution for ``label``."""
     tokens = expl.get_tokens(label)
     if tokens is None or not text:
         return []
-    return [(text[a:b], s) for a, b, s in tokens.top(k) if s > 0]
+    return top_report_phrases(tokens, text, k)
+
+
+def no_phrase_note(expl: Explanation, text: str, label: str) -> str:
+    """Why no report phrase is listed for ``label`` ("" when phrases are listed or there is no
+    report)."""
+    if not text:
+        return ""
+    c = expl.modality.get(label)
+    share = (
+        f" (the report's share of this output: {100 * c.fractions()['report']:.0f} %)" if c else ""
+    )
+    if expl.get_tokens(label) is None:
+        return (
+            "Word attributions were not computed for this label: the explanation methods were "
+            f"{', '.join(expl.methods)} (add integrated_gradients_text){share}."
+        )
+    return (
+        "Integrated gradients give no report word a positive attribution for this label"
+        f"{share}: the report's contribution is not carried by single words."
+    )
 
 
 def model_fields(prediction: Prediction) -> list[tuple[str, str]]:
@@ -271,6 +352,7 @@ _CSS = """
 .medfuse-prediction th { background: #f2f2f2; }
 .medfuse-prediction td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .medfuse-prediction tr.positive td { background: #fff2cc; font-weight: bold; }
+.medfuse-prediction tr.na td { color: #777; font-style: italic; }
 .medfuse-prediction .disclaimer { border: 2px solid #b00020; background: #fde8ea;
   color: #7a0016; padding: 8px 12px; font-weight: bold; margin: 6px 0; }
 .medfuse-prediction .warnings { background: #fff8e1; border-left: 4px solid #f0a500;
@@ -318,28 +400,47 @@ def _header_html(prediction: Prediction, options: ExportOptions) -> str:
     return "".join(out)
 
 
+def finding_notes(prediction: Prediction) -> list[str]:
+    """The sentences under the findings table: what the columns mean, and each finding that is
+    not assessable or has reduced evidence, with the reason."""
+    notes = [
+        "Calibrated probabilities; a finding is positive when its probability reaches the "
+        "model card's decision threshold. “needs”: the input the model card says the label's "
+        "evidence is in (image, report, or both); without it the finding is not assessable "
+        "(n/a) and no probability is shown."
+    ]
+    for f in prediction.findings:
+        if not f.assessable:
+            notes.append(f"{f.label}: not assessable: {f.reason}.")
+        elif f.reduced_evidence:
+            notes.append(f"{f.label}: reduced evidence: {f.reason}.")
+    return notes
+
+
+def probability_text(f: Any) -> str:
+    return f"{f.probability:.3f}" if f.assessable else "n/a"
+
+
 def _findings_html(prediction: Prediction) -> str:
     rows, classes = [], []
     for f in prediction.findings:
         rows.append(
             [
                 f"<td>{esc(f.label)}</td>",
-                f'<td class="num">{f.probability:.3f}</td>',
+                f'<td class="num">{esc(probability_text(f))}</td>',
                 f'<td class="num">{f.threshold:.3f}</td>',
-                f"<td>{'yes' if f.positive else 'no'}</td>",
+                f"<td>{esc(f.decision_text())}</td>",
                 f"<td>{esc(f.evidence or '')}</td>",
             ]
         )
-        classes.append("positive" if f.positive else "")
+        classes.append(
+            "positive" if f.assessable and f.positive else ("na" if not f.assessable else "")
+        )
+    notes = "".join(f'<p class="small">{esc(n)}</p>' for n in finding_notes(prediction))
     return (
         "<h3>Findings</h3>"
-        + _table(
-            ["label", "probability", "threshold", "positive", "evidence in training"],
-            rows,
-            classes,
-        )
-        + '<p class="small">Calibrated probabilities; a finding is positive when its probability '
-        "reaches the model card's decision threshold.</p>"
+        + _table(["label", "probability", "threshold", "positive", "needs"], rows, classes)
+        + notes
     )
 
 
@@ -394,29 +495,30 @@ def _explanations_html(prediction: Prediction, options: ExportOptions) -> str:
     for label in labels:
         p = expl.probabilities.get(label)
         out.append(f"<h4>{esc(label)}" + (f" (p = {p:.3f})" if p is not None else "") + "</h4>")
-        sal = expl.get_saliency(label, options.saliency_method)
-        png = saliency_png(prediction, label, options)
-        if sal is not None and png is not None:
-            ras = ", ".join(f"{v:.1f}" for v in sal.peak_world)
-            lps = ", ".join(
-                f"{v:.1f}" for v in (-sal.peak_world[0], -sal.peak_world[1], sal.peak_world[2])
-            )
-            data = base64.b64encode(png).decode("ascii")
+        view = saliency_view(prediction, label, options)
+        if view.png is not None:
+            data = base64.b64encode(view.png).decode("ascii")
+            items = "".join(f"<li>{esc(line)}</li>" for line in peak_lines(view))
             out.append(
-                f'<img class="saliency" alt="{esc(label)} saliency ({esc(sal.method)})" '
+                f'<img class="saliency" alt="{esc(label)} saliency ({esc(view.method or "")})" '
                 f'src="data:image/png;base64,{data}"/>'
-                f"<p class='small'>{esc(sal.method)}: peak at RAS ({ras}) mm, "
-                f"LPS ({lps}) mm{esc(saliency_note(sal))}</p>"
+                f"<p class='small'>{esc(view.method or '')} hotspots (local maxima above half "
+                "the maximum; LPS as in DICOM, RAS beside; DICOM InstanceNumber of the slice):"
+                f"</p><ol class='small'>{items}</ol>"
             )
+        if view.note:
+            out.append(f"<p class='small'>{esc(view.note)}</p>")
         out.append(_modality_html(expl, label))
         phrases = top_phrases(expl, text, label)
         if phrases:
             items = "".join(
-                f"<li>“{esc(t)}” <span class='small'>{s:+.3f}</span></li>" for t, s in phrases
+                f"<li>“{esc(p.text)}” <span class='small'>{p.score:+.3f}</span>"
+                f"<br/><span class='small'>in: {esc(p.sentence)}</span></li>"
+                for p in phrases
             )
-            out.append(f"<h4>Top report phrases</h4><ol>{items}</ol>")
+            out.append(f"<h4>Top report words and phrases</h4><ol>{items}</ol>")
         elif text:
-            out.append("<p class='small'>No report phrase supports this label.</p>")
+            out.append(f"<p class='small'>{esc(no_phrase_note(expl, text, label))}</p>")
     if not labels:
         out.append("<p>No label to explain.</p>")
     return "".join(out)

@@ -31,13 +31,16 @@ from .base import ExportOptions, output_path
 from .html import (
     disclaimer,
     explained_labels,
+    finding_notes,
     header_fields,
     modalities_line,
     model_fields,
+    no_phrase_note,
     not_for_clinical_use,
+    peak_lines,
+    probability_text,
     report_text,
-    saliency_note,
-    saliency_png,
+    saliency_view,
     step_rows,
     study_label,
     top_phrases,
@@ -180,8 +183,8 @@ def prediction_pdf(prediction: Prediction, options: ExportOptions | None = None)
     cell = ParagraphStyle("mf-cell", parent=body, fontSize=8.5, leading=10.5)
     cell_bold = ParagraphStyle("mf-cell-bold", parent=cell, fontName=bold)
     code = ParagraphStyle("mf-code", parent=cell, fontSize=7, leading=8.5)
-    h1 = ParagraphStyle(
-        "mf-h1", parent=base["Heading1"], fontName=bold, fontSize=16, leading=20, spaceAfter=4
+    h1 = ParagraphStyle(  # room below for the descenders above the banner's border padding
+        "mf-h1", parent=base["Heading1"], fontName=bold, fontSize=16, leading=20, spaceAfter=6
     )
     h2 = ParagraphStyle(
         "mf-h2",
@@ -215,8 +218,8 @@ def prediction_pdf(prediction: Prediction, options: ExportOptions | None = None)
         borderWidth=1.2,
         borderPadding=6,
         backColor=colors.HexColor("#fde8ea"),
-        spaceBefore=4,
-        spaceAfter=10,
+        spaceBefore=10,  # more than borderPadding: the box must not cover the title above
+        spaceAfter=12,
     )
     report_style = ParagraphStyle(
         "mf-report",
@@ -269,32 +272,30 @@ def prediction_pdf(prediction: Prediction, options: ExportOptions | None = None)
 
     # findings
     story.append(Paragraph("Findings", h2))
-    rows = [header_row(["label", "probability", "threshold", "positive", "evidence in training"])]
+    rows = [header_row(["label", "probability", "threshold", "positive", "needs"])]
     styles = [*grid, ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#f2f2f2"))]
     for i, f in enumerate(prediction.findings, start=1):
-        st = cell_bold if f.positive else cell
+        positive = f.assessable and bool(f.positive)
+        st = cell_bold if positive else cell
         rows.append(
             [
                 Paragraph(t(f.label), st),
-                Paragraph(f"{f.probability:.3f}", st),
+                Paragraph(t(probability_text(f)), st),
                 Paragraph(f"{f.threshold:.3f}", st),
-                Paragraph("yes" if f.positive else "no", st),
+                Paragraph(t(f.decision_text()), st),
                 Paragraph(t(f.evidence or ""), st),
             ]
         )
-        if f.positive:
+        if positive:
             styles.append(("BACKGROUND", (0, i), (-1, i), colors.HexColor("#fff2cc")))
-    widths = [55 * mm, 25 * mm, 25 * mm, 20 * mm, frame_w - 125 * mm]
+        elif not f.assessable:
+            styles.append(("TEXTCOLOR", (0, i), (-1, i), colors.HexColor("#777777")))
+    widths = [46 * mm, 22 * mm, 20 * mm, 56 * mm, frame_w - 144 * mm]
     tab = Table(rows, colWidths=widths, hAlign="LEFT", repeatRows=1)
     tab.setStyle(TableStyle(styles))
     story.append(tab)
-    story.append(
-        Paragraph(
-            "Calibrated probabilities; a finding is positive when its probability reaches the "
-            "model card's decision threshold.",
-            small,
-        )
-    )
+    for note in finding_notes(prediction):
+        story.append(Paragraph(t(note), small))
 
     # risk
     story.append(Paragraph("Risk", h2))
@@ -331,21 +332,25 @@ def prediction_pdf(prediction: Prediction, options: ExportOptions | None = None)
         block, intro = intro, []  # the section heading stays with the first label
         p = expl.probabilities.get(label)
         block.append(Paragraph(t(label) + (f" (p = {p:.3f})" if p is not None else ""), h3))
-        sal = expl.get_saliency(label, opts.saliency_method)
-        png = saliency_png(prediction, label, opts)
-        if sal is not None and png is not None:
-            img_w = min(frame_w, 140 * mm)
-            block.append(Image(io.BytesIO(png), width=img_w, height=img_w * 6 / 9))
-            ras = ", ".join(f"{v:.1f}" for v in sal.peak_world)
-            lps = ", ".join(
-                f"{v:.1f}" for v in (-sal.peak_world[0], -sal.peak_world[1], sal.peak_world[2])
-            )
+        view = saliency_view(prediction, label, opts)
+        if view.png is not None:
+            from PIL import Image as PILImage
+
+            w_px, h_px = PILImage.open(io.BytesIO(view.png)).size
+            img_w = min(frame_w, 118 * mm)
+            block.append(Image(io.BytesIO(view.png), width=img_w, height=img_w * h_px / w_px))
             block.append(
                 Paragraph(
-                    t(f"{sal.method}: peak at RAS ({ras}) mm, LPS ({lps}) mm" + saliency_note(sal)),
+                    t(
+                        f"{view.method} hotspots (local maxima above half the maximum; LPS as in "
+                        "DICOM, RAS beside; DICOM InstanceNumber of the slice):"
+                    ),
                     small,
                 )
             )
+            block.extend(Paragraph(t(line), small) for line in peak_lines(view))
+        if view.note:
+            block.append(Paragraph(t(view.note), small))
         story.append(KeepTogether(block))
         c = expl.modality.get(label)
         if c is not None:
@@ -368,11 +373,18 @@ def prediction_pdf(prediction: Prediction, options: ExportOptions | None = None)
             story.append(mt)
         phrases = top_phrases(expl, text, label)
         if phrases:
-            story.append(Paragraph("Top report phrases", h3))
-            for i, (phrase, score) in enumerate(phrases, start=1):
-                story.append(Paragraph(f"“{t(phrase)}” ({score:+.3f})", body, bulletText=f"{i}."))
+            story.append(Paragraph("Top report words and phrases", h3))
+            for i, p in enumerate(phrases, start=1):
+                story.append(
+                    Paragraph(
+                        f"“{t(p.text)}” ({p.score:+.3f})<br/>"
+                        f'<font size="7.5" color="#555555">in: {t(p.sentence)}</font>',
+                        body,
+                        bulletText=f"{i}.",
+                    )
+                )
         elif text:
-            story.append(Paragraph("No report phrase supports this label.", small))
+            story.append(Paragraph(t(no_phrase_note(expl, text, label)), small))
 
     # report
     story.append(CondPageBreak(40 * mm))

@@ -73,7 +73,7 @@ def test_sample_case_lesion_is_found(model):
     assert medfuse.predict(model, study).finding("focal_lesion").positive
     # Grad-CAM peaks near the lesion (the feature grid has 2 cm cells)
     summary = pred.explanation_summary()
-    peak = np.asarray(summary["labels"]["focal_lesion"]["saliency"]["peak_ras_mm"])
+    peak = np.asarray(summary["labels"]["focal_lesion"]["saliency"]["peak"]["ras_mm"])
     centre = np.asarray(truth["lesions"][0]["center_ras_mm"])
     assert np.linalg.norm(peak - centre) <= 25.0
     fr = summary["labels"]["focal_lesion"]["modality_contribution"]["fractions"]

@@ -525,11 +525,15 @@ def test_image_only_prediction_exports_both(model, study, tmp_path):
     out = medfuse.export(pred, tmp_path, formats=FORMATS)
     (path,) = out["dicom_sr"]
     sr = hd.sr.srread(path)
-    assert {g.tracking_identifier for g in sr.content.get_image_measurement_groups()} >= set(
-        pred.labels
-    )
+    groups = {g.tracking_identifier for g in sr.content.get_image_measurement_groups()}
+    assessable = {f.label for f in pred.findings if f.assessable}
+    assert groups >= assessable  # a finding not assessable without the report has no group
+    assert not groups & {f.label for f in pred.not_assessable}
+    assert pred.not_assessable  # the chest model's report-only labels
     comments = " ".join(i.TextValue for i in _items(sr, "TEXT") if _name(i) == "121106")
     assert "image-only" in comments
+    for f in pred.not_assessable:
+        assert f"Not assessable, left out: {f.label}" in comments
     assert out["dicom_saliency"]
     for p in out["dicom_saliency"]:
         assert _dciodvfy_errors(p) == []

@@ -69,24 +69,53 @@ def test_prediction_document_matches_the_schema(full, study):
     assert doc["preprocessing"]["steps"], "the preprocessing record is in the output"
     per_label = doc["explanation"]["labels"]
     assert set(per_label) == set(full.labels)
-    for entry in per_label.values():
-        ras, lps = entry["saliency"]["peak_ras_mm"], entry["saliency"]["peak_lps_mm"]
-        assert lps == [-ras[0], -ras[1], ras[2]]
+    for label, entry in per_label.items():
+        if full.finding(label).evidence == "report":  # no image map for a report-only label
+            assert "saliency" not in entry
+        else:
+            for peak in entry["saliency"]["peaks"]:
+                ras, lps = peak["ras_mm"], peak["lps_mm"]
+                assert lps == [-ras[0], -ras[1], ras[2]]
+                assert isinstance(peak["instance_number"], int)
+            assert entry["saliency"]["peak"] == entry["saliency"]["peaks"][0]
         c = entry["modality_contribution"]
         assert sum(c["fractions"].values()) == pytest.approx(1.0, abs=1e-3)
     json.dumps(doc, allow_nan=False)  # strict JSON
 
 
-def test_saliency_peak_is_inside_the_source_volume(full, study):
+def test_saliency_peaks_are_source_voxels_with_their_instance_numbers(full, study):
+    import pydicom
+
     vol = study.volume
+    numbers = {}
+    for f in vol.source_files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        k = round(float(vol.world_to_voxel(np.array([-1, -1, 1]) * ds.ImagePositionPatient)[2]))
+        numbers[k] = int(ds.InstanceNumber)
+    doc = full.to_dict()["explanation"]["labels"]
     for label in full.labels:
+        if full.finding(label).evidence == "report":
+            continue
         sal = full.explanation.get_saliency(label, "gradcam")
         assert sal.original.shape == vol.shape[:3]
         np.testing.assert_allclose(sal.original.affine, vol.affine, atol=1e-6)
-        peak = full.to_dict()["explanation"]["labels"][label]["saliency"]
-        ijk = vol.world_to_voxel(np.asarray(peak["peak_ras_mm"]))
-        np.testing.assert_allclose(ijk, peak["peak_voxel_original"], atol=0.01)
-        assert sal.original.array[tuple(peak["peak_voxel_original"])] == sal.original.array.max()
+        arr = sal.original.array
+        peaks = doc[label]["saliency"]["peaks"]
+        assert 1 <= len(peaks) <= 3
+        for peak in peaks:  # inside the source volume, on a voxel, above half the maximum
+            ijk = vol.world_to_voxel(np.asarray(peak["ras_mm"]))
+            np.testing.assert_allclose(ijk, peak["voxel_original"], atol=0.06)
+            assert arr[tuple(peak["voxel_original"])] >= 0.45 * arr.max()
+            assert peak["instance_number"] == numbers[peak["voxel_original"][2]]
+
+
+def test_a_flat_map_has_no_peak(full):
+    from medfuse.explain.explanation import Saliency
+    from medfuse.explain.render import saliency_peaks
+
+    sal = full.explanation.get_saliency("lung_lesion", "gradcam")
+    flat = Saliency("gradcam", "lung_lesion", np.zeros_like(sal.model), sal.model_affine)
+    assert saliency_peaks(flat) == []
 
 
 def test_missing_report_is_explicit(model, study):
