@@ -547,8 +547,9 @@ class RadiologyContext(Negex):
     # -- cues -------------------------------------------------------------------------------
     def cues(self, doc: Doc) -> list[Cue]:
         """All triggers in ``doc``, matched across runs of whitespace. Overlapping ones resolve
-        to the longest (pseudo ones kept); a preceding cue that an overlapping following-only
-        cue ends on survives ("was not" + "not", "was negative" + "negative for")."""
+        to the longest (pseudo ones kept); a preceding-only cue that an overlapping
+        following-only cue ends on survives ("was not" + "not", "was negative" + "negative
+        for"; not "was removed" + "removed", which reads both ways)."""
         labels: dict[tuple[int, int], set[str]] = {}
         strings = self.nlp.vocab.strings
         for m, start, end in self.matcher(doc):
@@ -606,6 +607,8 @@ class RadiologyContext(Negex):
             found = labels[other]
             if other == key or not (found & _PRE_LABELS) or "pseudo" in found:
                 continue
+            if found & _FOL_LABELS:
+                continue  # read both ways ("removed"): "was removed" already says it
             if other[1] < key[1]:
                 continue
             # it must not be part of a third cue either ("was not seen": "not" is "not seen"'s)

@@ -155,3 +155,12 @@ def test_target_by_offsets_and_missing_target():
 def test_whitespace_match_does_not_join_sentences():
     r = parse_report("Findings negative.\n\nFor comparison, pneumothorax on the left.")
     assert [f.status.value for f in r.findings if f.code == "pneumothorax"] == ["present"]
+
+
+def test_a_two_way_cue_inside_a_following_cue_does_not_reach_forward():
+    # "was removed" keeps no preceding "removed": the pneumothorax after it is present
+    r = parse_report("The chest tube was removed, small pneumothorax persists.")
+    assert [(f.code, f.status.value) for f in r.findings] == [
+        ("support_devices", "absent"),
+        ("pneumothorax", "present"),
+    ]

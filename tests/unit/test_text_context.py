@@ -203,3 +203,23 @@ def test_pathological_text_stays_fast(text):
     t0 = time.perf_counter()
     parse_report(text)
     assert time.perf_counter() - t0 < 8
+
+
+def test_negspacy_clinical_terminations_are_kept_for_negation_only():
+    from negspacy.termsets import termset
+
+    ts = C.radiology_termset()
+    assert set(termset("en_clinical").get_patterns()["termination"]) <= set(ts["termination"])
+    assert "etiology of" in C.NEGATION_TERMINATION and "etiology of" not in C.TERMINATION
+    assert only("No clear etiology of pneumothorax.") == "present"  # ends the negation
+    assert statuses("Opacity possibly secondary to pneumonia.", "pneumonia") == ["uncertain"]
+
+
+def test_clause_bound_cues_have_their_own_labels():
+    from medfuse.text.pipeline import get_pipeline
+
+    ctx = get_pipeline().get_pipe("medfuse_context")
+    doc = get_pipeline()("The chest tube was removed. Resolved pneumonia.")
+    bound = {(c.text, c.direction) for c in ctx.cues(doc) if c.bound}
+    assert bound == {("was removed", "fol"), ("Resolved", "pre"), ("Resolved", "fol")}
+    assert all(C.CLAUSE_BOUND_WORDS & set(c.text.lower().split()) for c in ctx.cues(doc) if c.bound)

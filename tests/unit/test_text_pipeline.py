@@ -513,3 +513,27 @@ def test_label_reports_uncertain_option(tmp_path):
     }
     res = CliRunner().invoke(app, [*args, "--uncertain", "maybe"])
     assert res.exit_code != 0 and "--uncertain" in res.output
+
+
+def test_finite_patterns_become_phrases():
+    from medfuse.text.lexicon import compile_pattern, load_lexicon, pattern_phrases
+
+    classes = {"SIDE": ["left", "right"]}
+    assert pattern_phrases(compile_pattern("prosthetic <SIDE>? shoulder|hip", classes)) == [
+        "prosthetic hip",
+        "prosthetic left hip",
+        "prosthetic left shoulder",
+        "prosthetic right hip",
+        "prosthetic right shoulder",
+        "prosthetic shoulder",
+    ]
+    assert pattern_phrases(compile_pattern("a|b c*", classes)) is None  # * stays a pattern
+    assert pattern_phrases(compile_pattern("a|b|c d|e|f", classes), limit=8) is None
+    lex = load_lexicon()
+    ids = {p["id"] for p in lex.ruler_patterns() if isinstance(p["pattern"], str)}
+    assert (
+        "prosthetic right|left|bilateral? shoulder|shoulders|humeral|humerus|hip|hips|knee|knees"
+        in ids
+    )
+    # a pattern with a <NOT> slot keeps its negation ("heart is not enlarged" is absent)
+    assert lex.own_negation_patterns() and all("<NOT>" in p for p in lex.own_negation_patterns())
