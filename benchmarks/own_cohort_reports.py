@@ -30,13 +30,17 @@ DATA = REPO.parent / "shared" / "data" / "reports"
 CODES = list(GOLD_TERMS)
 
 CONFIG = """\
-model: {{preset: text_only, name: iu_reports_text}}
+model:
+  preset: text_only
+  name: iu_reports_text
+  tokenizer: {{code_markers: true}}
 data: {{manifest: train.csv, labels: [{labels}], val_fraction: 0.15, cache_dir: cache}}
 output: model
 seed: 0
 num_threads: {threads}
-optim: {{epochs: {epochs}, batch_size: 32, lr: 0.003, warmup_epochs: 1}}
-early_stopping: {{patience: 5, monitor: auroc}}
+optim: {{epochs: {epochs}, batch_size: 32, lr: 0.005, warmup_epochs: 1}}
+early_stopping: {{patience: 6, monitor: auroc}}
+calibration: {{thresholds: f1}}
 eval_n_boot: 100
 """
 
@@ -90,7 +94,7 @@ def rule_f1(dev: list[dict[str, str]]) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / ".bench" / "own_cohort_reports")
-    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reuse", action="store_true", help="Reuse a trained model in --out.")
     args = ap.parse_args()

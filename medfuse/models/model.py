@@ -454,12 +454,13 @@ def image_only_small() -> dict[str, Any]:
 
 @_preset("text_only")
 def text_only() -> dict[str, Any]:
-    """A report-only classifier for your own cohort: BiLSTM over the report's tokens (with the
-    parser's finding-status markers); labels come from the training data."""
+    """A report-only classifier for your own cohort: a bag of hashed n-grams over the report's
+    tokens and the parser's finding-status markers (fast on a CPU); labels come from the
+    training data."""
     return {
-        "description": "Report only: BiLSTM report encoder, multi-label findings.",
+        "description": "Report only: n-gram report encoder, multi-label findings.",
         "image_encoder": None,
-        "text_encoder": {"name": "bilstm", "kwargs": {"dim": 128}},
+        "text_encoder": {"name": "ngram", "kwargs": {"dim": 128}},
         "fusion": {"name": "concat", "kwargs": {"dim": 128}},
         "heads": _chest_heads(None),
         "preprocessing": dict(_CT_PRE),
@@ -482,6 +483,7 @@ def image_only() -> dict[str, Any]:
 _TINY_TEXT = {
     "transformer": {"dim": 16, "depth": 1, "heads": 2, "dropout": 0.0},
     "bilstm": {"dim": 16, "dropout": 0.0},
+    "ngram": {"dim": 16, "buckets": 256, "dropout": 0.0},
     "findings": {"dim": 16},
 }
 

@@ -238,6 +238,10 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, *, bounds=(0.05, 20.0)) -
     return float(math.exp(res.x))
 
 
+#: How :func:`fit_thresholds` picks a label's decision threshold.
+THRESHOLD_METHODS = ("youden", "sensitivity", "f1")
+
+
 def fit_thresholds(
     probs: np.ndarray,
     labels: np.ndarray,
@@ -247,18 +251,25 @@ def fit_thresholds(
 ) -> list[float]:
     """Per-label decision thresholds on (calibrated) probabilities: ``"youden"`` maximises
     sensitivity + specificity - 1; ``"sensitivity"`` takes the highest threshold whose
-    sensitivity is at least ``target_sensitivity``. Thresholds are clipped to [0.01, 0.99]."""
-    from sklearn.metrics import roc_curve
+    sensitivity is at least ``target_sensitivity``; ``"f1"`` maximises F1 (the choice for rare
+    findings, where Youden's point buys sensitivity with many false positives). Thresholds are
+    clipped to [0.01, 0.99]."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
 
     from ..errors import ConfigError
 
-    if method not in ("youden", "sensitivity"):
-        raise ConfigError(f"threshold method must be 'youden' or 'sensitivity', got {method!r}")
+    if method not in THRESHOLD_METHODS:
+        raise ConfigError(f"threshold method must be one of {THRESHOLD_METHODS}, got {method!r}")
     out = []
     for j in range(probs.shape[1]):
         y, p = _valid(labels[:, j], probs[:, j])
         if len(np.unique(y)) < 2:
             out.append(0.5)
+            continue
+        if method == "f1":
+            prec, rec, thr = precision_recall_curve(y, p)
+            f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
+            out.append(float(np.clip(thr[int(np.argmax(f1))], 0.01, 0.99)))
             continue
         fpr, tpr, thr = roc_curve(y, p)
         thr = np.minimum(thr, 1.0)

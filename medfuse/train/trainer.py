@@ -64,6 +64,8 @@ class ModelSection(_Strict):
     #: merged into the preset's preprocessing
     preprocessing: dict[str, Any] = Field(default_factory=dict)
     tokenizer_min_freq: int = 2
+    #: further ReportTokenizer options (e.g. ``code_markers: true``, ``max_length: 384``)
+    tokenizer: dict[str, Any] = Field(default_factory=dict)
 
 
 class DataSection(_Strict):
@@ -136,7 +138,7 @@ class AuxMapsSection(_Strict):
 
 
 class CalibrationSection(_Strict):
-    thresholds: str = Field("youden", pattern="^(youden|sensitivity)$")
+    thresholds: Literal["youden", "sensitivity", "f1"] = "youden"
     target_sensitivity: float = Field(0.9, gt=0, le=1)
 
 
@@ -489,13 +491,15 @@ def build_model_for(cfg: TrainConfig, cohort: Any, train_idx: np.ndarray) -> Any
     overrides = dict(cfg.model.overrides)
     text = overrides.get("text_encoder", spec.get("text_encoder"))
     text_name = text if isinstance(text, str) else (text or {}).get("name")
-    if text_name in ("transformer", "bilstm") and "tokenizer" not in overrides:
+    from ..models.encoders.text import TOKEN_ENCODERS
+
+    if text_name in TOKEN_ENCODERS and "tokenizer" not in overrides:
         from ..models.encoders.text import ReportTokenizer
 
         keep = set(train_idx.tolist())
         reps = [r for i, r in enumerate(cohort.reports()) if i in keep and r]
         overrides["tokenizer"] = ReportTokenizer.from_reports(
-            reps, min_freq=cfg.model.tokenizer_min_freq, hash_buckets=256
+            reps, min_freq=cfg.model.tokenizer_min_freq, hash_buckets=256, **cfg.model.tokenizer
         )
     overrides.setdefault("labels", list(cohort.labels if own else FUSION_LABELS))
     if own:
