@@ -394,7 +394,7 @@ def assess(
                 if auroc is not None
                 else f"the card has no AUROC measured without the {gone}"
             )
-            reason = f"{lab} needs image and report; this study has no {gone} ({measured})"
+            reason = f"{lab} needs image and report; this study has no {gone}; {measured}"
             out.append(FindingPrediction(lab, p, t, p >= t, src, ASSESSED, reason, True, auroc))
             continue
         out.append(FindingPrediction(lab, p, t, p >= t, src))

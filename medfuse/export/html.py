@@ -504,7 +504,7 @@ def _explanations_html(prediction: Prediction, options: ExportOptions) -> str:
                 f'src="data:image/png;base64,{data}"/>'
                 f"<p class='small'>{esc(view.method or '')} hotspots (local maxima above half "
                 "the maximum; LPS as in DICOM, RAS beside; DICOM InstanceNumber of the slice):"
-                f"</p><ol class='small'>{items}</ol>"
+                f"</p><ul class='small'>{items}</ul>"
             )
         if view.note:
             out.append(f"<p class='small'>{esc(view.note)}</p>")

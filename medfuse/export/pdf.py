@@ -290,7 +290,7 @@ def prediction_pdf(prediction: Prediction, options: ExportOptions | None = None)
             styles.append(("BACKGROUND", (0, i), (-1, i), colors.HexColor("#fff2cc")))
         elif not f.assessable:
             styles.append(("TEXTCOLOR", (0, i), (-1, i), colors.HexColor("#777777")))
-    widths = [46 * mm, 22 * mm, 20 * mm, 56 * mm, frame_w - 144 * mm]
+    widths = [44 * mm, 27 * mm, 24 * mm, 50 * mm, frame_w - 145 * mm]
     tab = Table(rows, colWidths=widths, hAlign="LEFT", repeatRows=1)
     tab.setStyle(TableStyle(styles))
     story.append(tab)
@@ -337,7 +337,7 @@ def prediction_pdf(prediction: Prediction, options: ExportOptions | None = None)
             from PIL import Image as PILImage
 
             w_px, h_px = PILImage.open(io.BytesIO(view.png)).size
-            img_w = min(frame_w, 118 * mm)
+            img_w = min(frame_w, 100 * mm)
             block.append(Image(io.BytesIO(view.png), width=img_w, height=img_w * h_px / w_px))
             block.append(
                 Paragraph(

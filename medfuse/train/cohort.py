@@ -130,8 +130,10 @@ LABEL_SOURCES: dict[str, str] = {
 #: Labels added after the first release (their noise is drawn last; see :func:`draw_case`).
 _ADDED_LABELS: tuple[str, ...] = ("consolidation", "lung_lesion")
 COHORT_FILE = "cohort.json"
-#: Version of the report grammar: a saved cohort written by another version is drawn again
-GRAMMAR_VERSION = 2
+#: Version of the report code: a saved cohort written by another version is drawn again
+GRAMMAR_VERSION = 3
+#: The report grammars :class:`FusionCohortConfig` can write (``grammar``)
+GRAMMAR_VERSIONS = (2, 3)
 #: Version of the image generator (part of the input cache key): 2 places lesions in aerated
 #: lung only, keeps consolidations clear of them and never paints a consolidation sliver; 3
 #: paints consolidations as patchy airspace opacity (~-100 HU) instead of 25 HU soft tissue.
@@ -191,12 +193,21 @@ class FusionCohortConfig(CohortParams):
     p_lesion: float = 0.4
     p_consolidation: float = 0.4
     p_infection: float = 0.45
+    #: report grammar (:data:`GRAMMAR_VERSIONS`): 3 has no label shortcuts
+    #: (``benchmarks/shortcut_audit.py``); 2, the default until the chest demo model is retrained
+    #: on 3, is the grammar the shipped ``chest_ct_demo`` learned (its card's numbers hold for
+    #: it: on grammar-3 reports its report-only AUROC for dyspnea falls from 1.000 to 0.797)
+    grammar: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.shape = tuple(int(s) for s in self.shape)  # type: ignore[assignment]
         if len(self.shape) != 3 or min(self.shape) < 16:
             raise ConfigError(f"shape must be three sizes >= 16, got {self.shape}")
+        if self.grammar not in GRAMMAR_VERSIONS:
+            raise ConfigError(
+                f"unknown report grammar {self.grammar!r}", hint=f"choose from {GRAMMAR_VERSIONS}"
+            )
         if not isinstance(self.n, int) or self.n < 1:
             raise ConfigError(f"n must be a positive integer, got {self.n!r}")
         self._check_rates(("p_consolidation", "p_infection"))
@@ -288,7 +299,8 @@ def draw_case(config: FusionCohortConfig, index: int) -> dict[str, Any]:
     image_present = not (cfg.report_missing <= u < cfg.report_missing + cfg.image_missing)
     flips.update({k: bool(rng.random() < cfg.label_noise) for k in _ADDED_LABELS})
     noisy = {k: int(v ^ flips[k]) for k, v in clean.items()}
-    text = write_report(factors, _case_rng(cfg.seed, index, 1), cfg.mention_rate, index + 1)
+    writer = write_report_v3 if cfg.grammar == 3 else write_report
+    text = writer(factors, _case_rng(cfg.seed, index, 1), cfg.mention_rate, index + 1)
     return {
         "index": index,
         "case": f"case_{index + 1:05d}",
@@ -472,6 +484,220 @@ def write_report(
             "",
             "FINDINGS:",
             " ".join(findings),
+            "",
+            "IMPRESSION:",
+            *(f"{i}. {item}" for i, item in enumerate(impression, 1)),
+            "",
+            f"Synthetic report for medfuse fusion cohort case {case_number:05d}; not a real patient.",
+            "",
+        ]
+    )
+
+
+# -- report grammar 3: no shortcuts -----------------------------------------------------------------
+# Every token that is not a word of a finding must say nothing about the labels
+# (benchmarks/shortcut_audit.py): each history fact is stated for positive and negative cases at
+# the same rate, with the same punctuation and numbers on both sides; image references
+# "(series s, image n)" follow any FINDINGS sentence, positive, negative or neutral; an absent
+# finding that is mentioned gets its impression item as a present one does; the neutral
+# sentences and the organ-system headings of the sample reports are shared by all reports; the
+# order of the findings varies.
+_V3_FEVER_POS = (
+    "Fever and productive cough for {d} days.",
+    "Febrile, with cough productive of purulent sputum.",
+    "Pyrexia and productive cough.",
+    "Reports fevers, chills and wet cough for {d} days.",
+)
+_V3_FEVER_HEDGE = (
+    "Possible low-grade fever at home, with cough.",
+    "Questionable fevers and cough.",
+)
+_V3_FEVER_NEG = (
+    "Afebrile.",
+    "Denies fever or chills.",
+    "No fever or cough for {d} days.",
+    "Afebrile, without productive cough.",
+)
+_V3_SMOKE = {
+    "current": (
+        "Current smoker, {p} pack-years.",
+        "Active smoker ({p} pack-years).",
+        "Smokes one pack per day, {p} pack-year history.",
+        "Smoker, screening.",
+        "Lung cancer screening; current smoker.",
+    ),
+    "former": (
+        "Former smoker, {p} pack-years, quit {y} years ago.",
+        "Ex-smoker ({p} pack-years).",
+        "Former smoker; quit {y} years ago after {p} pack-years.",
+        "Former smoker.",
+    ),
+    "never": (
+        "Never smoker; {p} years of passive smoke exposure.",
+        "Non-smoker ({p} years of passive exposure).",
+        "Denies tobacco use, never smoked.",
+        "Lifelong non-smoker, {p} years of passive exposure.",
+        "Never smoker, screening.",
+    ),
+}
+_V3_WEIGHT_POS = (
+    "Unintentional weight loss of {k} kg over {m} months.",
+    "Reports weight loss.",
+    "Weight loss.",
+    "Loss of appetite, {k} kg weight loss.",
+)
+_V3_WEIGHT_NEG = (
+    "No weight loss over {m} months.",
+    "Weight stable.",
+    "Denies weight loss.",
+    "Appetite normal, no weight loss.",
+)
+_V3_DYSP_POS = (
+    "Shortness of breath on exertion.",
+    "Shortness of breath.",
+    "Progressive dyspnea.",
+    "Dyspnoea at rest.",
+    "Breathlessness climbing one flight of stairs.",
+)
+_V3_DYSP_NEG = (
+    "No shortness of breath.",
+    "Denies dyspnea.",
+    "No shortness of breath on exertion.",
+    "Climbs one flight of stairs without breathlessness.",
+    "Breathing comfortably.",
+)
+_V3_FILLER = (
+    "The central airways are patent.",
+    "No mediastinal lymphadenopathy.",
+    "No acute osseous abnormality.",
+    "No pneumothorax.",
+    "No pericardial effusion.",
+)
+_V3_IMPRESSION_FILLER = (
+    "Please correlate with the clinical findings.",
+    "Preliminary read; see final report.",
+    "Findings as above.",
+)
+
+
+def _image_ref(rng: np.random.Generator) -> str:
+    return f" (series {int(rng.integers(1, 4))}, image {int(rng.integers(5, 61))})"
+
+
+def write_report_v3(
+    factors: dict[str, Any], rng: np.random.Generator, mention_rate: float, case_number: int
+) -> str:
+    """A referral-style chest CT report in grammar 3 (the comment above): the same facts as
+    :func:`write_report`, without tokens that tell a label apart other than the facts' words."""
+    f = factors
+    who = f"{f['age']}-year-old {'man' if f['sex'] == 'M' else 'woman'}"
+    nums = {
+        "d": int(rng.integers(2, 15)),
+        "k": int(rng.integers(3, 15)),
+        "m": int(rng.integers(2, 9)),
+        "y": int(rng.integers(1, 30)),
+        "p": f["pack_years"] or int(rng.integers(10, 61)),
+    }
+    hist: list[str] = []
+    if f["infection"]:
+        hist.append(_pick(rng, _V3_FEVER_HEDGE if rng.random() < 0.15 else _V3_FEVER_POS))
+    else:
+        hist.append(_pick(rng, _V3_FEVER_NEG))
+    if rng.random() < 0.9:
+        hist.append(_pick(rng, _V3_SMOKE[f["smoking"]]))
+    hist.append(_pick(rng, _V3_WEIGHT_POS if f["weight_loss"] else _V3_WEIGHT_NEG))
+    hist.append(_pick(rng, _V3_DYSP_POS if f["dyspnea"] else _V3_DYSP_NEG))
+    if rng.random() < 1 / 3:
+        hist.append(_pick(rng, _NEUTRAL))
+    hist = [h.format(**nums) for h in hist]
+    rng.shuffle(hist)
+    history = f"{who}. " + " ".join(hist)
+
+    lungs: list[str] = []  # (sentence) per organ system, in a shuffled order below
+    heart: list[str] = []
+    impression: list[str] = []
+
+    def mention() -> bool:
+        return bool(rng.random() < mention_rate)
+
+    if mention():
+        if f["lesion"]:
+            d = round(f["lesion_diameter_mm"])
+            kind = "mass" if d > 30 else "nodule"
+            lungs.append(f"There is a {d} mm {kind} in the {f['lesion_lobe']}.")
+            impression.append(f"{d} mm {f['lesion_lobe']} {kind}.")
+        else:
+            lungs.append("No pulmonary nodule or mass.")
+            impression.append("No pulmonary nodule or mass.")
+    if mention():
+        if not f["consolidation"]:
+            lungs.append(_pick(rng, ("No consolidation.", "The lungs are clear of consolidation.")))
+        elif rng.random() < 0.4:
+            lungs.append(
+                f"Possible airspace opacity in the {f['consolidation_side']} lung, "
+                "which may represent consolidation."
+            )
+        else:
+            lungs.append(f"Consolidation in the {f['consolidation_side']} lung.")
+    if mention():
+        if f["effusion"]:
+            side = {"both": "bilateral", "left": "left", "right": "right"}[f["effusion"]]
+            lungs.append(f"Small {side} pleural effusion.")
+        else:
+            lungs.append("No pleural effusion.")
+    if mention():
+        if f["emphysema"]:
+            lungs.append(_pick(rng, ("Centrilobular emphysema.", "Emphysematous changes.")))
+        else:
+            lungs.append("No emphysema.")
+    if mention():
+        if f["cardiomegaly"]:
+            heart.append(_pick(rng, ("The heart is enlarged.", "Cardiomegaly.")))
+        else:
+            heart.append("Heart size is normal.")
+    k = int(rng.integers(1, 3))
+    fillers = [str(x) for x in rng.choice(_V3_FILLER, size=k, replace=False)]
+    if rng.random() < 0.3:
+        fillers.append("Unchanged appearance compared with the prior examination.")
+    # image references on any sentence, positive, negative or neutral alike
+    lungs = [s[:-1] + _image_ref(rng) + "." if rng.random() < 0.35 else s for s in lungs]
+    fillers = [s[:-1] + _image_ref(rng) + "." if rng.random() < 0.35 else s for s in fillers]
+    rng.shuffle(lungs)
+    if rng.random() < 0.5:  # the organ-system layout of the sample reports
+
+        def organ(sentence: str) -> int:
+            low = sentence.lower()
+            if "osseous" in low:
+                return 2
+            return 1 if ("mediastin" in low or "pericard" in low) else 0
+
+        parts: list[list[str]] = [list(lungs), list(heart), []]
+        for x in fillers:
+            parts[organ(x)].append(x)
+        heads = ("Lungs and airways: ", "Heart and mediastinum: ", "Bones and soft tissues: ")
+        empty = ("The lungs are aerated.", "No mediastinal mass.", "No acute osseous abnormality.")
+        body = [h + " ".join(p or [e]) for h, p, e in zip(heads, parts, empty, strict=True)]
+    else:
+        sentences = lungs + heart + fillers
+        rng.shuffle(sentences)
+        body = [" ".join(sentences)]
+    if not impression or rng.random() < 0.5:
+        impression.append(_pick(rng, _V3_IMPRESSION_FILLER))
+    comparison = _pick(rng, _COMPARISON).format(
+        y=int(rng.integers(2, 24)), yr=int(rng.integers(2015, 2024))
+    )
+    return "\n".join(
+        [
+            "EXAMINATION: CT CHEST WITHOUT CONTRAST",
+            "",
+            f"CLINICAL HISTORY: {history}",
+            "",
+            "TECHNIQUE: Axial CT images of the chest without intravenous contrast.",
+            "",
+            f"COMPARISON: {comparison}",
+            "",
+            "FINDINGS:",
+            *body,
             "",
             "IMPRESSION:",
             *(f"{i}. {item}" for i, item in enumerate(impression, 1)),

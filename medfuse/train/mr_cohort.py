@@ -96,6 +96,10 @@ _ORIENTATIONS = ("sagittal", "axial", "coronal")
 _COVERAGE_MM = {"sagittal": 160.0, "axial": 170.0, "coronal": 200.0}
 
 
+#: The report grammars :class:`MRCohortConfig` can write (``grammar``)
+MR_GRAMMAR_VERSIONS = (2, 3)
+
+
 @dataclass
 class MRCohortConfig(CohortParams):
     """Parameters of the generative model (see the module docstring)."""
@@ -119,6 +123,10 @@ class MRCohortConfig(CohortParams):
     lesion_value: tuple[float, float] = (1150.0, 1350.0)
     #: largest strength of the linear bias field (relative intensity change per 90 mm)
     bias_max: float = 0.15
+    #: report grammar (:data:`MR_GRAMMAR_VERSIONS`): 3 has no label shortcuts
+    #: (``benchmarks/shortcut_audit.py``); 2, the default until ``brain_mr_demo`` is retrained
+    #: on 3, is the grammar it learned (``docs/model_card_brain_mr.md``)
+    grammar: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -127,6 +135,11 @@ class MRCohortConfig(CohortParams):
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         self._check_rates(("p_hydrocephalus", "p_headache", "p_oblique", "bias_max"))
+        if self.grammar not in MR_GRAMMAR_VERSIONS:
+            raise ConfigError(
+                f"unknown report grammar {self.grammar!r}",
+                hint=f"choose from {MR_GRAMMAR_VERSIONS}",
+            )
         probs = tuple(float(p) for p in self.orientation_probs)
         if len(probs) != 3 or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
             raise ConfigError(
@@ -279,7 +292,9 @@ def draw_mr_case(config: MRCohortConfig, index: int) -> dict[str, Any]:
         labels_clean=labels_clean,
         report_present=report_present,
         image_present=image_present,
-        report=write_mr_report(case, _rng(cfg.seed, index, 3), cfg.mention_rate, index + 1),
+        report=(write_mr_report_v3 if cfg.grammar == 3 else write_mr_report)(
+            case, _rng(cfg.seed, index, 3), cfg.mention_rate, index + 1
+        ),
     )
     return case
 
@@ -406,6 +421,117 @@ def write_mr_report(
     findings.extend(str(s) for s in rng.choice(_NEUTRAL, size=k, replace=False))
     if not impression:
         impression.append(_pick(rng, _IMPRESSION_NEUTRAL))
+    plane = acq["orientation"].capitalize()
+    technique = (
+        f"{plane} T1-weighted {_pick(rng, _SEQUENCE)} images, {acq['spacing'][2]:g} mm slices."
+    )
+    return "\n".join(
+        [
+            f"EXAMINATION: {_pick(rng, _EXAM)}",
+            "",
+            f"CLINICAL HISTORY: {history}",
+            "",
+            f"TECHNIQUE: {technique}",
+            "",
+            f"COMPARISON: {_pick(rng, _COMPARISON).format(m=int(rng.integers(3, 25)))}",
+            "",
+            "FINDINGS:",
+            " ".join(findings),
+            "",
+            "IMPRESSION:",
+            *(f"{i}. {item}" for i, item in enumerate(impression, 1)),
+            "",
+            f"Synthetic report for medfuse brain MR cohort case {case_number:05d}; not a real "
+            "patient.",
+            "",
+        ]
+    )
+
+
+_V3_HEADACHE_POS = (
+    "Headache.",
+    "Headaches for {w} weeks.",
+    "Severe headache.",
+    "New-onset headache.",
+    "Chronic headaches, worse in the morning.",
+    "Worsening headache over {w} days.",
+)
+_V3_HEADACHE_NEG = (
+    "No headache.",
+    "Denies headache.",
+    "No headache for {w} weeks.",
+    "No new headache.",
+    "Denies headaches.",
+    "No headache over {w} days.",
+)
+_V3_IMPRESSION = (
+    "Please correlate clinically.",
+    "Findings as above.",
+    "See findings.",
+    "Contrast-enhanced MRI is recommended if symptoms persist.",
+    "Contrast-enhanced MRI is recommended.",
+)
+
+
+def write_mr_report_v3(
+    case: dict[str, Any], rng: np.random.Generator, mention_rate: float, case_number: int
+) -> str:
+    """A brain MR report in grammar 3: the facts of :func:`write_mr_report` without tokens that
+    tell a label apart other than the facts' words — the headache is stated for positive and
+    negative cases alike, image references follow neutral sentences as often as lesion ones, an
+    absent finding that is mentioned gets an impression item as a present one does, and the
+    filler sentences do not depend on the labels."""
+    from ..synth.report import mr_lesion_impression, mr_lesion_sentence
+
+    f, acq = case["factors"], case["acquisition"]
+    w = int(rng.integers(2, 9))
+    hist = [_pick(rng, _V3_HEADACHE_POS if f["headache"] else _V3_HEADACHE_NEG).format(w=w)]
+    for key, options in _OTHER.items():
+        if f[key]:
+            hist.append(_pick(rng, options))
+    if rng.random() < 0.3:
+        hist.append(_pick(rng, ("Follow-up.", "Routine examination.")))
+    rng.shuffle(hist)
+    if rng.random() < 0.5:
+        hist.insert(0, f"{f['age']}-year-old {'man' if f['sex'] == 'M' else 'woman'}.")
+    history = " ".join(hist)
+
+    findings: list[str] = []
+    impression: list[str] = []
+    les = f["lesion"]
+    if rng.random() < mention_rate:
+        if les is not None:
+            findings.append(mr_lesion_sentence(les, image_ref=bool(rng.random() < 0.6)))
+            item = mr_lesion_impression(les)  # its recommendation only half the time
+            impression.append(item if rng.random() < 0.3 else item.split(". ")[0] + ".")
+        else:
+            findings.append("No focal lesion.")
+            impression.append("No focal lesion.")
+    if rng.random() < mention_rate:
+        if f["hydrocephalus"]:
+            findings.append(
+                _pick(
+                    rng,
+                    (
+                        "The lateral ventricles are enlarged, consistent with hydrocephalus.",
+                        "There is ventriculomegaly, consistent with hydrocephalus.",
+                    ),
+                )
+            )
+            impression.append("Hydrocephalus.")
+        else:
+            findings.append("The ventricles are normal in size. No hydrocephalus.")
+            impression.append("No hydrocephalus.")
+    k = int(rng.integers(1, 4))
+    neutral = [str(x) for x in rng.choice(_NEUTRAL, size=k, replace=False)]
+    neutral = [
+        s[:-1] + f" (series 1, image {int(rng.integers(8, 25))})." if rng.random() < 0.4 else s
+        for s in neutral
+    ]
+    findings.extend(neutral)
+    rng.shuffle(findings)
+    if not impression or rng.random() < 0.5:
+        impression.append(_pick(rng, _V3_IMPRESSION))
     plane = acq["orientation"].capitalize()
     technique = (
         f"{plane} T1-weighted {_pick(rng, _SEQUENCE)} images, {acq['spacing'][2]:g} mm slices."
