@@ -605,7 +605,7 @@ class NgramTextEncoder(_TokenEncoder):
         tokenizer: ReportTokenizer | None = None,
         *,
         dim: int = 128,
-        buckets: int = 1 << 15,
+        buckets: int = 1 << 14,
         trigrams: bool = True,
         dropout: float = 0.1,
     ):
