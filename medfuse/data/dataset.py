@@ -508,14 +508,21 @@ def _html(s: dict[str, Any]) -> str:
                 f"{lab['unknown']} unknown)</td>"
             )
         rows.append(f"<tr><td>{e(name)}</td>{''.join(cells)}</tr>")
-    parts.append(f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>")
+    parts.append(
+        f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table><p>Label cells: prevalence "
+        "among known values (positive + / negative − / uncertain ? / unknown).</p>"
+    )
     if "images" in s:
         im = s["images"]
+        def counts(d: dict[str, int]) -> str:
+            return e(", ".join(f"{k} {v}" for k, v in d.items()))
+
         parts.append(
-            f"<p>Images: {im['n']}; modalities {e(str(im['modalities']))}; scanners "
-            f"{e(str(im['scanners']))}; spacing {im['spacing_mm']['min']}–{im['spacing_mm']['max']} mm; "
-            f"values {im['value_range']['min']:.0f} … {im['value_range']['max']:.0f} "
-            f"{e(str(im['units']))}; model input {im['model_input_shape']}.</p>"
+            f"<p>Images: {im['n']}; modalities {counts(im['modalities'])}; scanners "
+            f"{counts(im['scanners'])}; spacing {im['spacing_mm']['min']} to "
+            f"{im['spacing_mm']['max']} mm; values {im['value_range']['min']:.0f} to "
+            f"{im['value_range']['max']:.0f} ({counts(im['units'])}); model input "
+            f"{im['model_input_shape']}; {im['with_reader_warnings']} with reader warnings.</p>"
         )
     if s["failures"]:
         items = "".join(

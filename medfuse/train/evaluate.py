@@ -84,8 +84,13 @@ def _html(metrics: dict[str, Any], title: str, *, plots: bool = True) -> str:
     extra = f"<p>Risk c-index: {cell(cidx)}</p>" if cidx else ""
     return (
         f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<h1>{html.escape(title)}</h1><p>n = {metrics['n']}; 95 % bootstrap CIs.</p>"
-        "<table border=1 cellpadding=3><tr><th>label</th><th>n</th><th>prevalence</th>"
+        "<style>body{font-family:sans-serif;margin:1em 2em}table{border-collapse:collapse}"
+        "td,th{padding:3px 8px;border:1px solid #ccc;font-size:90%}</style>"
+        f"<h1>{html.escape(title)}</h1><p>n = {metrics['n']}"
+        + (f" ({html.escape(metrics['split'])} split)" if metrics.get("split") else "")
+        + "; values with 95 % bootstrap CIs; sensitivity, specificity and F1 at the model "
+        "card's thresholds.</p>"
+        "<table><tr><th>label</th><th>n</th><th>prevalence</th>"
         + "".join(f"<th>{c}</th>" for c in cols)
         + f"</tr>{rows}</table>{extra}{_ablation_html(metrics.get('ablation'))}"
         + ("<img src='roc.png'><img src='calibration.png'>" if plots else "")
@@ -103,7 +108,10 @@ def _ablation_html(ablation: dict[str, Any] | None) -> str:
     cells = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{v['macro_auroc']}</td></tr>" for k, v in ablation.items()
     )
-    return f"<h2>Modality ablation (macro AUROC)</h2><table border=1 cellpadding=3>{cells}</table>"
+    return (
+        "<h2>Modality ablation (macro AUROC)</h2><p>Each case with only its image, only its "
+        f"report, and both as recorded.</p><table>{cells}</table>"
+    )
 
 
 def evaluate_model(
