@@ -64,3 +64,25 @@ def test_workflow_on_cuda(tmp_path):
     )
     summary = run_workflow(wf, [CASE], tmp_path)
     assert [r["status"] for r in summary.records] == ["ok"]
+
+
+def test_gpu_training_on_a_manifest_with_amp(tmp_path):
+    """The own-cohort path on CUDA: bf16 autocast, the model and batches on the GPU."""
+    import json
+
+    from medfuse.cli.main import main
+
+    assert main(["train-cohort", "--out", str(tmp_path / "c"), "--n", "24", "--dicom"]) == 0
+    cfg = {
+        "model": {"preset": "chest_ct_fusion_tiny", "tokenizer_min_freq": 1},
+        "data": {"manifest": str(tmp_path / "c" / "manifest.csv"),
+                 "labels": ["lung_lesion", "consolidation"], "cache_dir": str(tmp_path / "cache")},
+        "output": str(tmp_path / "m"), "optim": {"epochs": 1, "batch_size": 8},
+        "amp": True, "device": "cuda", "eval_n_boot": 20,
+    }  # fmt: skip
+    import yaml
+
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "t.yaml")]) == 0
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["training_data"]["training"]["device"].startswith("cuda")
