@@ -308,7 +308,9 @@ class Dataset:
 
     def label_matrix(self, clean: bool = False, names: Sequence[str] | None = None) -> np.ndarray:
         """Targets [cases, labels] float32, NaN where masked (unknown, or uncertain under the
-        ``ignore`` policy); columns in the order of ``names`` (default :attr:`labels`)."""
+        ``ignore`` policy); columns in the order of ``names`` (default :attr:`labels`). Real
+        labels have no noise-free version: ``clean`` (the synthetic cohort's option) changes
+        nothing."""
         if names is None:
             return self._targets
         missing = [n for n in names if n not in self.labels]
@@ -334,12 +336,14 @@ class Dataset:
     def report_present(self) -> np.ndarray:
         return np.asarray([t is not None for t in self.texts], dtype=bool)
 
-    def reports(self, *, drop_missing: bool = True) -> list[str | None]:
+    def reports(self) -> list[str | None]:
+        """Report texts, None where a case has no report."""
         return list(self.texts)
 
-    def inputs(self, preprocessing: Any = None, **_: Any) -> CaseImages:
+    def inputs(self, preprocessing: Any = None, *, progress: Any = None) -> CaseImages:
         """The cached model inputs (rows read on demand); ``preprocessing`` must be the one the
-        dataset was built with."""
+        dataset was built with. (``progress`` is accepted for the cohort interface; the
+        inputs were built with the dataset.)"""
         if self.cache is None:
             raise ConfigError("the dataset was built without images")
         if preprocessing is not None:
