@@ -167,3 +167,21 @@ def test_dataset_build_cache_reuse_and_broken_study(tmp_path):
     assert "Left out" in ds._repr_html_()
     with pytest.raises(ConfigError, match="another preprocessing"):
         ds.inputs({**pre, "spatial_size": [4, 4, 4]})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_parallel_build_equals_serial(tmp_path, engine):
+    if engine == "ray":
+        pytest.importorskip("ray", reason="the ray extra is not installed")
+    rows = []
+    for i in range(4):
+        _nifti(tmp_path / f"v{i}.nii.gz", i)
+        rows.append({"case_id": f"c{i}", "image": f"v{i}.nii.gz", "x": i % 2, "split": "train"})
+    m = write_manifest(tmp_path / "m.csv", rows, ["x"])
+    pre = {"spacing": [4.0, 4.0, 4.0], "spatial_size": [8, 8, 8], "modality": "MR"}
+    serial = Dataset.from_manifest(m, preprocessing=pre, cache_dir=tmp_path / "a")
+    parallel = Dataset.from_manifest(
+        m, preprocessing=pre, cache_dir=tmp_path / "b", workers=2, engine=engine
+    )
+    assert np.array_equal(serial.inputs()[np.arange(4)], parallel.inputs()[np.arange(4)])
