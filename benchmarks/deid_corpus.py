@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--base", nargs="*", default=None, help="only these base series")
     ap.add_argument("--keep", type=Path, default=None, help="build and run under this folder")
+    ap.add_argument(
+        "--check-only",
+        type=Path,
+        default=None,
+        help="check the outputs of a run kept with --keep (its MODE folders) instead of running",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -58,11 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     cases = dc.default_cases() if args.subset else dc.all_cases()
     if args.base:
         cases = [c for c in cases if c.base in args.base]
-    root = args.keep or Path(tempfile.mkdtemp(prefix="medfuse-deid-corpus-"))
     results = []
     t0 = time.perf_counter()
-    try:
+    if args.check_only is not None:
         for mode in args.modes:
+            results += dc.check_run(args.check_only / mode, mode, exe)
+        cases = sorted({r.case for r in results}, key=lambda c: c.name)
+    root = args.keep or Path(tempfile.mkdtemp(prefix="medfuse-deid-corpus-"))
+    try:
+        for mode in args.modes if args.check_only is None else ():
             todo = cases
             if mode == "deid" and not args.deid_all:
                 todo = [c for c in cases if not c.kind.startswith("deleted_")]

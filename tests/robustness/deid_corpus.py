@@ -401,24 +401,48 @@ def run_corpus(
         wf = _workflow(kind, mode, explain)
         out = root / f"{mode}_{kind}_out"
         summary = run_workflow(wf, [studies], out)
-        records = {Path(r["input"]).name: r for r in summary.records}
-        for case in group:
-            rec = records.get(case.name)
-            if rec is None:
-                results.append(CaseResult(case, mode, "missing", "no status record"))
-                continue
-            result = CaseResult(
-                case,
-                mode,
-                rec["status"],
-                rec.get("reason", ""),
-                rec.get("error_type", ""),
-                list(rec.get("outputs", [])),
-                dict(rec.get("failed") or {}),
-            )
-            if rec["status"] in ("ok", "partial"):
-                check_outputs(result, out / rec["key"], dciodvfy)
-            results.append(result)
+        results += _results(group, summary.records, out, mode, dciodvfy)
+    return results
+
+
+def _results(
+    cases: list[Case], records: list[dict], out: Path, mode: str, dciodvfy: str | None
+) -> list[CaseResult]:
+    by_name = {Path(r["input"]).name: r for r in records}
+    results = []
+    for case in cases:
+        rec = by_name.get(case.name)
+        if rec is None:
+            results.append(CaseResult(case, mode, "missing", "no status record"))
+            continue
+        result = CaseResult(
+            case,
+            mode,
+            rec["status"],
+            rec.get("reason", ""),
+            rec.get("error_type", ""),
+            list(rec.get("outputs", [])),
+            dict(rec.get("failed") or {}),
+        )
+        if rec["status"] in ("ok", "partial"):
+            check_outputs(result, out / rec["key"], dciodvfy)
+        results.append(result)
+    return results
+
+
+def check_run(root: Path, mode: str, dciodvfy: str | None) -> list[CaseResult]:
+    """The results of a corpus run kept under ``root`` (``run_corpus``'s folder), from its
+    status lines and outputs, without running it again."""
+    from medfuse.workflows import read_status
+
+    results = []
+    for out in sorted(root.glob(f"{mode}_*_out")):
+        records = list(read_status(out).values())
+        cases = []
+        for rec in records:
+            base, _, kind = Path(rec["input"]).name.partition("__")
+            cases.append(Case(base, kind))
+        results += _results(cases, records, out, mode, dciodvfy)
     return results
 
 
