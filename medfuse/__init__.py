@@ -11,6 +11,7 @@ nor MONAI::
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from ._lazy import lazy_exports
@@ -63,7 +64,7 @@ _lazy_getattr, __dir__ = lazy_exports(__name__, _LAZY)
 def __getattr__(name: str) -> Any:
     # ``medfuse.train(config)``: the ``train`` subpackage is callable (see its docstring)
     if name == "train":
-        import importlib
+        import medfuse.train  # sets this package's attribute to the (callable) subpackage
 
-        return importlib.import_module(".train", __name__)
+        return sys.modules["medfuse.train"]
     return _lazy_getattr(name)
