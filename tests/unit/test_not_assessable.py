@@ -234,8 +234,11 @@ def test_no_image_prediction_and_json(no_image):
         f = pred.finding(label)
         assert f.status == NOT_ASSESSABLE and f.positive is None and "needs the image" in f.reason
     assert not set(IMAGE_ONLY) & {f.label for f in pred.positive}
-    for label in BOTH:
-        assert pred.finding(label).reduced_evidence
+    card = medfuse.load_model("chest_ct_demo").card
+    for label in BOTH:  # the card's AUROC measured without the image
+        f = pred.finding(label)
+        expected = card.metrics["test"]["auroc_image_missing"][label]["value"]
+        assert f.reduced_evidence and f.reduced_auroc == pytest.approx(expected)
     doc = json.loads((out / "prediction.json").read_text())
     jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
     for f in doc["findings"]:

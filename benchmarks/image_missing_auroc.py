@@ -1,0 +1,86 @@
+"""The chest demo model's test AUROC with the image missing (issue 23).
+
+A label that needs image and report, predicted from the report alone, is reported with
+``reduced_evidence`` and the card's AUROC measured in that condition
+(:func:`medfuse.prediction.assess`). The card has it for a missing report
+(``metrics.test.auroc_report_missing``, written by ``benchmarks/fusion_targets.py``); this script
+measures the other condition on the same held-back test cohort (seed ``TEST_SEED``, clean
+labels): every case through the model's learned missing-image token, 95 % bootstrap CIs.
+
+    python benchmarks/image_missing_auroc.py                 # print the table
+    python benchmarks/image_missing_auroc.py --record-card   # also metrics.test.auroc_image_missing
+
+Only the report is read, so it takes seconds (no phantom is drawn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def measure(model_name: str = "chest_ct_demo", n: int = 500, n_boot: int = 1000) -> dict:
+    """``{label: {"value", "ci"}}``: AUROC of the model from the reports alone."""
+    import torch
+
+    import medfuse
+    from medfuse.train.cohort import FusionCohortConfig, draw_case
+    from medfuse.train.evaluate import TEST_SEED
+    from medfuse.train.metrics import auroc, bootstrap_ci
+
+    torch.set_num_threads(1)
+    model = medfuse.load_model(model_name).eval()
+    grammar = int(model.card.training_data.get("cohort", {}).get("grammar", 2))
+    cfg = FusionCohortConfig(
+        n=n,
+        seed=TEST_SEED,
+        label_noise=0.0,
+        report_missing=0.0,
+        image_missing=0.0,
+        grammar=grammar,
+    )
+    cases = [draw_case(cfg, i) for i in range(n)]
+    reports = [c["report"] for c in cases]
+    y = np.array([[c["labels"][k] for k in model.labels] for c in cases], dtype=np.int64)
+    probs = []
+    with torch.no_grad():
+        for i in range(0, n, 100):
+            probs.append(model.predict_proba(**model.prepare(reports=reports[i : i + 100])).numpy())
+    p = np.concatenate(probs)
+    return {
+        lab: bootstrap_ci(auroc, y[:, j], p[:, j], n_boot=n_boot)
+        for j, lab in enumerate(model.labels)
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="chest_ct_demo")
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--record-card", action="store_true", help="write it into the card.json")
+    args = ap.parse_args(argv)
+    res = measure(args.model, args.n)
+    print("| label | AUROC, image missing [95 % CI] |\n|---|---|")
+    for lab, m in res.items():
+        print(f"| {lab} | {m['value']:.3f} [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}] |")
+    if args.record_card:
+        from medfuse.models.model import _assets_dir
+
+        path = Path(_assets_dir()) / args.model / "card.json"
+        card = json.loads(path.read_text())
+        card["metrics"]["test"]["auroc_image_missing"] = {
+            lab: {"value": round(m["value"], 4), "ci": [round(v, 4) for v in m["ci"]]}
+            for lab, m in res.items()
+        }
+        path.write_text(json.dumps(card, indent=2) + "\n")
+        print(f"recorded in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
