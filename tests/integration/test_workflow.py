@@ -323,7 +323,8 @@ def test_mr_example_workflow_with_a_saved_mr_model(tmp_path):
     # on the source grid; a 4th axis holds one map per exported label (how many labels an
     # untrained model calls positive is not what this test is about)
     labels = json.loads((tmp_path / "out" / mr["key"] / "saliency" / "saliency.json").read_text())
-    assert img.shape == (*vol.shape, len(labels["labels"])) if len(labels["labels"]) > 1 else vol.shape
+    n = len(labels["labels"])
+    assert img.shape == ((*vol.shape, n) if n > 1 else vol.shape)
     np.testing.assert_allclose(img.affine, vol.affine, atol=1e-4)
 
 
