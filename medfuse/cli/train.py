@@ -210,15 +210,12 @@ def _evaluate_manifest(m, manifest, out, split, labels_from_reports, cache_dir, 
 
     with progress_bar() as p:
         bars = PhaseBars(p)
-        ds = Dataset.from_manifest(
+        ds = Dataset.for_model(
             manifest,
-            m.labels,
-            preprocessing=m.preprocessing,
-            images=m.image_encoder is not None,
+            m,
             labels_from_reports=labels_from_reports,
             cache_dir=cache_dir,
             workers=workers,
-            on_invalid="skip",
             progress=bars,
         )
         ev = evaluate_dataset(

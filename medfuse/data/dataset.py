@@ -294,6 +294,20 @@ class Dataset:
             seconds=time.perf_counter() - t0,
         )
 
+    @classmethod
+    def for_model(cls, manifest: str | os.PathLike | Manifest, model: Any, **kwargs: Any) -> Dataset:
+        """The manifest's cases as ``model`` reads them: its labels, its preprocessing, images
+        only when it has an image encoder; rows with problems left out and listed (an
+        evaluation uses what it can). ``kwargs`` go to :meth:`from_manifest`."""
+        kwargs.setdefault("on_invalid", "skip")
+        return cls.from_manifest(
+            manifest,
+            model.labels,
+            preprocessing=model.preprocessing,
+            images=model.image_encoder is not None,
+            **kwargs,
+        )
+
     # -- the cohort interface the trainer and evaluator use ---------------------------------------
     def __len__(self) -> int:
         return len(self.rows)

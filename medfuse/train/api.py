@@ -98,13 +98,7 @@ def evaluate(
     m = model if hasattr(model, "labels") else load_model(model)
     ds = data
     if not isinstance(data, Dataset):
-        ds = Dataset.from_manifest(
-            data,
-            m.labels,
-            preprocessing=m.preprocessing,
-            images=m.image_encoder is not None,
-            labels_from_reports=labels_from_reports,
-            cache_dir=cache_dir,
-            on_invalid="skip",
+        ds = Dataset.for_model(
+            data, m, labels_from_reports=labels_from_reports, cache_dir=cache_dir
         )
     return evaluate_dataset(m, ds, out_dir, split=split, n_boot=n_boot)
