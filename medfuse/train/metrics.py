@@ -114,7 +114,10 @@ def c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
     if keep.sum() < 2 or event[keep].sum() < 1:
         return float("nan")
     # lifelines scores predicted *survival times*: negate the risk.
-    return float(concordance_index(time[keep], -risk[keep], event[keep]))
+    try:
+        return float(concordance_index(time[keep], -risk[keep], event[keep]))
+    except ZeroDivisionError:  # lifelines: no comparable pair (e.g. the only event is last)
+        return float("nan")
 
 
 def _resamples(n: int, n_boot: int, seed: int) -> np.ndarray:
