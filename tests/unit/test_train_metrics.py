@@ -75,3 +75,14 @@ def test_evaluate_predictions_and_plots(tmp_path):
     assert res["c_index"]["value"] == 1.0
     assert M.plot_roc(p, y, ["a", "b"], tmp_path / "roc.png").stat().st_size > 1000
     assert M.plot_calibration(p, y, ["a", "b"], tmp_path / "cal.png").stat().st_size > 1000
+
+
+def test_c_index_without_a_comparable_pair_is_nan():
+    import math
+
+    import numpy as np
+
+    from medfuse.train.metrics import c_index
+
+    # the only event is the last time: no pair can be ordered
+    assert math.isnan(c_index(np.array([1.0, 2.0, 3.0]), np.array([0, 0, 1.0]), np.array([0.1, 0.2, 0.3])))
