@@ -484,7 +484,9 @@ def build_model_for(cfg: TrainConfig, cohort: Any, train_idx: np.ndarray) -> Any
     from ..models.model import create_model, preset_spec
     from .cohort import FUSION_LABELS
 
-    own = not hasattr(cohort, "config")  # a user's dataset, not the synthetic cohort
+    from ..data.dataset import Dataset
+
+    own = isinstance(cohort, Dataset)  # a user's cohort, not the synthetic one
     if cfg.model.init_from:
         return _fine_tune_model(cfg, cohort)
     spec = preset_spec(cfg.model.preset)
@@ -935,7 +937,9 @@ def _calibrate_and_save(
         n_boot=cfg.eval_n_boot,
         seed=cfg.seed,
     )
-    if hasattr(cohort, "config"):
+    from ..data.dataset import Dataset
+
+    if not isinstance(cohort, Dataset):
         training_data: dict[str, Any] = {
             "synthetic": True,
             "generator": "medfuse.train.cohort (seeded chest CT phantoms + template reports)",
