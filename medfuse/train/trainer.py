@@ -59,6 +59,9 @@ class ModelSection(_Strict):
     freeze: bool | Literal["image", "text"] = False
     name: str | None = None
     description: str | None = None
+    #: the model card's intended use and limitations (defaults: medfuse's research wording)
+    intended_use: str | None = None
+    limitations: str | None = None
     #: create_model overrides (image_encoder, text_encoder, fusion, *_kwargs, dim, risk, ...)
     overrides: dict[str, Any] = Field(default_factory=dict)
     #: merged into the preset's preprocessing
@@ -87,6 +90,9 @@ class DataSection(_Strict):
     #: processes (or Ray tasks) preprocessing images in the dataset build
     workers: int = Field(1, ge=1, le=256)
     engine: Literal["local", "ray"] = "local"
+    #: where the data came from, as the card should say it (name, licence, citation, source,
+    #: ...; plain values; never a patient identifier): merged into ``training_data``
+    provenance: dict[str, Any] = Field(default_factory=dict)
     #: split fractions when the manifest has no split column (grouped by patient, stratified)
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     #: FusionCohortConfig parameters (n, seed, shape, label_noise, report_missing, ...)
@@ -700,9 +706,7 @@ def train(
 
     use_amp = cfg.amp and device.type == "cuda"
     has_risk = "risk" in model.heads and o.risk_weight > 0
-    # modality dropout teaches a fusion model to cope with a missing modality; a model that
-    # reads one modality only would just lose its input
-    md = cfg.modality_dropout if len(model.modalities) == 2 else DropoutSection(image=0, report=0)
+    md = _modality_dropout(cfg, model)
 
     aux_pos = torch.full((len(aux.findings), 1, 1, 1), aux.pos_weight, device=device)
 
@@ -961,7 +965,7 @@ def _calibrate_and_save(
     training_data.update({
         "n_train": len(train_idx),
         "n_validation": len(val_idx),
-        "modality_dropout": cfg.modality_dropout.model_dump(),
+        "modality_dropout": _modality_dropout(cfg, model).model_dump(),
         "aux_maps": cfg.aux_maps.model_dump() if cfg.aux_maps.weight > 0 else None,
         "training": {
             "seed": cfg.seed,
@@ -979,7 +983,8 @@ def _calibrate_and_save(
         cfg.model_dir(),
         training_data=training_data,
         metrics={"validation": metrics},
-        limitations=limitations,
+        limitations=cfg.model.limitations or limitations,
+        **({"intended_use": cfg.model.intended_use} if cfg.model.intended_use else {}),
         extra=_card_extra(cfg, pred["risk"]),
     )
     return {
@@ -988,6 +993,12 @@ def _calibrate_and_save(
         "temperatures": temps,
         "thresholds": ths,
     }
+
+
+def _modality_dropout(cfg: TrainConfig, model: Any) -> DropoutSection:
+    """The modality dropout applied: it teaches a fusion model to cope with a missing
+    modality; a model that reads one modality only would just lose its input (none)."""
+    return cfg.modality_dropout if len(model.modalities) == 2 else DropoutSection(image=0, report=0)
 
 
 def _provenance(dataset: Any, model: Any, cfg: TrainConfig) -> dict[str, Any]:
@@ -1016,6 +1027,7 @@ def _provenance(dataset: Any, model: Any, cfg: TrainConfig) -> dict[str, Any]:
         "init_from": cfg.model.init_from,
         "frozen": cfg.model.freeze,
         "augment": cfg.augment or None,
+        **({"provenance": dict(cfg.data.provenance)} if cfg.data.provenance else {}),
     }
 
 
