@@ -41,7 +41,7 @@ PHI = {
 }
 #: what must not be found (parts of the values, as they might be printed)
 NEEDLES = ["Qwertyuiop", "Zyxwvut", "8675309", "19470314", "1947-03-14", "Evergreen", "0199-777",
-           "OPID99887", "55501", "Elsewhere", "Qzxhospital", "Hospitalroad", "Qzxtown", "Drqqq"]  # fmt: skip
+           "OPID99887", "ACC55501", "Elsewhere", "Qzxhospital", "Hospitalroad", "Qzxtown", "Drqqq"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
