@@ -11,8 +11,7 @@ nor MONAI::
 
 from __future__ import annotations
 
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._lazy import lazy_exports
 
@@ -40,11 +39,13 @@ _LAZY = {
     "export": "medfuse.export",
     "Dataset": "medfuse.data.dataset",
     "evaluate": "medfuse.train.api",
+    "train": "medfuse.train",
 }
 
-__all__ = ["__version__", "train", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
+    from .data.dataset import Dataset  # noqa: F401
     from .errors import MedfuseError  # noqa: F401
     from .explain import explain  # noqa: F401
     from .export import export  # noqa: F401
@@ -52,19 +53,10 @@ if TYPE_CHECKING:
     from .io.study import read_study, read_volume  # noqa: F401
     from .models.model import create_model, load_model, save_model  # noqa: F401
     from .prediction import Prediction, predict  # noqa: F401
-    from .data.dataset import Dataset  # noqa: F401
     from .text.pipeline import parse_report  # noqa: F401
+    from .train import train  # noqa: F401
     from .train.api import evaluate  # noqa: F401
     from .types import Case, Finding, Report, Series, Study, Volume  # noqa: F401
 
 
-_lazy_getattr, __dir__ = lazy_exports(__name__, _LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    # ``medfuse.train(config)``: the ``train`` subpackage is callable (see its docstring)
-    if name == "train":
-        import medfuse.train  # sets this package's attribute to the (callable) subpackage
-
-        return sys.modules["medfuse.train"]
-    return _lazy_getattr(name)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["lazy_exports"]
+__all__ = ["callable_module", "lazy_exports"]
 
 
 def lazy_exports(
@@ -32,3 +33,16 @@ def lazy_exports(
         return sorted(set(names) | set(vars(sys.modules[package])))
 
     return __getattr__, __dir__
+
+
+def callable_module(name: str, fn: Callable[..., Any]) -> None:
+    """Make the (already imported) module ``name`` callable as ``fn``: a package that shares its
+    name with its main function (``medfuse.export(...)``, ``medfuse.train(...)``) stays callable
+    even after the import system has set the parent's attribute to the package itself."""
+
+    class _CallableModule(types.ModuleType):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+    _CallableModule.__doc__ = f"``{name}`` is both this package and :func:`{fn.__name__}`."
+    sys.modules[name].__class__ = _CallableModule

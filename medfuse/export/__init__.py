@@ -21,10 +21,7 @@ See ``docs/exports.md`` for what each built-in file contains and which viewers o
 
 from __future__ import annotations
 
-import sys
-import types
-from pathlib import Path
-from typing import Any
+from .._lazy import callable_module
 
 # the built-in exporters register themselves on import (one module per output object)
 from . import dicom_saliency, dicom_sr, fhir, html, json, nifti, pdf  # noqa: F401
@@ -51,11 +48,4 @@ __all__ = [
 ]
 
 
-class _CallableModule(types.ModuleType):
-    """``medfuse.export`` is both this package and the function: calling it exports."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, list[Path]]:
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+callable_module(__name__, export)
