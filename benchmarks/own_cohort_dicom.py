@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -46,7 +45,7 @@ def peak_rss_of(args: list[str], cwd: Path) -> float:
     )
     out = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, check=True,
                          capture_output=True, text=True).stdout  # fmt: skip
-    kb = int(next(l for l in out.splitlines() if l.startswith("VMHWM")).split()[1])
+    kb = int(next(line for line in out.splitlines() if line.startswith("VMHWM")).split()[1])
     return kb / 2**20
 
 
@@ -71,10 +70,17 @@ def reproduce(out: Path, n: int, epochs: int) -> None:
         print(f"trained {name}: {time.perf_counter() - t:.0f} s")
     test = test_cohort(300, TEST_SEED)
     res = {}
-    for name, folder in (("in_memory", out / "in_memory" / "model"), ("manifest", out / "manifest_model")):
+    for name, folder in (
+        ("in_memory", out / "in_memory" / "model"),
+        ("manifest", out / "manifest_model"),
+    ):
         res[name] = evaluate_model(load_model(folder), test, n_boot=1000)["labels"]
-    print(f"\nsame config, held-back synthetic test cohort (n=300, seed {TEST_SEED}): AUROC [95% CI]")
-    print(f"{'label':22s} {'in-memory cohort':>24s} {'DICOM via manifest':>24s}  manifest value in CI")
+    print(
+        f"\nsame config, held-back synthetic test cohort (n=300, seed {TEST_SEED}): AUROC [95% CI]"
+    )
+    print(
+        f"{'label':22s} {'in-memory cohort':>24s} {'DICOM via manifest':>24s}  manifest value in CI"
+    )
     inside = 0
     for lab in LABELS:
         a, b = res["in_memory"][lab]["auroc"], res["manifest"][lab]["auroc"]

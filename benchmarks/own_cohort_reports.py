@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report_labels import GOLD_TERMS, MIN_POSITIVES, gold_labels, load_rows, report_text  # noqa: E402
+from report_labels import GOLD_TERMS, MIN_POSITIVES, gold_labels, load_rows, report_text
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "reports"
@@ -140,10 +140,16 @@ def main() -> int:
         )
     arr = np.asarray(rows, dtype=float)
     macro = arr.mean(0)
-    print(f"{'macro':18s} {'':4s} {macro[0]:.3f}{'':20s} {macro[1]:10.3f} {macro[2]:10.3f} {macro[3]:9.3f}")
+    print(
+        f"{'macro':18s} {'':4s} {macro[0]:.3f}{'':20s} {macro[1]:10.3f} {macro[2]:10.3f} {macro[3]:9.3f}"
+    )
     print(f"\ntrain time {t_train:.0f} s (target <= 600 s); TF-IDF + LR fit {t_tfidf:.1f} s")
-    print(f"macro AUROC {macro[0]:.3f} (target >= 0.98): {'MET' if macro[0] >= 0.98 else 'NOT MET'}")
-    print(f"macro F1    {macro[2]:.3f} (target >= 0.92): {'MET' if macro[2] >= 0.92 else 'NOT MET'}")
+    print(
+        f"macro AUROC {macro[0]:.3f} (target >= 0.98): {'MET' if macro[0] >= 0.98 else 'NOT MET'}"
+    )
+    print(
+        f"macro F1    {macro[2]:.3f} (target >= 0.92): {'MET' if macro[2] >= 0.92 else 'NOT MET'}"
+    )
     print(
         f"medfuse AUROC - TF-IDF+LR AUROC: {macro[0] - macro[1]:+.3f} "
         f"({'beats' if macro[0] > macro[1] else 'does not beat'} the baseline)"

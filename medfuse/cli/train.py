@@ -8,8 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ._progress import PhaseBars
-from ._progress import progress_bar
+from ._progress import PhaseBars, progress_bar
 
 __all__ = ["register"]
 
@@ -114,7 +113,9 @@ def evaluate_cmd(
         False, "--labels-from-reports", help="With --manifest: fill empty labels from the reports."
     ),
     cache_dir: Path | None = typer.Option(
-        None, "--cache-dir", help="Per-case input cache (default $MEDFUSE_CACHE_DIR or ~/.cache/medfuse)."
+        None,
+        "--cache-dir",
+        help="Per-case input cache (default $MEDFUSE_CACHE_DIR or ~/.cache/medfuse).",
     ),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes reading studies."),
     n: int = typer.Option(500, "--n", min=10, help="Cases in the fresh test cohort."),
@@ -232,7 +233,9 @@ def _evaluate_manifest(m, manifest, out, split, labels_from_reports, cache_dir, 
             typer.echo(f"  {name:22s} n {mm['n']:5d}  not estimable: {mm['reason']}")
     for f in ds.failures[:10]:
         typer.echo(f"  left out: row {f.row} {f.case_id} ({f.stage}): {f.reason}")
-    typer.echo(f"written to {out}/ (metrics.json, metrics.html, predictions.csv, dataset_report.html)")
+    typer.echo(
+        f"written to {out}/ (metrics.json, metrics.html, predictions.csv, dataset_report.html)"
+    )
 
 
 def cohort_cmd(
@@ -281,7 +284,9 @@ def register(app: typer.Typer) -> None:
         "evaluate", help="Evaluate a model on your manifest or a fresh synthetic test cohort."
     )(evaluate_cmd)
     dataset_app = typer.Typer(
-        name="dataset", help="Build and inspect the dataset of a training config.", no_args_is_help=True
+        name="dataset",
+        help="Build and inspect the dataset of a training config.",
+        no_args_is_help=True,
     )
     dataset_app.command("build", help="Validate the manifest and cache every case once.")(
         dataset_build_cmd

@@ -97,7 +97,9 @@ class ImageCache:
         return self.folder / "images" / key[:2] / f"{key}.npy"
 
     def has(self, key: str) -> bool:
-        return self.array_path(key).is_file() and self.array_path(key).with_suffix(".json").is_file()
+        return (
+            self.array_path(key).is_file() and self.array_path(key).with_suffix(".json").is_file()
+        )
 
     def load(self, key: str, *, mmap: bool = False) -> np.ndarray:
         """The cached ``[C, X, Y, Z]`` float16 array (memory-mapped with ``mmap``)."""
@@ -180,7 +182,9 @@ def build_images(
     done = len(images) - len(todo)
     if progress is not None:
         progress(done, len(images))
-    args = [(str(cache.folder), cache.preprocessing.to_dict(), str(images[i]), keys[i]) for i in todo]
+    args = [
+        (str(cache.folder), cache.preprocessing.to_dict(), str(images[i]), keys[i]) for i in todo
+    ]
     for i, res in zip(todo, _run(args, workers, engine), strict=True):
         out[i] = res
         done += 1

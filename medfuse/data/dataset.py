@@ -186,7 +186,8 @@ class Dataset:
         from ..errors import MedfuseError
         from ..io.reports import read_report
         from .cache import ImageCache, build_images, cached_report_labels
-        from .labels import UNCERTAIN_POLICIES, check_report_codes, labels_from_reports as fill
+        from .labels import UNCERTAIN_POLICIES, check_report_codes
+        from .labels import labels_from_reports as fill
 
         if uncertain not in UNCERTAIN_POLICIES:
             raise ConfigError(
@@ -206,7 +207,9 @@ class Dataset:
         if not names:
             raise ConfigError("no label columns: name them in data.labels", path=man.path)
         failures = [
-            BuildFailure(p.row, p.case_id, "manifest", "invalid", f"column {p.column!r}: {p.reason}")
+            BuildFailure(
+                p.row, p.case_id, "manifest", "invalid", f"column {p.column!r}: {p.reason}"
+            )
             for p in man.invalid
         ]
         bad: set[int] = set()
@@ -295,7 +298,9 @@ class Dataset:
         )
 
     @classmethod
-    def for_model(cls, manifest: str | os.PathLike | Manifest, model: Any, **kwargs: Any) -> Dataset:
+    def for_model(
+        cls, manifest: str | os.PathLike | Manifest, model: Any, **kwargs: Any
+    ) -> Dataset:
         """The manifest's cases as ``model`` reads them: its labels, its preprocessing, images
         only when it has an image encoder; rows with problems left out and listed (an
         evaluation uses what it can). ``kwargs`` go to :meth:`from_manifest`."""
@@ -447,7 +452,10 @@ class Dataset:
                 "n": len(facts),
                 "modalities": dict(Counter(f["modality"] for f in facts)),
                 "scanners": dict(Counter(f["manufacturer"] or "unknown" for f in facts)),
-                "spacing_mm": {"min": sp.min(0).round(3).tolist(), "max": sp.max(0).round(3).tolist()},
+                "spacing_mm": {
+                    "min": sp.min(0).round(3).tolist(),
+                    "max": sp.max(0).round(3).tolist(),
+                },
                 "value_range": {"min": float(vr[:, 0].min()), "max": float(vr[:, 1].max())},
                 "units": dict(Counter(f["units"] or "unknown" for f in facts)),
                 "with_reader_warnings": sum(bool(f["warnings"]) for f in facts),
@@ -532,6 +540,7 @@ def _html(s: dict[str, Any]) -> str:
     )
     if "images" in s:
         im = s["images"]
+
         def counts(d: dict[str, int]) -> str:
             return e(", ".join(f"{k} {v}" for k, v in d.items()))
 

@@ -77,7 +77,12 @@ class RowProblem:
         return f"row {self.row}{who}, column {self.column!r}: {self.reason}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"row": self.row, "case_id": self.case_id, "column": self.column, "reason": self.reason}
+        return {
+            "row": self.row,
+            "case_id": self.case_id,
+            "column": self.column,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -258,8 +263,10 @@ def read_manifest(
         if not case_id and rec.get("image"):
             case_id = Path(_text(rec["image"])).name.split(".")[0]
 
-        def problem(column: str, reason: str, case_id: str = case_id) -> None:
-            bad.append(RowProblem(i, case_id, column, reason))
+        def problem(
+            column: str, reason: str, *, bad=bad, row: int = i, case_id: str = case_id
+        ) -> None:
+            bad.append(RowProblem(row, case_id, column, reason))
 
         if "_bad" in rec:
             problem("(row)", f"a case must be a mapping, not {type(rec['_bad']).__name__}")
@@ -274,7 +281,7 @@ def read_manifest(
         else:
             seen[case_id] = i
 
-        def file_of(column: str) -> Path | None:
+        def file_of(column: str, rec: dict[str, Any] = rec) -> Path | None:
             s = _text(rec.get(column))
             if not s:
                 return None

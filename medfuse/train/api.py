@@ -1,12 +1,12 @@
 """The notebook face of training: ``medfuse.train(config)`` and ``medfuse.evaluate(model, data)``.
 
-    ds = medfuse.Dataset.from_manifest("train.csv", labels=["cardiomegaly"])
-    result = medfuse.train({"model": {"preset": "text_only"},
-                            "data": {"manifest": "train.csv", "labels": ["cardiomegaly"]},
-                            "output": "models/my_model"})
-    result                                   # renders validation metrics in Jupyter
-    ev = medfuse.evaluate(result.model_dir, "test.csv")
-    ev                                       # per-label AUROC / F1 / ECE with CIs
+ds = medfuse.Dataset.from_manifest("train.csv", labels=["cardiomegaly"])
+result = medfuse.train({"model": {"preset": "text_only"},
+                        "data": {"manifest": "train.csv", "labels": ["cardiomegaly"]},
+                        "output": "models/my_model"})
+result                                   # renders validation metrics in Jupyter
+ev = medfuse.evaluate(result.model_dir, "test.csv")
+ev                                       # per-label AUROC / F1 / ECE with CIs
 """
 
 from __future__ import annotations

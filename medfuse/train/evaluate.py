@@ -24,11 +24,11 @@ import numpy as np
 from ..errors import ConfigError
 
 __all__ = [
-    "Evaluation",
-    "evaluate_dataset",
     "ABLATION_VARIANTS",
     "TEST_SEED",
+    "Evaluation",
     "ablation_markdown",
+    "evaluate_dataset",
     "evaluate_model",
     "fusion_targets",
     "run_ablation",
@@ -106,7 +106,8 @@ def _ablation_html(ablation: dict[str, Any] | None) -> str:
     if not ablation:
         return ""
     cells = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{v['macro_auroc']}</td></tr>" for k, v in ablation.items()
+        f"<tr><td>{html.escape(k)}</td><td>{v['macro_auroc']}</td></tr>"
+        for k, v in ablation.items()
     )
     return (
         "<h2>Modality ablation (macro AUROC)</h2><p>Each case with only its image, only its "
@@ -176,7 +177,9 @@ class Evaluation:
         return self.metrics[key]
 
     def _repr_html_(self) -> str:
-        return _html(self.metrics, f"medfuse evaluation: {self.metrics.get('model', '')}", plots=False)
+        return _html(
+            self.metrics, f"medfuse evaluation: {self.metrics.get('model', '')}", plots=False
+        )
 
     def __repr__(self) -> str:
         return (
@@ -257,12 +260,13 @@ def evaluate_dataset(
     }
     if len(model.modalities) == 2:
         res["ablation"] = {}
-        for cond, kw in (("image_only", {"drop_report": True}), ("report_only", {"drop_image": True})):
+        for cond, kw in (
+            ("image_only", {"drop_report": True}),
+            ("report_only", {"drop_image": True}),
+        ):
             p = predict_cohort(model, dataset, **kw)["probs"]
             per = {n: auroc(y[:, j], p[:, j]) for j, n in enumerate(names)}
-            ok = [
-                v for n, v in per.items() if res["labels"][n].get("estimable") and np.isfinite(v)
-            ]
+            ok = [v for n, v in per.items() if res["labels"][n].get("estimable") and np.isfinite(v)]
             res["ablation"][cond] = {
                 "macro_auroc": round(float(np.mean(ok)), 4) if ok else None,
                 "labels": {n: (round(v, 4) if np.isfinite(v) else None) for n, v in per.items()},

@@ -449,7 +449,11 @@ def model_inputs(cfg: TrainConfig) -> tuple[dict[str, Any], bool, bool]:
     if cfg.model.init_from:
         card = load_model(cfg.model.init_from).card
         comp = card.components
-        return dict(card.preprocessing), bool(comp.get("image_encoder")), bool(comp.get("text_encoder"))
+        return (
+            dict(card.preprocessing),
+            bool(comp.get("image_encoder")),
+            bool(comp.get("text_encoder")),
+        )
     spec = preset_spec(cfg.model.preset)
     ov = cfg.model.overrides
     pre = {**(spec.get("preprocessing") or {}), **(ov.get("preprocessing") or {})}
@@ -487,10 +491,9 @@ def load_dataset(cfg: TrainConfig, progress: Callable[[str, int, int], None] | N
 
 def build_model_for(cfg: TrainConfig, cohort: Any, train_idx: np.ndarray) -> Any:
     """The (untrained) model of the config, with a tokenizer built on the training reports."""
+    from ..data.dataset import Dataset
     from ..models.model import create_model, preset_spec
     from .cohort import FUSION_LABELS
-
-    from ..data.dataset import Dataset
 
     own = isinstance(cohort, Dataset)  # a user's cohort, not the synthetic one
     if cfg.model.init_from:
@@ -549,7 +552,9 @@ def _fine_tune_model(cfg: TrainConfig, dataset: Any) -> Any:
         new_heads["risk"] = heads.get("risk") or {"name": "cox", "kwargs": {}}
     spec["heads"] = new_heads
     spec["preprocessing"] = card.preprocessing
-    spec["description"] = cfg.model.description or f"Fine-tuned from {card.name}. {card.description}"
+    spec["description"] = (
+        cfg.model.description or f"Fine-tuned from {card.name}. {card.description}"
+    )
     tokenizer = base.text_encoder.tokenizer_state() if base.text_encoder is not None else None
     model = build_model(spec, tokenizer=tokenizer, name=cfg.model.name or f"{card.name}_finetuned")
     keep = {k: v for k, v in base.state_dict().items() if not k.startswith("heads.")}

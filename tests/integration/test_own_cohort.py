@@ -104,7 +104,11 @@ def test_fine_tune_on_a_new_label_set(trained):
     assert tuned.labels == ["pleural_effusion", "dyspnea"]
     assert tuned.card.training_data["init_from"] == str(folder / "model")
     b, t = base.state_dict(), tuned.state_dict()
-    enc = [k for k in b if k.startswith(("image_encoder.", "text_encoder.")) and b[k].is_floating_point()]
+    enc = [
+        k
+        for k in b
+        if k.startswith(("image_encoder.", "text_encoder.")) and b[k].is_floating_point()
+    ]
     assert enc and all((b[k] == t[k]).all() for k in enc), "frozen encoders keep their weights"
 
 

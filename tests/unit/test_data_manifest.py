@@ -132,7 +132,9 @@ def test_splits_grouped_by_patient_and_stratified(tmp_path):
     assert all(len(s) == 1 for s in by_patient.values())
     counts = {s: int((splits == s).sum()) for s in ("train", "val", "test")}
     assert 50 <= counts["val"] <= 70 and 20 <= counts["test"] <= 40
-    assert (splits == assign_splits(rows, np.array(y), val_fraction=0.2, test_fraction=0.1, seed=3)).all()
+    assert (
+        splits == assign_splits(rows, np.array(y), val_fraction=0.2, test_fraction=0.1, seed=3)
+    ).all()
 
 
 def test_dataset_build_cache_reuse_and_broken_study(tmp_path):

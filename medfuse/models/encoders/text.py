@@ -72,6 +72,7 @@ MARKERS: dict[FindingStatus, str] = {
     FindingStatus.UNCERTAIN: "[UNC]",
 }
 HIST = "[HIST]"
+SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, CLS, SEP, *MARKERS.values(), HIST)
 
 
 def code_marker(status: FindingStatus, code: str, counted: bool = True) -> str:
@@ -79,7 +80,6 @@ def code_marker(status: FindingStatus, code: str, counted: bool = True) -> str:
     for a mention the report labeler does not count (historical, or in the indication,
     history, comparison or technique: :func:`medfuse.text.labels.counts_for_label`)."""
     return f"{MARKERS[status][:-1]}:{code}{'' if counted else ':CTX'}]"
-SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, CLS, SEP, *MARKERS.values(), HIST)
 
 
 # -- outputs -------------------------------------------------------------------------------------
@@ -375,7 +375,12 @@ class ReportTokenizer:
             from ...text.lexicon import FINDING_CODES
 
             token_lists.append(
-                [code_marker(s, c, k) for s in MARKERS for c in FINDING_CODES for k in (False, True)]
+                [
+                    code_marker(s, c, k)
+                    for s in MARKERS
+                    for c in FINDING_CODES
+                    for k in (False, True)
+                ]
                 * min_freq
             )
         vocab = Vocabulary.build(
@@ -612,7 +617,12 @@ class NgramTextEncoder(_TokenEncoder):
         super().__init__(tokenizer)
         if buckets < 1:
             raise ConfigError("buckets must be positive")
-        self._init_kwargs = {"dim": dim, "buckets": buckets, "trigrams": trigrams, "dropout": dropout}
+        self._init_kwargs = {
+            "dim": dim,
+            "buckets": buckets,
+            "trigrams": trigrams,
+            "dropout": dropout,
+        }
         self.dim = dim
         self.buckets = buckets
         self.trigrams = trigrams
