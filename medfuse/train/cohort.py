@@ -378,6 +378,40 @@ _COMPARISON = (
 )
 
 
+
+def _assemble_report(
+    rng: np.random.Generator,
+    history: str,
+    findings: Sequence[str],
+    impression: Sequence[str],
+    case_number: int,
+) -> str:
+    """The report text both grammars share: sections around the FINDINGS lines and numbered
+    IMPRESSION items (the comparison sentence is drawn here, after the findings, in both)."""
+    comparison = _pick(rng, _COMPARISON).format(
+        y=int(rng.integers(2, 24)), yr=int(rng.integers(2015, 2024))
+    )
+    return "\n".join(
+        [
+            "EXAMINATION: CT CHEST WITHOUT CONTRAST",
+            "",
+            f"CLINICAL HISTORY: {history}",
+            "",
+            "TECHNIQUE: Axial CT images of the chest without intravenous contrast.",
+            "",
+            f"COMPARISON: {comparison}",
+            "",
+            "FINDINGS:",
+            *findings,
+            "",
+            "IMPRESSION:",
+            *(f"{i}. {item}" for i, item in enumerate(impression, 1)),
+            "",
+            f"Synthetic report for medfuse fusion cohort case {case_number:05d}; not a real patient.",
+            "",
+        ]
+    )
+
 def write_report(
     factors: dict[str, Any], rng: np.random.Generator, mention_rate: float, case_number: int
 ) -> str:
@@ -469,29 +503,7 @@ def write_report(
                 ),
             )
         )
-    comparison = _pick(rng, _COMPARISON).format(
-        y=int(rng.integers(2, 24)), yr=int(rng.integers(2015, 2024))
-    )
-    return "\n".join(
-        [
-            "EXAMINATION: CT CHEST WITHOUT CONTRAST",
-            "",
-            f"CLINICAL HISTORY: {history}",
-            "",
-            "TECHNIQUE: Axial CT images of the chest without intravenous contrast.",
-            "",
-            f"COMPARISON: {comparison}",
-            "",
-            "FINDINGS:",
-            " ".join(findings),
-            "",
-            "IMPRESSION:",
-            *(f"{i}. {item}" for i, item in enumerate(impression, 1)),
-            "",
-            f"Synthetic report for medfuse fusion cohort case {case_number:05d}; not a real patient.",
-            "",
-        ]
-    )
+    return _assemble_report(rng, history, [" ".join(findings)], impression, case_number)
 
 
 # -- report grammar 3: no shortcuts -----------------------------------------------------------------
@@ -683,29 +695,7 @@ def write_report_v3(
         body = [" ".join(sentences)]
     if not impression or rng.random() < 0.5:
         impression.append(_pick(rng, _V3_IMPRESSION_FILLER))
-    comparison = _pick(rng, _COMPARISON).format(
-        y=int(rng.integers(2, 24)), yr=int(rng.integers(2015, 2024))
-    )
-    return "\n".join(
-        [
-            "EXAMINATION: CT CHEST WITHOUT CONTRAST",
-            "",
-            f"CLINICAL HISTORY: {history}",
-            "",
-            "TECHNIQUE: Axial CT images of the chest without intravenous contrast.",
-            "",
-            f"COMPARISON: {comparison}",
-            "",
-            "FINDINGS:",
-            *body,
-            "",
-            "IMPRESSION:",
-            *(f"{i}. {item}" for i, item in enumerate(impression, 1)),
-            "",
-            f"Synthetic report for medfuse fusion cohort case {case_number:05d}; not a real patient.",
-            "",
-        ]
-    )
+    return _assemble_report(rng, history, body, impression, case_number)
 
 
 # -- images ----------------------------------------------------------------------------------------

@@ -371,6 +371,43 @@ _IMPRESSION_NEUTRAL = (
 _COMPARISON = ("None.", "None.", "None available.", "MRI from {m} months ago, not available.")
 
 
+
+def _assemble_report(
+    rng: np.random.Generator,
+    acq: dict[str, Any],
+    history: str,
+    findings: Sequence[str],
+    impression: Sequence[str],
+    case_number: int,
+) -> str:
+    """The report text both grammars share: the technique, exam and comparison (drawn here, in
+    that order, after the findings) around the FINDINGS paragraph and numbered IMPRESSION."""
+    plane = acq["orientation"].capitalize()
+    technique = (
+        f"{plane} T1-weighted {_pick(rng, _SEQUENCE)} images, {acq['spacing'][2]:g} mm slices."
+    )
+    return "\n".join(
+        [
+            f"EXAMINATION: {_pick(rng, _EXAM)}",
+            "",
+            f"CLINICAL HISTORY: {history}",
+            "",
+            f"TECHNIQUE: {technique}",
+            "",
+            f"COMPARISON: {_pick(rng, _COMPARISON).format(m=int(rng.integers(3, 25)))}",
+            "",
+            "FINDINGS:",
+            " ".join(findings),
+            "",
+            "IMPRESSION:",
+            *(f"{i}. {item}" for i, item in enumerate(impression, 1)),
+            "",
+            f"Synthetic report for medfuse brain MR cohort case {case_number:05d}; not a real "
+            "patient.",
+            "",
+        ]
+    )
+
 def write_mr_report(
     case: dict[str, Any], rng: np.random.Generator, mention_rate: float, case_number: int
 ) -> str:
@@ -421,31 +458,7 @@ def write_mr_report(
     findings.extend(str(s) for s in rng.choice(_NEUTRAL, size=k, replace=False))
     if not impression:
         impression.append(_pick(rng, _IMPRESSION_NEUTRAL))
-    plane = acq["orientation"].capitalize()
-    technique = (
-        f"{plane} T1-weighted {_pick(rng, _SEQUENCE)} images, {acq['spacing'][2]:g} mm slices."
-    )
-    return "\n".join(
-        [
-            f"EXAMINATION: {_pick(rng, _EXAM)}",
-            "",
-            f"CLINICAL HISTORY: {history}",
-            "",
-            f"TECHNIQUE: {technique}",
-            "",
-            f"COMPARISON: {_pick(rng, _COMPARISON).format(m=int(rng.integers(3, 25)))}",
-            "",
-            "FINDINGS:",
-            " ".join(findings),
-            "",
-            "IMPRESSION:",
-            *(f"{i}. {item}" for i, item in enumerate(impression, 1)),
-            "",
-            f"Synthetic report for medfuse brain MR cohort case {case_number:05d}; not a real "
-            "patient.",
-            "",
-        ]
-    )
+    return _assemble_report(rng, acq, history, findings, impression, case_number)
 
 
 _V3_HEADACHE_POS = (
@@ -532,31 +545,7 @@ def write_mr_report_v3(
     rng.shuffle(findings)
     if not impression or rng.random() < 0.5:
         impression.append(_pick(rng, _V3_IMPRESSION))
-    plane = acq["orientation"].capitalize()
-    technique = (
-        f"{plane} T1-weighted {_pick(rng, _SEQUENCE)} images, {acq['spacing'][2]:g} mm slices."
-    )
-    return "\n".join(
-        [
-            f"EXAMINATION: {_pick(rng, _EXAM)}",
-            "",
-            f"CLINICAL HISTORY: {history}",
-            "",
-            f"TECHNIQUE: {technique}",
-            "",
-            f"COMPARISON: {_pick(rng, _COMPARISON).format(m=int(rng.integers(3, 25)))}",
-            "",
-            "FINDINGS:",
-            " ".join(findings),
-            "",
-            "IMPRESSION:",
-            *(f"{i}. {item}" for i, item in enumerate(impression, 1)),
-            "",
-            f"Synthetic report for medfuse brain MR cohort case {case_number:05d}; not a real "
-            "patient.",
-            "",
-        ]
-    )
+    return _assemble_report(rng, acq, history, findings, impression, case_number)
 
 
 # -- images ----------------------------------------------------------------------------------------
