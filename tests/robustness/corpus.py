@@ -87,7 +87,7 @@ class Outcome:
 
 # -- helpers for writing broken files --------------------------------------------------------------
 @contextlib.contextmanager
-def _lenient() -> Iterator[None]:
+def lenient() -> Iterator[None]:
     """pydicom writes (and reads back) deliberately invalid values."""
     cfg = pydicom.config.settings
     saved = cfg.writing_validation_mode, cfg.reading_validation_mode
@@ -233,7 +233,7 @@ class _Builder:
         """A copy of ``base`` with one file (``index`` in slice order) broken by ``mutate``."""
         folder = self.folder(name, base)
         victim = _ordered(folder)[index]
-        with _lenient():
+        with lenient():
             mutate(victim)
         return self.add(name, folder, allowed, base=base, culprit=victim, **kw)
 
@@ -241,7 +241,7 @@ class _Builder:
         self, name: str, base: str, mutate: Callable[[Path], None], allowed: str = "error", **kw
     ) -> Case:
         folder = self.folder(name, base)
-        with _lenient():
+        with lenient():
             for f in _ordered(folder):
                 mutate(f)
         return self.add(name, folder, allowed, base=base, **kw)
@@ -511,7 +511,7 @@ def _dicom_cases(b: _Builder, refs: dict[str, Any]) -> None:
     b.add("duplicate_copy", dup, "warning", base="ct_explicit", warns="duplicate")
     for base in ("ct_explicit", "ct_rle", "ct_implicit"):
         f = b.folder(f"duplicate_position_{base}", base)
-        with _lenient():
+        with lenient():
             ds = pydicom.dcmread(_ordered(f)[4])
             ds.SOPInstanceUID = pydicom.uid.generate_uid()
             ds.save_as(f / "other_instance.dcm", enforce_file_format=False)
@@ -525,28 +525,28 @@ def _dicom_cases(b: _Builder, refs: dict[str, Any]) -> None:
             p.unlink()
         b.add(f"missing_end_slices_{base}", f, "volume", base=base, subvolume=True)
     tilt = b.folder("gantry_tilt", "ct_explicit")
-    with _lenient():
+    with lenient():
         for k, p in enumerate(_ordered(tilt)):
             _edit(p, _tilt(k, 12.0))
     b.add("gantry_tilt", tilt, "warning", base="ct_explicit", warns="sheared",
           oracle=_positions_oracle())  # fmt: skip
     tilt_err = b.folder("gantry_tilt_refused", "ct_explicit")
-    with _lenient():
+    with lenient():
         for k, p in enumerate(_ordered(tilt_err)):
             _edit(p, _tilt(k, 12.0))
     b.add("gantry_tilt_refused", tilt_err, "error", base="ct_explicit",
           policy=ReadPolicy(on_shear="error"))  # fmt: skip
     curved = b.folder("tilt_not_linear", "ct_explicit")
-    with _lenient():
+    with lenient():
         for k, p in enumerate(_ordered(curved)):
             _edit(p, _tilt(k, 3.0 * k))
     b.add("tilt_not_linear", curved, "error", base="ct_explicit")
     mixed = b.folder("mixed_orientation", "ct_explicit")
-    with _lenient():
+    with lenient():
         _edit(_ordered(mixed)[MIDDLE], _set("ImageOrientationPatient", [0, 1, 0, 0, 0, -1]))
     b.add("mixed_orientation", mixed, "error", base="ct_explicit", culprit=_ordered(mixed)[MIDDLE])
     mixed_end = b.folder("mixed_orientation_half", "ct_explicit")
-    with _lenient():
+    with lenient():
         for p in _ordered(mixed_end)[:3]:
             _edit(p, _set("ImageOrientationPatient", [1, 0, 0, 0, 0, -1]))
     b.add("mixed_orientation_half", mixed_end, "warning", base="ct_explicit", warns="incompatible",
@@ -559,19 +559,19 @@ def _dicom_cases(b: _Builder, refs: dict[str, Any]) -> None:
     b.add("single_file_given", _ordered(b.bases["ct_explicit"])[0], "error",
           root=b.bases["ct_explicit"])  # fmt: skip
     reversed_ = b.folder("instance_numbers_reversed", "ct_explicit")
-    with _lenient():
+    with lenient():
         for k, p in enumerate(_ordered(reversed_)):
             _edit(p, _set("InstanceNumber", 100 - k))
     b.add("instance_numbers_reversed", reversed_, "volume", base="ct_explicit")
     big = b.folder("declared_huge_dimensions", "ct_explicit")
-    with _lenient():
+    with lenient():
         for p in _ordered(big):
             _edit(p, lambda ds: (setattr(ds, "Rows", 60000), setattr(ds, "Columns", 60000)))
     b.add("declared_huge_dimensions", big, "error", base="ct_explicit")
     b.add("memory_cap_refuses", b.bases["ct_explicit"], "error", base="ct_explicit",
           policy=ReadPolicy(max_bytes=100_000))  # fmt: skip
     frames = b.folder("declared_huge_frame_count", "ct_explicit")
-    with _lenient():
+    with lenient():
         for p in _ordered(frames):
             _edit(p, lambda ds: (setattr(ds, "NumberOfFrames", 2**31 - 1),
                                  setattr(ds, "SpacingBetweenSlices", "5")))  # fmt: skip
@@ -631,7 +631,7 @@ def _dicom_cases(b: _Builder, refs: dict[str, Any]) -> None:
     b.add("two_series_one_broken", two, "volume|warning", base="ct_explicit")
     # hostile strings in header values that end up in names and messages
     hostile = b.folder("hostile_header_strings", "ct_explicit")
-    with _lenient():
+    with lenient():
         for p in _ordered(hostile):
             _edit(p, _hostile_strings)
     b.add("hostile_header_strings", hostile, "volume", base="ct_explicit")

@@ -31,20 +31,20 @@ test suite runs :func:`default_cases`.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pydicom
+from corpus import lenient
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "sample_cases"
@@ -180,17 +180,6 @@ class CaseResult:
 
 
 # -- building the corpus --------------------------------------------------------------------------
-@contextlib.contextmanager
-def lenient() -> Iterator[None]:
-    cfg = pydicom.config.settings
-    saved = cfg.writing_validation_mode, cfg.reading_validation_mode
-    cfg.writing_validation_mode = cfg.reading_validation_mode = pydicom.config.IGNORE
-    try:
-        yield
-    finally:
-        cfg.writing_validation_mode, cfg.reading_validation_mode = saved
-
-
 def available_bases(real: bool = True) -> list[str]:
     return [
         b for b, (path, _k, is_real) in BASES.items() if path.is_dir() and (real or not is_real)
