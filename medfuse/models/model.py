@@ -48,6 +48,7 @@ __all__ = [
     "build_model",
     "create_model",
     "load_model",
+    "model_folder",
     "preset_names",
     "preset_spec",
     "save_model",
@@ -628,6 +629,17 @@ def _assets_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "assets" / "models"
 
 
+def model_folder(name_or_dir: str | os.PathLike) -> Path | None:
+    """The folder holding the model card of a saved model folder or a shipped model's name
+    (None when there is none)."""
+    p = Path(name_or_dir)
+    if (p / CARD_FILE).is_file():
+        return p
+    if not p.exists() and (_assets_dir() / str(name_or_dir) / CARD_FILE).is_file():
+        return _assets_dir() / str(name_or_dir)
+    return None
+
+
 def load_model(
     name_or_dir: str | os.PathLike,
     *,
@@ -644,11 +656,7 @@ def load_model(
     import json
 
     p = Path(name_or_dir)
-    folder: Path | None = None
-    if (p / CARD_FILE).is_file():
-        folder = p
-    elif not p.exists() and (_assets_dir() / str(name_or_dir) / CARD_FILE).is_file():
-        folder = _assets_dir() / str(name_or_dir)
+    folder = model_folder(name_or_dir)
     if folder is None:
         if str(name_or_dir) in model_presets:
             if allow_untrained:

@@ -444,10 +444,13 @@ def _setup_device(cfg: TrainConfig):
 def model_inputs(cfg: TrainConfig) -> tuple[dict[str, Any], bool, bool]:
     """What the config's model reads: (preprocessing dict, has an image encoder, has a text
     encoder), known before the model is built (the dataset is built with it)."""
-    from ..models.model import load_model, preset_spec
+    from ..models.card import ModelCard
+    from ..models.model import load_model, model_folder, preset_spec
 
     if cfg.model.init_from:
-        card = load_model(cfg.model.init_from).card
+        # the card alone says what the base model reads (its weights load in _fine_tune_model)
+        folder = model_folder(cfg.model.init_from)
+        card = ModelCard.load(folder) if folder else load_model(cfg.model.init_from).card
         comp = card.components
         return (
             dict(card.preprocessing),
