@@ -206,7 +206,7 @@ def evaluate_dataset(
     report). With ``out_dir``: ``metrics.json``, ``metrics.html`` (ROC and calibration plots)
     and ``predictions.csv``."""
     from .metrics import auroc, evaluate_predictions, plot_calibration, plot_roc
-    from .trainer import predict_cohort
+    from .trainer import _Data, predict_cohort
 
     if split is not None:
         idx = dataset.split_indices().get(split)
@@ -215,7 +215,8 @@ def evaluate_dataset(
         dataset = dataset.subset(idx)
     names = model.labels
     y = dataset.label_matrix(names=names)
-    pred = predict_cohort(model, dataset, progress=progress)
+    data = _Data(model, dataset)  # inputs read and reports tokenized once for every pass
+    pred = predict_cohort(model, dataset, data=data, progress=progress)
     th = model.diagnosis_head.threshold.tolist()
     survival = dataset.has_survival and np.all(np.isfinite(pred["risk"]))
     res = evaluate_predictions(
@@ -264,7 +265,7 @@ def evaluate_dataset(
             ("image_only", {"drop_report": True}),
             ("report_only", {"drop_image": True}),
         ):
-            p = predict_cohort(model, dataset, **kw)["probs"]
+            p = predict_cohort(model, dataset, data=data, **kw)["probs"]
             per = {n: auroc(y[:, j], p[:, j]) for j, n in enumerate(names)}
             ok = [v for n, v in per.items() if res["labels"][n].get("estimable") and np.isfinite(v)]
             res["ablation"][cond] = {
