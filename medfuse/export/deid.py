@@ -204,7 +204,14 @@ def deidentify(ds: Dataset, uids: UIDMap, name: str) -> Dataset:
     from pydicom.dataset import Dataset as _Dataset
     from pydicom.sequence import Sequence
 
-    ds = copy.deepcopy(ds)
+    # copy the elements and file meta as a plain Dataset: a highdicom image also holds an
+    # in-memory sqlite index whose connection belongs to the thread that built it (the
+    # parametric map is prepared in another thread), and deep-copying it dumps that connection
+    plain = _Dataset(ds)
+    for attr in ("file_meta", "preamble"):
+        if getattr(ds, attr, None) is not None:
+            setattr(plain, attr, getattr(ds, attr))
+    ds = copy.deepcopy(plain)
 
     def walk(item: _Dataset, depth: int) -> None:
         for elem in list(item):
