@@ -294,14 +294,14 @@ class Prediction:
 
 def model_info(model: Any) -> dict[str, Any]:
     """``Prediction.model``: the model's name, version, weights SHA-256 and medfuse version."""
-    card = getattr(model, "card", None)
-    import medfuse
+    from ._version import __version__
 
+    card = getattr(model, "card", None)
     return {
         "name": getattr(card, "name", None) or getattr(model, "name", "custom"),
         "version": getattr(card, "created", "") or "untrained",
         "sha256": getattr(card, "weights_sha256", None),
-        "medfuse_version": medfuse.__version__,
+        "medfuse_version": __version__,
         "synthetic_training_data": bool(getattr(card, "training_data", {}).get("synthetic", False)),
     }
 

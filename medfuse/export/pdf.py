@@ -167,7 +167,7 @@ def prediction_pdf(prediction: Prediction, options: ExportOptions | None = None)
         TableStyle,
     )
 
-    import medfuse
+    from .._version import __version__
 
     opts = options or ExportOptions()
     regular, bold, glyphs = _fonts()
@@ -474,7 +474,7 @@ def prediction_pdf(prediction: Prediction, options: ExportOptions | None = None)
         title=t.clean(f"medfuse prediction: {key}"),
         author="medfuse",
         subject=t.clean(disclaimer(prediction)),
-        creator=f"medfuse {medfuse.__version__}",
+        creator=f"medfuse {__version__}",
         invariant=1,
     )
     doc.build(story, onFirstPage=footer, onLaterPages=footer)

@@ -56,7 +56,7 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         if not self.medfuse_version:
-            from .. import __version__
+            from .._version import __version__
 
             self.medfuse_version = __version__
         if not self.created:
