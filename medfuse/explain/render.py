@@ -82,7 +82,7 @@ def _instance_numbers(volume: Any) -> list[int | None] | None:
     n = int(volume.shape[2])
     if len(volume.source_files) != n:
         return None
-    from ..export import _source
+    from ..export import source as _source
 
     if _source.volume_source_problem(volume) is not None:
         return None
