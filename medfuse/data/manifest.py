@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -179,7 +180,8 @@ def _records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"manifest is not UTF-8 text: {exc}", path=path) from None
-    reader = csv.DictReader(text.splitlines())
+    # a StringIO, not splitlines(): a quoted multi-line cell (a report) keeps its line breaks
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames:
         raise ConfigError("manifest is empty (no header row)", path=path)
     cols = [c.strip() for c in reader.fieldnames]
