@@ -87,7 +87,7 @@ def _speed_one(size: int, repeats: int) -> dict:
     ).eval()
     image = torch.rand(1, model.preprocessing.in_channels, size, size, size)
     text = model.tokenize([REPORT])
-    label = model.labels.index("nodule")
+    label = model.labels.index("lung_lesion")
     ctx = ExplainContext(model, image, text, model.labels)
 
     def forward():

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .explain.methods import DEFAULT_METHODS
 
 __all__ = [
     "ExplainSection",
@@ -113,7 +114,7 @@ class ReportSource(_Strict):
 class ExplainSection(_Strict):
     """Which explanations to compute (registry ``explainers``); empty ``methods``: none."""
 
-    methods: tuple[str, ...] = ("gradcam", "integrated_gradients_text", "modality_shapley")
+    methods: tuple[str, ...] = DEFAULT_METHODS
     #: Labels to explain: "positive" (the positive findings, else the most probable one), a
     #: list, or null (all of the model's labels: slower).
     labels: Literal["positive"] | tuple[str, ...] | None = "positive"

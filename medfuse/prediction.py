@@ -53,13 +53,6 @@ PREDICTION_SCHEMA_VERSION = "2.0"
 #: ``FindingPrediction.status`` values
 ASSESSED, NOT_ASSESSABLE = "assessed", "not_assessable"
 
-#: Explanation methods run by ``predict(..., explain=True)``.
-DEFAULT_EXPLAIN_METHODS: tuple[str, ...] = (
-    "gradcam",
-    "integrated_gradients_text",
-    "modality_shapley",
-)
-
 _RISK_MEANING = {
     "cox": (
         "Cox log relative hazard of {event}: higher means that event is expected earlier; "
@@ -72,6 +65,9 @@ _RISK_MEANING = {
         "probability."
     ),
 }
+_RISK_MEANING_OTHER = (
+    "Risk score of {event} from a {kind!r} head: see that head's documentation for its scale."
+)
 
 
 @dataclass(frozen=True)
@@ -207,56 +203,20 @@ class Prediction:
         return f.assessable and f.evidence != "report"
 
     def explanation_summary(self, top_phrases: int = 5) -> dict[str, Any] | None:
-        """Per explained label: the saliency peaks (LPS mm as in DICOM, RAS beside, the source
-        voxel and its DICOM InstanceNumber; ``peak`` None for a flat map), modality
-        contributions and the top report words and phrases with their sentence. Labels that
+        """The explanation's JSON view (:meth:`Explanation.to_dict
+        <medfuse.explain.explanation.Explanation.to_dict>`) for this prediction: labels that
         are not assessable, and image maps of report-only labels, are left out."""
-        from .explain.render import saliency_peaks, top_report_phrases
-
         expl = self.explanation
         if expl is None:
             return None
-        per_label: dict[str, Any] = {}
-        for label in expl.labels:
-            try:
-                finding: FindingPrediction | None = self.finding(label)
-            except KeyError:
-                finding = None
-            if finding is not None and not finding.assessable:
-                continue
-            entry: dict[str, Any] = {}
-            sal = expl.get_saliency(label)
-            if sal is not None and self.shows_image_map(label):
-                peaks = saliency_peaks(sal, self.case.volume if self.case is not None else None)
-                entry["saliency"] = {
-                    "method": sal.method,
-                    "peak": peaks[0].to_dict() if peaks else None,
-                    "peaks": [p.to_dict() for p in peaks],
-                    "note": None if peaks else "no localised evidence (the map is flat)",
-                    "coordinates": "LPS mm (DICOM patient coordinates); RAS beside",
-                }
-            contrib = expl.modality.get(label)
-            if contrib is not None:
-                entry["modality_contribution"] = {
-                    "output": contrib.output,
-                    "image": round(contrib.image, 6),
-                    "report": round(contrib.report, 6),
-                    "interaction": round(contrib.interaction, 6),
-                    "baseline": round(contrib.baseline, 6),
-                    "fractions": {k: round(v, 4) for k, v in contrib.fractions().items()},
-                }
-            tokens = expl.get_tokens(label)
-            if tokens is not None and expl.report_text:
-                entry["top_report_phrases"] = [
-                    p.to_dict() for p in top_report_phrases(tokens, expl.report_text, top_phrases)
-                ]
-                entry["token_method"] = tokens.method
-            per_label[label] = entry
-        return {
-            "methods": list(expl.methods),
-            "runtime_s": round(expl.runtime_s, 4),
-            "labels": per_label,
-        }
+        not_assessable = {f.label for f in self.not_assessable}
+        labels = [label for label in expl.labels if label not in not_assessable]
+        return expl.to_dict(
+            labels=labels,
+            image_maps={label for label in labels if self.shows_image_map(label)},
+            volume=self.case.volume if self.case is not None else None,
+            top_phrases=top_phrases,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The ``prediction.json`` document (schema ``docs/prediction.schema.json``)."""
@@ -312,7 +272,7 @@ def _risk(model: Any, output: Any) -> RiskPrediction | None:
         return None
     value = float(score.reshape(-1)[0])
     head = model.heads["risk"]
-    kind = "discrete_time" if type(head).__name__ == "DiscreteTimeHead" else "cox"
+    kind = head.name  # the head's kind: "cox", "discrete_time" or a plug-in's own
     card = getattr(model, "card", None)
     reference = (getattr(card, "extra", None) or {}).get("risk_reference") or []
     percentile = None
@@ -321,9 +281,10 @@ def _risk(model: Any, output: Any) -> RiskPrediction | None:
             1 for r in reference if r == value
         )
         percentile = 100.0 * below / len(reference)
-    return RiskPrediction(
-        value, kind, _RISK_MEANING[kind].format(event=_risk_event(card)), percentile
+    meaning = _RISK_MEANING.get(kind, _RISK_MEANING_OTHER).format(
+        event=_risk_event(card), kind=kind
     )
+    return RiskPrediction(value, kind, meaning, percentile)
 
 
 def _risk_event(card: Any) -> str:
@@ -414,7 +375,8 @@ def predict(
     ``case``: a :class:`~medfuse.types.Case`, a :class:`~medfuse.types.Study`, a
     :class:`~medfuse.types.Volume`, a :class:`~medfuse.types.Report` / report text, or a
     ``(image, report)`` tuple (either may be None). ``explain``: True runs
-    :data:`DEFAULT_EXPLAIN_METHODS`, a list names the methods (registry ``explainers``).
+    :data:`~medfuse.explain.methods.DEFAULT_METHODS`, a list names the methods (registry
+    ``explainers``).
     ``labels``: the labels to explain — a list, None (all), or ``"positive"`` (the findings at
     or above their threshold, else the most probable one: what a triage report shows, at a
     fraction of the cost). Probabilities are calibrated with the
@@ -483,9 +445,10 @@ def predict(
 
     explanation = None
     if explain:
-        from .explain import explain as run_explain
+        from .explain.api import explain as run_explain
+        from .explain.methods import DEFAULT_METHODS
 
-        methods = DEFAULT_EXPLAIN_METHODS if explain is True else tuple(explain)
+        methods = DEFAULT_METHODS if explain is True else tuple(explain)
         assessable = [f for f in findings if f.assessable]
         if labels == "positive":
             chosen = [f.label for f in assessable if f.positive]

@@ -2,50 +2,70 @@
 modality mattered — with measured faithfulness.
 
     import medfuse
-    expl = medfuse.explain(model, case, labels=["nodule"], methods=["gradcam", "modality_shapley"])
-    expl.saliency["nodule"]["gradcam"].original      # OriginalGridMap: on the source DICOM grid
-    expl.tokens["nodule"]["integrated_gradients_text"].span_scores()
-    expl.modality["nodule"].image, expl.modality["nodule"].report
-    open("cam.png", "wb").write(expl.figure_png("nodule"))
+    expl = medfuse.explain(model, case, labels=["lung_lesion"], methods=["gradcam", "modality_shapley"])
+    expl.saliency["lung_lesion"]["gradcam"].original      # OriginalGridMap: on the source DICOM grid
+    expl.tokens["lung_lesion"]["integrated_gradients_text"].span_scores()
+    expl.modality["lung_lesion"].image, expl.modality["lung_lesion"].report
+    open("cam.png", "wb").write(expl.figure_png("lung_lesion"))
 
-Methods (registry :data:`medfuse.registry.explainers`): ``gradcam``, ``gradcam++``,
-``occlusion``, ``integrated_gradients``, ``integrated_gradients_text``, ``attention``,
-``modality_shapley``. See ``docs/explain.md``.
+Methods (registry :data:`medfuse.registry.explainers`, each entry with what it ``needs``):
+``gradcam``, ``gradcam++``, ``occlusion``, ``integrated_gradients``,
+``integrated_gradients_text``, ``attention``, ``modality_shapley``; the default ones are
+:data:`~medfuse.explain.methods.DEFAULT_METHODS`. See ``docs/explain.md``.
 
-The package module is callable, so ``medfuse.explain(...)`` works whether ``medfuse.explain``
-resolves to this package or to :func:`explain`.
+This room owns the explanation of one prediction of a loaded model (:class:`Explanation`, plain
+numpy, and its JSON view :meth:`Explanation.to_dict`) and the pictures of it. It reads the
+model and the case through their public interfaces and must not touch the readers, the
+exporters' files or the workflows; the exporters and :mod:`medfuse.prediction` read an
+:class:`Explanation`, never this room's internals.
+
+Names load on first use (the explainer modules import torch); the package module is callable,
+so ``medfuse.explain(...)`` works whether ``medfuse.explain`` resolves to this package or to
+:func:`explain`.
 """
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import attention, cam, ig, modality, occlusion  # noqa: F401  (register the explainers)
-from .api import DEFAULT_METHODS, explain, prepare_context
-from .context import ExplainContext, MethodResult
-from .explanation import Explanation, MethodRun, ModalityContribution, Saliency, TokenAttribution
+from .._lazy import callable_module, lazy_exports
 
-__all__ = [
-    "DEFAULT_METHODS",
-    "ExplainContext",
-    "Explanation",
-    "MethodResult",
-    "MethodRun",
-    "ModalityContribution",
-    "Saliency",
-    "TokenAttribution",
-    "explain",
-    "prepare_context",
-]
+_LAZY = {
+    "DEFAULT_METHODS": ".methods",
+    "method_needs": ".methods",
+    "saliency_methods": ".methods",
+    "ExplainContext": ".context",
+    "MethodResult": ".context",
+    "Explanation": ".explanation",
+    "MethodRun": ".explanation",
+    "ModalityContribution": ".explanation",
+    "Saliency": ".explanation",
+    "TokenAttribution": ".explanation",
+    "explain": ".api",
+    "prepare_context": ".api",
+}
+
+__all__ = list(_LAZY)
+
+if TYPE_CHECKING:
+    from .api import explain, prepare_context  # noqa: F401
+    from .context import ExplainContext, MethodResult  # noqa: F401
+    from .explanation import (  # noqa: F401
+        Explanation,
+        MethodRun,
+        ModalityContribution,
+        Saliency,
+        TokenAttribution,
+    )
+    from .methods import DEFAULT_METHODS, method_needs, saliency_methods  # noqa: F401
 
 
-class _CallableModule(types.ModuleType):
-    """``medfuse.explain`` is both this package and the function: calling it explains."""
+def _explain(*args: Any, **kwargs: Any) -> Any:
+    from .api import explain as run
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Explanation:
-        return explain(*args, **kwargs)
+    return run(*args, **kwargs)
 
 
-sys.modules[__name__].__class__ = _CallableModule
+_explain.__name__ = "explain"
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+callable_module(__name__, _explain)

@@ -15,18 +15,11 @@ from ..registry import explainers
 from ..types import Case, Report
 from .context import ExplainContext, MethodResult, eval_mode
 from .explanation import Explanation, MethodRun, Saliency, TokenAttribution
+from .methods import DEFAULT_METHODS, method_needs, saliency_methods
 
-__all__ = ["DEFAULT_METHODS", "SALIENCY_METHODS", "explain", "prepare_context"]
+__all__ = ["DEFAULT_METHODS", "explain", "prepare_context"]
 
 log = logging.getLogger(__name__)
-
-#: Methods run when ``methods`` is not given (the cheap ones: one or a few forward passes).
-DEFAULT_METHODS: tuple[str, ...] = (
-    "gradcam",
-    "integrated_gradients_text",
-    "attention",
-    "modality_shapley",
-)
 
 
 def prepare_context(model: Any, case: Any) -> ExplainContext:
@@ -82,21 +75,11 @@ def _label_indices(model: Any, labels: Sequence[str] | str | None) -> list[int]:
     return out
 
 
-#: the modality each method needs (the others need none in particular)
-_NEEDS = {
-    "gradcam": "image",
-    "gradcam++": "image",
-    "occlusion": "image",
-    "integrated_gradients": "image",
-    "integrated_gradients_text": "report",
-}
-
-#: methods that give a saliency map of the volume
-SALIENCY_METHODS = frozenset(m for m, need in _NEEDS.items() if need == "image")
-
-
-def _needs(method: str) -> str | None:
-    return _NEEDS.get(method)
+def __getattr__(name: str) -> Any:
+    # SALIENCY_METHODS: read from the registry entries' metadata on use (see .methods)
+    if name == "SALIENCY_METHODS":
+        return saliency_methods()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def explain(
@@ -155,7 +138,7 @@ def explain(
         else np.eye(4)
     )
     for method in methods:
-        need = _needs(method)
+        need = method_needs(method)
         if (need == "image" and not ctx.has_image) or (need == "report" and not ctx.has_text):
             note = f"skipped: the case or model has no {need}"
             log.info("explain %s: %s", method, note)

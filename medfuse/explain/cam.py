@@ -155,13 +155,13 @@ def _run(ctx: ExplainContext, labels: list[int], plus_plus: bool) -> list[Method
     ]
 
 
-@explainers.register("gradcam")
+@explainers.register("gradcam", needs="image")
 def grad_cam(ctx: ExplainContext, labels: list[int]) -> list[MethodResult]:
     """3D Grad-CAM at the last encoder stage (gradient of the label's logit)."""
     return _run(ctx, labels, plus_plus=False)
 
 
-@explainers.register("gradcam++")
+@explainers.register("gradcam++", needs="image")
 def grad_cam_pp(ctx: ExplainContext, labels: list[int]) -> list[MethodResult]:
     """3D Grad-CAM++ at the last encoder stage."""
     return _run(ctx, labels, plus_plus=True)

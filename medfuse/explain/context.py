@@ -2,7 +2,7 @@
 
 An explainer is a function registered in :data:`medfuse.registry.explainers`::
 
-    @explainers.register("my_method")
+    @explainers.register("my_method", needs="image")   # needs: "image", "report" or none
     def my_method(ctx: ExplainContext, labels: list[int], **params) -> list[MethodResult]: ...
 
 It gets the prepared single-case inputs and returns one :class:`MethodResult` per label index

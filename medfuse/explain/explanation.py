@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Container, Iterable
+
     import numpy as np
 
     from ..regrid import OriginalGridMap
-    from ..types import PreprocessingRecord
+    from ..types import PreprocessingRecord, Volume
 
 __all__ = [
     "Explanation",
@@ -99,20 +101,6 @@ class Saliency:
         top = float(m.max())
         return (m / top if top > 0 else m).astype(np.float32)
 
-    def summary(self) -> dict[str, Any]:
-        """JSON-friendly description (no arrays)."""
-        return {
-            "method": self.method,
-            "label": self.label,
-            "shape": list(self.model.shape),
-            "original_shape": list(self.original.shape) if self.original is not None else None,
-            "peak_model_ijk": list(self.peak_model),
-            "peak_ras_mm": [round(v, 3) for v in self.peak_world],
-            "signed": self.signed,
-            "params": dict(self.params),
-            "runtime_s": round(self.runtime_s, 4),
-        }
-
 
 @dataclass(eq=False)
 class TokenAttribution:
@@ -151,23 +139,6 @@ class TokenAttribution:
         """The ``k`` spans with the largest absolute score."""
         return sorted(self.span_scores(), key=lambda t: -abs(t[2]))[:k]
 
-    def summary(self, text: str | None = None) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "label": self.label,
-            "spans": [
-                {
-                    "start": s,
-                    "end": e,
-                    "score": round(v, 6),
-                    **({"text": text[s:e]} if text else {}),
-                }
-                for s, e, v in self.span_scores()
-            ],
-            "params": dict(self.params),
-            "runtime_s": round(self.runtime_s, 4),
-        }
-
 
 @dataclass
 class ModalityContribution:
@@ -200,18 +171,15 @@ class ModalityContribution:
             return {"image": 0.0, "report": 0.0}
         return {"image": abs(self.image) / tot, "report": abs(self.report) / tot}
 
-    def summary(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON view (``prediction.json``'s ``modality_contribution``)."""
         return {
-            "label": self.label,
             "output": self.output,
-            "image": self.image,
-            "report": self.report,
-            "value": self.value,
-            "baseline": self.baseline,
-            "image_only": self.image_only,
-            "report_only": self.report_only,
-            "interaction": self.interaction,
-            "runtime_s": round(self.runtime_s, 4),
+            "image": round(self.image, 6),
+            "report": round(self.report, 6),
+            "interaction": round(self.interaction, 6),
+            "baseline": round(self.baseline, 6),
+            "fractions": {k: round(v, 4) for k, v in self.fractions().items()},
         }
 
 
@@ -225,16 +193,6 @@ class MethodRun:
     runtime_s: float
     forward_passes: int | None = None
     note: str = ""
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "label": self.label,
-            "params": dict(self.params),
-            "runtime_s": round(self.runtime_s, 4),
-            "forward_passes": self.forward_passes,
-            "note": self.note,
-        }
 
 
 @dataclass(eq=False)
@@ -292,28 +250,52 @@ class Explanation:
     def runtime_s(self) -> float:
         return float(sum(r.runtime_s for r in self.runs))
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly summary (maps are summarised, not included)."""
+    def to_dict(
+        self,
+        *,
+        labels: Iterable[str] | None = None,
+        image_maps: Container[str] | None = None,
+        volume: Volume | None = None,
+        top_phrases: int = 5,
+    ) -> dict[str, Any]:
+        """The JSON view of the explanation (``prediction.json``'s ``explanation``, which
+        :meth:`medfuse.prediction.Prediction.to_dict` writes through this).
+
+        Per label of ``labels`` (default: every explained label): the saliency peaks (LPS mm as
+        in DICOM, RAS beside, the source voxel and, with the source ``volume``, its DICOM
+        InstanceNumber; ``peak`` None for a flat map) unless the label is left out of
+        ``image_maps``; the modality contributions; the ``top_phrases`` report words and
+        phrases with their sentence. Maps themselves are not included.
+        """
+        from .render import saliency_peaks, top_report_phrases
+
+        per_label: dict[str, Any] = {}
+        for label in self.labels if labels is None else labels:
+            entry: dict[str, Any] = {}
+            sal = self.get_saliency(label)
+            if sal is not None and (image_maps is None or label in image_maps):
+                peaks = saliency_peaks(sal, volume)
+                entry["saliency"] = {
+                    "method": sal.method,
+                    "peak": peaks[0].to_dict() if peaks else None,
+                    "peaks": [p.to_dict() for p in peaks],
+                    "note": None if peaks else "no localised evidence (the map is flat)",
+                    "coordinates": "LPS mm (DICOM patient coordinates); RAS beside",
+                }
+            contrib = self.modality.get(label)
+            if contrib is not None:
+                entry["modality_contribution"] = contrib.to_dict()
+            tokens = self.get_tokens(label)
+            if tokens is not None and self.report_text:
+                entry["top_report_phrases"] = [
+                    p.to_dict() for p in top_report_phrases(tokens, self.report_text, top_phrases)
+                ]
+                entry["token_method"] = tokens.method
+            per_label[label] = entry
         return {
-            "model": self.model_name,
-            "case": self.case_key,
-            "labels": list(self.labels),
             "methods": list(self.methods),
-            "modalities_used": list(self.modalities_used),
-            "probabilities": dict(self.probabilities),
-            "logits": dict(self.logits),
-            "saliency": {
-                lab: {m: s.summary() for m, s in maps.items()}
-                for lab, maps in self.saliency.items()
-            },
-            "tokens": {
-                lab: {m: t.summary(self.report_text) for m, t in d.items()}
-                for lab, d in self.tokens.items()
-            },
-            "modality": {lab: c.summary() for lab, c in self.modality.items()},
-            "attention": sorted(self.attention),
-            "runs": [r.summary() for r in self.runs],
-            "preprocessing": self.record.to_dict() if self.record is not None else None,
+            "runtime_s": round(self.runtime_s, 4),
+            "labels": per_label,
         }
 
     # -- pictures ---------------------------------------------------------------------------------

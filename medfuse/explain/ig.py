@@ -40,7 +40,7 @@ def _image_baseline(image: torch.Tensor, baseline: str | float) -> torch.Tensor:
     raise ConfigError(f"IG baseline must be 'min', 'zero', 'mean' or a number, not {baseline!r}")
 
 
-@explainers.register("integrated_gradients")
+@explainers.register("integrated_gradients", needs="image")
 def integrated_gradients(
     ctx: ExplainContext,
     labels: list[int],
@@ -98,7 +98,7 @@ def _embedding_layer(encoder: Any) -> torch.nn.Module | None:
     return None
 
 
-@explainers.register("integrated_gradients_text")
+@explainers.register("integrated_gradients_text", needs="report")
 def integrated_gradients_text(
     ctx: ExplainContext,
     labels: list[int],

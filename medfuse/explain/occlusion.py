@@ -128,7 +128,7 @@ def occlusion_maps(
     return maps, passes, schedule
 
 
-@explainers.register("occlusion")
+@explainers.register("occlusion", needs="image")
 def occlusion(
     ctx: ExplainContext,
     labels: list[int],

@@ -434,9 +434,6 @@ def late(**kwargs: Any) -> LateFusion:
     return LateFusion(**kwargs)
 
 
-def fusion_from_config(config: dict[str, Any]) -> Fusion:
-    """Rebuild a fusion module (untrained) from its ``config()``."""
-    name = config.get("name")
-    if not name:
-        raise ConfigError("fusion config has no name")
-    return fusion_registry.create(name, **dict(config.get("kwargs") or {}))
+#: Rebuild a fusion module (untrained) from its ``config()``
+#: (:meth:`~medfuse.registry.Registry.from_config`).
+fusion_from_config = fusion_registry.from_config

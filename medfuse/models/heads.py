@@ -36,7 +36,8 @@ __all__ = [
 
 
 class Head(nn.Module):
-    """Base class for heads."""
+    """Base class for heads. ``name`` is the head's kind: its registry name (``multilabel``,
+    ``cox``, ``discrete_time``), which also says what its output means."""
 
     name: ClassVar[str] = ""
 
@@ -274,9 +275,5 @@ def discrete_time(**kwargs: Any) -> DiscreteTimeHead:
     return DiscreteTimeHead(**kwargs)
 
 
-def head_from_config(config: dict[str, Any]) -> Head:
-    """Rebuild a head (untrained) from its ``config()``."""
-    name = config.get("name")
-    if not name:
-        raise ConfigError("head config has no name")
-    return heads_registry.create(name, **dict(config.get("kwargs") or {}))
+#: Rebuild a head (untrained) from its ``config()`` (:meth:`~medfuse.registry.Registry.from_config`).
+head_from_config = heads_registry.from_config

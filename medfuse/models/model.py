@@ -27,18 +27,16 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, ModelError
-from ..registry import model_presets
+from ..registry import fusion as fusion_registry
+from ..registry import heads as heads_registry
+from ..registry import image_encoders, model_presets, text_encoders
 from ..transforms import PreprocessingConfig, preprocess_batch
 from .card import CARD_FILE, ModelCard
-from .encoders.image import (
-    TINY_OVERRIDES,
-    ImageEncoder,
-    ImageEncoding,
-    image_encoder_from_config,
-)
-from .encoders.text import TextEncoder, TextEncoding, text_encoder_from_config
-from .fusion import Fusion, FusionOutput, fusion_from_config
-from .heads import DiscreteTimeHead, MultiLabelHead, RiskHead, head_from_config
+from .encoders.image import ImageEncoder, ImageEncoding
+from .encoders.text import TextEncoder, TextEncoding
+from .fusion import Fusion, FusionOutput
+from .heads import DiscreteTimeHead, MultiLabelHead, RiskHead
+from .labels import CHEST_CT_LABELS
 from .weights import load_weights, save_weights, sha256_file
 
 __all__ = [
@@ -56,17 +54,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Diagnosis labels of the chest CT presets (finding codes of the shipped lexicon).
-CHEST_CT_LABELS: tuple[str, ...] = (
-    "nodule",
-    "mass",
-    "pleural_effusion",
-    "consolidation",
-    "emphysema",
-    "cardiomegaly",
-    "pneumothorax",
-    "atelectasis",
-)
 TOKENIZER_FILE = "tokenizer.json"
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -300,7 +287,7 @@ def build_model(
     img_spec = _component(spec.get("image_encoder"))
     if img_spec is not None:
         img_spec["kwargs"].setdefault("in_channels", pre_cfg.in_channels)
-        image_encoder = image_encoder_from_config(img_spec)
+        image_encoder = image_encoders.from_config(img_spec)
     text_encoder = None
     txt_spec = _component(spec.get("text_encoder"))
     if txt_spec is not None:
@@ -308,13 +295,13 @@ def build_model(
             txt_spec["tokenizer"] = (
                 tokenizer.to_dict() if hasattr(tokenizer, "to_dict") else tokenizer
             )
-        text_encoder = text_encoder_from_config(txt_spec)
+        text_encoder = text_encoders.from_config(txt_spec)
     fus_spec = _component(spec.get("fusion")) or {"name": "concat", "kwargs": {}}
     dim = int(fus_spec["kwargs"].get("dim", 256))
     fus_spec["kwargs"]["dim"] = dim
     fus_spec["kwargs"]["image_dim"] = image_encoder.dim if image_encoder is not None else dim
     fus_spec["kwargs"]["text_dim"] = text_encoder.dim if text_encoder is not None else dim
-    fusion = fusion_from_config(fus_spec)
+    fusion = fusion_registry.from_config(fus_spec)
     heads_spec = spec.get("heads") or {"diagnosis": {"name": "multilabel", "kwargs": {}}}
     heads: dict[str, nn.Module] = {}
     for hname, hspec in heads_spec.items():
@@ -322,7 +309,7 @@ def build_model(
         if hs is None:
             continue
         hs["kwargs"]["in_dim"] = fusion.dim
-        heads[hname] = head_from_config(hs)
+        heads[hname] = heads_registry.from_config(hs)
     return MedfuseModel(
         image_encoder,
         text_encoder,
@@ -481,23 +468,14 @@ def image_only() -> dict[str, Any]:
     return spec
 
 
-_TINY_TEXT = {
-    "transformer": {"dim": 16, "depth": 1, "heads": 2, "dropout": 0.0},
-    "bilstm": {"dim": 16, "dropout": 0.0},
-    "ngram": {"dim": 16, "buckets": 256, "dropout": 0.0},
-    "findings": {"dim": 16},
-}
-
-
 def _tiny(spec: dict[str, Any]) -> dict[str, Any]:
-    """Test-sized version of a spec: narrow encoders, 16-wide fusion, 32³ input at 8 mm."""
+    """Test-sized version of a spec: narrow encoders (each registry entry's ``tiny`` metadata),
+    16-wide fusion, 32³ input at 8 mm."""
     spec = copy.deepcopy(spec)
-    if spec.get("image_encoder"):
-        name = spec["image_encoder"]["name"]
-        spec["image_encoder"]["kwargs"].update(TINY_OVERRIDES.get(name, {}))
-    if spec.get("text_encoder"):
-        name = spec["text_encoder"]["name"]
-        spec["text_encoder"]["kwargs"].update(_TINY_TEXT.get(name, {}))
+    for part, registry in (("image_encoder", image_encoders), ("text_encoder", text_encoders)):
+        if spec.get(part):
+            tiny = registry.metadata(spec[part]["name"]).get("tiny", {})
+            spec[part]["kwargs"].update(copy.deepcopy(dict(tiny)))
     fk = spec["fusion"]["kwargs"]
     fk["dim"] = 16
     if "heads" in fk:

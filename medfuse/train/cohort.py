@@ -88,6 +88,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..models.labels import CHEST_CT_LABEL_SOURCES, CHEST_CT_LABELS
 
 __all__ = [
     "FUSION_LABELS",
@@ -104,29 +105,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FUSION_LABELS: tuple[str, ...] = (
-    "emphysema",
-    "cardiomegaly",
-    "pleural_effusion",
-    "consolidation",
-    "lung_lesion",
-    "smoking_history",
-    "dyspnea",
-    "pneumonia",
-    "suspected_malignancy",
-)
-#: Where the evidence for each label lies: "image", "report" or "both".
-LABEL_SOURCES: dict[str, str] = {
-    "emphysema": "image",
-    "cardiomegaly": "image",
-    "pleural_effusion": "image",
-    "consolidation": "image",
-    "lung_lesion": "image",
-    "smoking_history": "report",
-    "dyspnea": "report",
-    "pneumonia": "both",
-    "suspected_malignancy": "both",
-}
+#: The labels and where each one's evidence lies ("image", "report" or "both"): the chest CT
+#: labels of :mod:`medfuse.models.labels`, one list for the presets, this cohort and the demo model.
+FUSION_LABELS: tuple[str, ...] = CHEST_CT_LABELS
+LABEL_SOURCES: dict[str, str] = CHEST_CT_LABEL_SOURCES
 #: Labels added after the first release (their noise is drawn last; see :func:`draw_case`).
 _ADDED_LABELS: tuple[str, ...] = ("consolidation", "lung_lesion")
 COHORT_FILE = "cohort.json"

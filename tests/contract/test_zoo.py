@@ -11,7 +11,7 @@ import torch
 
 from medfuse.errors import ConfigError, ModelError
 from medfuse.models.card import ModelCard
-from medfuse.models.encoders.image import TINY_OVERRIDES, ImageEncoding, image_encoder_from_config
+from medfuse.models.encoders.image import ImageEncoding, image_encoder_from_config
 from medfuse.models.encoders.text import TextEncoding
 from medfuse.models.fusion import Fusion, FusionOutput, fusion_from_config, modality_mask
 from medfuse.models.heads import head_from_config
@@ -37,7 +37,7 @@ def _grads_missing(module: torch.nn.Module) -> list[str]:
 @pytest.mark.parametrize("name", image_encoders.names())
 def test_image_encoder_contract(name, tmp_path):
     _seed()
-    enc = image_encoders.create(name, **TINY_OVERRIDES.get(name, {}))
+    enc = image_encoders.create(name, **image_encoders.metadata(name).get("tiny", {}))
     x = torch.randn(2, enc.in_channels, SIZE, SIZE, SIZE)
     out = enc(x)
     assert isinstance(out, ImageEncoding)

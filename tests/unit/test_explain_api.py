@@ -20,7 +20,7 @@ def expl() -> Explanation:
     return medfuse.explain(
         tiny_model(),
         case,
-        labels=["mass", "nodule"],
+        labels=["lung_lesion", "pleural_effusion"],
         methods=["gradcam", "integrated_gradients_text", "attention", "modality_shapley"],
     )
 
@@ -33,17 +33,22 @@ def test_public_api_is_callable_both_ways():
 
 
 def test_explanation_contents(expl):
-    assert expl.labels == ["mass", "nodule"]
-    assert set(expl.probabilities) == {"mass", "nodule"}
+    assert expl.labels == ["lung_lesion", "pleural_effusion"]
+    assert set(expl.probabilities) == {"lung_lesion", "pleural_effusion"}
     assert expl.modalities_used == ("image", "report")
-    assert set(expl.saliency["mass"]) == {"gradcam", "attention"}
-    assert set(expl.tokens["mass"]) == {"integrated_gradients_text", "attention"}
+    assert set(expl.saliency["lung_lesion"]) == {"gradcam", "attention"}
+    assert set(expl.tokens["lung_lesion"]) == {"integrated_gradients_text", "attention"}
     assert "text_to_image" in expl.attention and "image_to_text" in expl.attention
     methods = {r.method for r in expl.runs}
     assert methods == set(expl.methods)
     assert all(r.runtime_s >= 0 and isinstance(r.params, dict) for r in expl.runs)
-    d = expl.to_dict()
-    assert d["saliency"]["mass"]["gradcam"]["shape"] == [32, 32, 32]
+    d = expl.to_dict()  # the one JSON view (prediction.json's "explanation")
+    assert d["methods"] == expl.methods and set(d["labels"]) == {"lung_lesion", "pleural_effusion"}
+    entry = d["labels"]["lung_lesion"]
+    assert entry["saliency"]["method"] == "gradcam" and entry["token_method"]
+    assert set(entry["modality_contribution"]) >= {"image", "report", "interaction", "fractions"}
+    assert "saliency" not in expl.to_dict(image_maps=set())["labels"]["lung_lesion"]
+    assert list(expl.to_dict(labels=["pleural_effusion"])["labels"]) == ["pleural_effusion"]
     import json
 
     json.dumps(d)
@@ -51,7 +56,7 @@ def test_explanation_contents(expl):
 
 def test_saliency_on_original_grid_has_source_affine(expl):
     case, _, _ = phantom_case()
-    sal = expl.saliency["mass"]["gradcam"]
+    sal = expl.saliency["lung_lesion"]["gradcam"]
     assert sal.original is not None
     assert sal.original.shape == case.volume.shape
     np.testing.assert_allclose(sal.original.affine, case.volume.affine)
@@ -72,7 +77,7 @@ def test_saliency_on_original_grid_has_source_affine(expl):
 def test_token_attributions_map_to_report_spans(expl):
     case, _, _ = phantom_case()
     text = case.report.text
-    attr = expl.tokens["mass"]["integrated_gradients_text"]
+    attr = expl.tokens["lung_lesion"]["integrated_gradients_text"]
     assert len(attr.tokens) == len(attr.spans) == len(attr.scores)
     spans = attr.span_scores()
     assert spans and all(0 <= s < e <= len(text) for s, e, _ in spans)
@@ -82,10 +87,10 @@ def test_token_attributions_map_to_report_spans(expl):
 
 
 def test_pictures_and_html(expl):
-    png = expl.figure_png("mass", "gradcam")
+    png = expl.figure_png("lung_lesion", "gradcam")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-    assert expl.figure_png("mass", "gradcam") is png  # rendered once (HTML and PDF share it)
-    assert expl.figure_png("mass", "gradcam", dpi=50) != png
+    assert expl.figure_png("lung_lesion", "gradcam") is png  # rendered once (HTML and PDF share it)
+    assert expl.figure_png("lung_lesion", "gradcam", dpi=50) != png
     html = expl._repr_html_()
     assert "<img" in html and "data:image/png;base64," in html
     assert "medfuse-report" in html
@@ -96,7 +101,9 @@ def test_report_html_escapes_text():
     from medfuse.explain.render import report_html
 
     text = "<script>alert(1)</script> mass & effusion"
-    attr = TokenAttribution("m", "mass", ["a", "b"], [(0, 8), (27, 31)], np.array([1.0, -0.5]))
+    attr = TokenAttribution(
+        "m", "lung_lesion", ["a", "b"], [(0, 8), (27, 31)], np.array([1.0, -0.5])
+    )
     out = report_html(text, attr)
     assert "<script>" not in out and "&lt;script&gt;" in out and "&amp;" in out
     assert out.count("<span") == 2
@@ -128,10 +135,13 @@ def test_methods_needing_a_missing_modality_are_skipped():
 
     image_only = Case(case.volume)
     expl = medfuse.explain(
-        tiny_model(), image_only, labels="mass", methods=["gradcam", "integrated_gradients_text"]
+        tiny_model(),
+        image_only,
+        labels="lung_lesion",
+        methods=["gradcam", "integrated_gradients_text"],
     )
-    assert "gradcam" in expl.saliency["mass"]
-    assert "mass" not in expl.tokens
+    assert "gradcam" in expl.saliency["lung_lesion"]
+    assert "lung_lesion" not in expl.tokens
     assert any(r.note.startswith("skipped") for r in expl.runs)
     assert expl.modalities_used == ("image",)
 

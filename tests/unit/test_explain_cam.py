@@ -21,12 +21,14 @@ def test_gradcam_populates_no_parameter_grad_and_restores_flags():
     case, _, _ = phantom_case()
     flags = [p.requires_grad for p in model.parameters()]
     assert all(p.grad is None for p in model.parameters())
-    expl = medfuse.explain(model, case, labels=["mass", "nodule"], methods=["gradcam", "gradcam++"])
+    expl = medfuse.explain(
+        model, case, labels=["lung_lesion", "pleural_effusion"], methods=["gradcam", "gradcam++"]
+    )
     assert all(p.grad is None for p in model.parameters())
     assert [p.requires_grad for p in model.parameters()] == flags
     assert _hook_count(model) == 0
     for method in ("gradcam", "gradcam++"):
-        sal = expl.saliency["mass"][method]
+        sal = expl.saliency["lung_lesion"][method]
         assert sal.model.shape == (32, 32, 32)
         assert np.isfinite(sal.model).all() and (sal.model >= 0).all()
         run = next(r for r in expl.runs if r.method == method)
@@ -60,7 +62,7 @@ def test_training_mode_restored():
     case, _, _ = phantom_case()
     model.train()
     try:
-        medfuse.explain(model, case, labels="mass", methods=["gradcam"])
+        medfuse.explain(model, case, labels="lung_lesion", methods=["gradcam"])
         assert model.training
     finally:
         model.eval()
@@ -79,6 +81,6 @@ def test_octant_model_saliency_in_its_octant(method):
 def test_unet_encoder_target_layer():
     model = tiny_model("chest_ct_late_tiny")
     case, _, _ = phantom_case()
-    expl = medfuse.explain(model, case, labels="mass", methods=["gradcam"])
-    assert expl.saliency["mass"]["gradcam"].params["layer"].endswith("down_4")
+    expl = medfuse.explain(model, case, labels="lung_lesion", methods=["gradcam"])
+    assert expl.saliency["lung_lesion"]["gradcam"].params["layer"].endswith("down_4")
     assert _hook_count(model) == 0

@@ -23,7 +23,7 @@ def test_explainer_contract(name):
     model = tiny_model()
     case, _, _ = phantom_case()
     ctx = prepare_context(model, case)
-    labels = [model.labels.index("mass"), model.labels.index("nodule")]
+    labels = [model.labels.index("lung_lesion"), model.labels.index("pleural_effusion")]
     results = explainers.get(name)(ctx, labels, **FAST.get(name, {}))
     assert isinstance(results, list) and [r.label_index for r in results] == labels
     for r in results:

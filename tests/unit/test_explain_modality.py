@@ -38,11 +38,11 @@ def test_contributions_sum_to_prediction_minus_baseline(preset, output):
 def test_coalitions_match_separate_forward_passes():
     model = tiny_model()
     case, _, _ = phantom_case()
-    expl = medfuse.explain(model, case, labels="mass", methods=["modality_shapley"])
-    c = expl.modality["mass"]
+    expl = medfuse.explain(model, case, labels="lung_lesion", methods=["modality_shapley"])
+    c = expl.modality["lung_lesion"]
     batch = model.prepare(volumes=[case.volume], reports=[case.report])
     batch.pop("records")
-    k = model.labels.index("mass")
+    k = model.labels.index("lung_lesion")
     with torch.no_grad():
         v_img = model(image=batch["image"]).logits[0, k]  # no report: learned missing token
         v_rep = model(text=batch["text"]).logits[0, k]
@@ -60,6 +60,8 @@ def test_coalitions_match_separate_forward_passes():
 def test_image_only_model_gives_report_nothing():
     model = tiny_model("chest_ct_image_only_tiny")
     case, _, _ = phantom_case()
-    c = medfuse.explain(model, case, labels="mass", methods=["modality_shapley"]).modality["mass"]
+    c = medfuse.explain(model, case, labels="lung_lesion", methods=["modality_shapley"]).modality[
+        "lung_lesion"
+    ]
     assert c.report == pytest.approx(0.0, abs=1e-6)
     assert c.image == pytest.approx(c.value - c.baseline, abs=1e-6)

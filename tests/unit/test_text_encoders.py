@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,11 +14,11 @@ from medfuse.models.encoders.text import (
     NO_SPAN,
     SPECIAL_TOKENS,
     FindingsTextEncoder,
+    HFLocalTextEncoder,
     ReportTokenizer,
+    TextEncoder,
     TextEncoding,
     Vocabulary,
-    load_text_encoder,
-    save_text_encoder,
     text_encoder_from_config,
 )
 from medfuse.registry import text_encoders
@@ -30,10 +31,7 @@ REPORTS = [
     None,
     "",
 ]
-TINY = {
-    "transformer": {"dim": 16, "depth": 1, "heads": 2, "dropout": 0.0},
-    "bilstm": {"dim": 16, "dropout": 0.0},
-}
+TINY = {name: dict(text_encoders.metadata(name)["tiny"]) for name in ("transformer", "bilstm")}
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +191,38 @@ def test_findings_encoder_projection_and_codes():
 
 
 # -- saving --------------------------------------------------------------------------------------
+def save_text_encoder(encoder: TextEncoder, folder: Path) -> Path:
+    """A text encoder alone on disk: ``config.json`` (tokenizer and vocabulary inside) and
+    ``weights.safetensors`` (a saved model keeps both in its card and weights instead)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    if isinstance(encoder, HFLocalTextEncoder):  # the checkpoint stays where it is
+        state = {k: v for k, v in state.items() if not k.startswith("model.")}
+    save_file(state, str(folder / "weights.safetensors"))
+    (folder / "config.json").write_text(json.dumps(encoder.config(), indent=2))
+    return folder
+
+
+def load_text_encoder(folder: Path) -> TextEncoder:
+    """Inverse of :func:`save_text_encoder`."""
+    from safetensors.torch import load_file
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read text encoder config: {exc}", path=folder) from None
+    encoder = text_encoder_from_config(config)
+    weights = folder / "weights.safetensors"
+    if not weights.is_file():
+        raise ModelError("weights.safetensors missing", path=folder)
+    missing, unexpected = encoder.load_state_dict(load_file(str(weights)), strict=False)
+    if not isinstance(encoder, HFLocalTextEncoder) and (missing or unexpected):
+        raise ModelError(f"weights do not match (missing {missing}, unexpected {unexpected})")
+    return encoder
+
+
 @pytest.mark.parametrize("name", ["transformer", "bilstm", "findings"])
 def test_save_and_load_round_trip(name, tokenizer, reports, tmp_path):
     enc = make(name, tokenizer) if name in TINY else text_encoders.create("findings", dim=8).eval()
@@ -213,7 +243,7 @@ def test_load_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"name": "findings", "kwargs": {}}))
     with pytest.raises(ModelError, match="weights"):
         load_text_encoder(tmp_path)
-    with pytest.raises(ModelError, match="no name"):
+    with pytest.raises(ConfigError, match="no name"):  # one from_config for every registry
         text_encoder_from_config({})
 
 

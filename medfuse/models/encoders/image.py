@@ -49,7 +49,6 @@ from ...registry import image_encoders
 __all__ = [
     "POOLS",
     "STEMS",
-    "TINY_OVERRIDES",
     "ImageEncoder",
     "ImageEncoding",
     "ResNet3DEncoder",
@@ -57,19 +56,14 @@ __all__ = [
     "UNetEncoder3D",
     "global_pool",
     "image_encoder_from_config",
+    "resnet10_3d",
+    "resnet18_3d",
+    "resnet34_3d",
+    "resnet50_3d",
+    "unet_encoder_3d",
 ]
 
 STEMS = ("stride2", "s2d", "monai")
-
-#: Keyword arguments that make each built-in encoder test-sized (used by the contract tests and
-#: the ``*_tiny`` presets).
-TINY_OVERRIDES: dict[str, dict[str, Any]] = {
-    "resnet10_3d": {"width": 8, "max_pool": False},
-    "resnet18_3d": {"width": 8, "max_pool": False},
-    "resnet34_3d": {"width": 4, "max_pool": False},
-    "resnet50_3d": {"width": 4, "max_pool": False},
-    "unet_encoder_3d": {"features": (4, 4, 8, 8, 16, 4)},
-}
 
 
 @dataclass
@@ -185,7 +179,8 @@ _RESNET_LAYERS = {
 
 
 class ResNet3DEncoder(ImageEncoder):
-    """MONAI ``ResNet`` body with a selectable stem; the classifier is dropped."""
+    """MONAI ``ResNet`` body with a selectable stem; the classifier is dropped. Its registry
+    name is ``resnet<depth>_3d`` (built by :func:`resnet18_3d` and its siblings)."""
 
     def __init__(
         self,
@@ -253,6 +248,7 @@ class ResNet3DEncoder(ImageEncoder):
             self._init_kwargs["aux_features"] = True
         self.aux_features = bool(aux_features)
         self.depth = depth
+        self.name = f"resnet{depth}_3d"  # type: ignore[misc]  (per instance: one class, 4 depths)
         self.in_channels = in_channels
         self.stem_kind = stem
         block, layers = _RESNET_LAYERS[depth]
@@ -377,41 +373,39 @@ class UNetEncoder3D(ImageEncoder):
         return ImageEncoding(x4, pooled, present.to(torch.bool), seg)
 
 
-def _resnet(depth: int):
-    name = f"resnet{depth}_3d"
-
-    class _Encoder(ResNet3DEncoder):
-        def __init__(self, **kwargs: Any):
-            super().__init__(depth, **kwargs)
-
-    _Encoder.name = name
-    _Encoder.__name__ = _Encoder.__qualname__ = f"ResNet{depth}Encoder3D"
-    _Encoder.__doc__ = f"3D ResNet-{depth} (MONAI) with a cheap stem; see :class:`ResNet3DEncoder`."
-
-    def factory(**kwargs: Any) -> ResNet3DEncoder:
-        return _Encoder(**kwargs)
-
-    factory.__name__ = name
-    factory.__doc__ = _Encoder.__doc__
-    image_encoders.register(name, factory)
-    return _Encoder
+# Registry metadata ``tiny``: the keyword arguments that make the encoder test-sized (the
+# ``*_tiny`` presets and the contract tests).
+@image_encoders.register("resnet10_3d", tiny={"width": 8, "max_pool": False})
+def resnet10_3d(**kwargs: Any) -> ResNet3DEncoder:
+    """3D ResNet-10 (MONAI, basic blocks 1-1-1-1) with a cheap stem; see :class:`ResNet3DEncoder`."""
+    return ResNet3DEncoder(10, **kwargs)
 
 
-ResNet10Encoder3D = _resnet(10)
-ResNet18Encoder3D = _resnet(18)
-ResNet34Encoder3D = _resnet(34)
-ResNet50Encoder3D = _resnet(50)
+@image_encoders.register("resnet18_3d", tiny={"width": 8, "max_pool": False})
+def resnet18_3d(**kwargs: Any) -> ResNet3DEncoder:
+    """3D ResNet-18 (MONAI, basic blocks 2-2-2-2) with a cheap stem; see :class:`ResNet3DEncoder`."""
+    return ResNet3DEncoder(18, **kwargs)
 
 
-@image_encoders.register("unet_encoder_3d")
+@image_encoders.register("resnet34_3d", tiny={"width": 4, "max_pool": False})
+def resnet34_3d(**kwargs: Any) -> ResNet3DEncoder:
+    """3D ResNet-34 (MONAI, basic blocks 3-4-6-3) with a cheap stem; see :class:`ResNet3DEncoder`."""
+    return ResNet3DEncoder(34, **kwargs)
+
+
+@image_encoders.register("resnet50_3d", tiny={"width": 4, "max_pool": False})
+def resnet50_3d(**kwargs: Any) -> ResNet3DEncoder:
+    """3D ResNet-50 (MONAI, bottleneck blocks 3-4-6-3) with a cheap stem; see
+    :class:`ResNet3DEncoder`."""
+    return ResNet3DEncoder(50, **kwargs)
+
+
+@image_encoders.register("unet_encoder_3d", tiny={"features": (4, 4, 8, 8, 16, 4)})
 def unet_encoder_3d(**kwargs: Any) -> UNetEncoder3D:
     """MONAI BasicUNet encoder path, optional segmentation decoder (see :class:`UNetEncoder3D`)."""
     return UNetEncoder3D(**kwargs)
 
 
-def image_encoder_from_config(config: dict[str, Any]) -> ImageEncoder:
-    """Rebuild an encoder (untrained weights) from :meth:`ImageEncoder.config`."""
-    name = config.get("name")
-    if not name:
-        raise ConfigError("image encoder config has no name")
-    return image_encoders.create(name, **dict(config.get("kwargs") or {}))
+#: Rebuild an encoder (untrained weights) from :meth:`ImageEncoder.config`
+#: (:meth:`~medfuse.registry.Registry.from_config`).
+image_encoder_from_config = image_encoders.from_config

@@ -17,8 +17,9 @@ present (missing-modality mask).
                  loaded with ``local_files_only=True``
 ==============  ===============================================================================
 
-Vocabulary and tokenizer state are part of the encoder's :meth:`TextEncoder.config`, written by
-:func:`save_text_encoder` next to the weights (``config.json`` + ``weights.safetensors``).
+Vocabulary and tokenizer state are part of the encoder's :meth:`TextEncoder.config`; a saved
+model keeps them in its card and ``tokenizer.json`` (:func:`medfuse.models.model.save_model`).
+Each entry's registry metadata ``tiny`` holds the arguments that make it test-sized.
 
     enc = text_encoders.create("transformer", tokenizer=ReportTokenizer.from_reports(train), dim=128)
     out = enc.encode([report_a, "No pneumothorax.", None])
@@ -56,8 +57,6 @@ __all__ = [
     "TransformerTextEncoder",
     "Vocabulary",
     "as_reports",
-    "load_text_encoder",
-    "save_text_encoder",
     "text_encoder_from_config",
 ]
 
@@ -840,7 +839,7 @@ def _tokenizer_arg(tokenizer: ReportTokenizer | dict | None) -> ReportTokenizer 
     return tokenizer
 
 
-@text_encoders.register("transformer")
+@text_encoders.register("transformer", tiny={"dim": 16, "depth": 1, "heads": 2, "dropout": 0.0})
 def transformer(
     tokenizer: ReportTokenizer | dict | None = None, **kwargs: Any
 ) -> TransformerTextEncoder:
@@ -848,19 +847,19 @@ def transformer(
     return TransformerTextEncoder(_tokenizer_arg(tokenizer), **kwargs)
 
 
-@text_encoders.register("bilstm")
+@text_encoders.register("bilstm", tiny={"dim": 16, "dropout": 0.0})
 def bilstm(tokenizer: ReportTokenizer | dict | None = None, **kwargs: Any) -> BiLSTMTextEncoder:
     """Bidirectional LSTM over report tokens (see :class:`BiLSTMTextEncoder`)."""
     return BiLSTMTextEncoder(_tokenizer_arg(tokenizer), **kwargs)
 
 
-@text_encoders.register("ngram")
+@text_encoders.register("ngram", tiny={"dim": 16, "buckets": 256, "dropout": 0.0})
 def ngram(tokenizer: ReportTokenizer | dict | None = None, **kwargs: Any) -> NgramTextEncoder:
     """Bag of hashed uni-, bi- and trigrams over report tokens (see :class:`NgramTextEncoder`)."""
     return NgramTextEncoder(_tokenizer_arg(tokenizer), **kwargs)
 
 
-@text_encoders.register("findings")
+@text_encoders.register("findings", tiny={"dim": 16})
 def findings(tokenizer: Any = None, **kwargs: Any) -> FindingsTextEncoder:
     """The parser's finding-status vector (see :class:`FindingsTextEncoder`)."""
     return FindingsTextEncoder(**kwargs)
@@ -876,58 +875,6 @@ def hf_local(
     return HFLocalTextEncoder(path, **kwargs)
 
 
-# -- saving --------------------------------------------------------------------------------------
-def text_encoder_from_config(config: dict[str, Any]) -> TextEncoder:
-    """Rebuild an encoder (untrained weights) from :meth:`TextEncoder.config`."""
-    name = config.get("name")
-    if not name:
-        raise ModelError("text encoder config has no name")
-    kwargs = dict(config.get("kwargs") or {})
-    if config.get("tokenizer") is not None:
-        kwargs["tokenizer"] = config["tokenizer"]
-    return text_encoders.create(name, **kwargs)
-
-
-def save_text_encoder(encoder: TextEncoder, folder: str | os.PathLike) -> Path:
-    """Write ``config.json`` (with the tokenizer and vocabulary) and ``weights.safetensors``."""
-    from safetensors.torch import save_file
-
-    from ..._atomic import atomic_path, atomic_write_text
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    if isinstance(encoder, HFLocalTextEncoder):  # the checkpoint stays where it is
-        state = {k: v for k, v in state.items() if not k.startswith("model.")}
-    with atomic_path(folder / "weights.safetensors") as tmp:
-        save_file(state, str(tmp))
-    atomic_write_text(
-        folder / "config.json", json.dumps(encoder.config(), indent=2, ensure_ascii=False)
-    )
-    return folder
-
-
-def load_text_encoder(
-    folder: str | os.PathLike, *, map_location: str | torch.device = "cpu"
-) -> TextEncoder:
-    """Inverse of :func:`save_text_encoder`."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read text encoder config: {exc}", path=folder) from None
-    encoder = text_encoder_from_config(config)
-    weights = folder / "weights.safetensors"
-    if not weights.is_file():
-        raise ModelError("weights.safetensors missing", path=folder)
-    state = load_file(str(weights), device=str(map_location))
-    strict = not isinstance(encoder, HFLocalTextEncoder)
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    if strict and (missing or unexpected):
-        raise ModelError(
-            f"weights do not match the config (missing {missing}, unexpected {unexpected})",
-            path=folder,
-        )
-    return encoder
+#: Rebuild an encoder (untrained weights) from :meth:`TextEncoder.config` (its ``tokenizer``
+#: too; :meth:`~medfuse.registry.Registry.from_config`).
+text_encoder_from_config = text_encoders.from_config
