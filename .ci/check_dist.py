@@ -60,7 +60,7 @@ def check_wheel(src: Path, wheel: Path) -> list[str]:
         if f"{dist_info}/licenses/LICENSE" not in names:
             problems.append("missing the licence file in the dist-info")
         entry = zf.read(f"{dist_info}/entry_points.txt").decode()
-        if "medfuse = medfuse.cli.main:main" not in entry:
+        if "medfuse = medfuse.cli.entry:main" not in entry:
             problems.append("missing the medfuse console script")
         meta = email.parser.Parser().parsestr(zf.read(f"{dist_info}/METADATA").decode())
     if meta.get("License-Expression") != "Apache-2.0":

@@ -1,10 +1,16 @@
-"""Load benchmark: a 500-slice 512×512 CT series → NIfTI, medfuse vs SimpleITK, dcm2niix and a
-naive sequential pydicom loop, each run as a whole process, interleaved, in one run.
+"""Convert benchmark: a 512×512 CT series (300 and 500 slices) → NIfTI as whole processes, as a
+user runs them: ``medfuse convert SERIES out.nii`` (the console script), SimpleITK
+(``ImageSeriesReader`` + ``WriteImage``) and dcm2niix, interleaved, in one run.
 
-    python benchmarks/load.py [--slices 500] [--repeats 3] [--keep]
+    python benchmarks/load.py [--slices 300 500] [--repeats 5] [--naive] [--record]
 
-Prints each reader's median wall time, its ratio to medfuse, peak RSS, and checks that every
-reader wrote the same voxels in world space. Appends a row to docs/benchmarks.md with --record.
+Each round runs every converter once per series size, in turn, writing over the output of the
+previous round (dcm2niix with ``-w 1``, overwrite); round 0 warms the page cache and is not
+counted. Prints each converter's median wall time, peak RSS and its ratio to medfuse, checks
+that every one wrote the same voxels in world space, and prints medfuse's ratios beside the
+targets (issue 27): ≤ 0.5 × SimpleITK, ≤ 1.5 × dcm2niix, peak RSS ≤ 1.5 × the float32 volume.
+``--naive`` adds a sequential pydicom loop (several seconds a run). ``--record`` appends one row
+per series size to docs/benchmarks.md, with the machine's load average (``uptime``) at the end.
 """
 
 from __future__ import annotations
@@ -23,11 +29,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-
-MEDFUSE = """
-import sys, medfuse
-medfuse.read_volume(sys.argv[1]).save(sys.argv[2])
-"""
 
 SIMPLEITK = """
 import sys, SimpleITK as sitk
@@ -52,6 +53,9 @@ aff[:3, 2] = (p1 - p0) / (len(dss) - 1); aff[:3, 3] = p0
 nib.save(nib.Nifti1Image(vol, np.diag([-1, -1, 1, 1]) @ aff), sys.argv[2])
 """
 
+TARGETS = {"SimpleITK": 0.5, "dcm2niix": 1.5}
+RSS_TARGET = 1.5
+
 
 def run(cmd: list[str]) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes) of one child process."""
@@ -73,6 +77,20 @@ def dcm2niix_bin() -> str:
     return exe
 
 
+def medfuse_bin() -> list[str]:
+    """The ``medfuse`` console script of this interpreter (what a user types)."""
+    exe = Path(sys.executable).with_name("medfuse")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "medfuse"]
+
+
+def has_simpleitk() -> bool:
+    try:
+        import SimpleITK  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def record_row(doc: Path, marker: str, row: str) -> None:
     """Insert ``row`` after the table under ``marker`` in ``doc`` (the newest row last)."""
     lines = doc.read_text().splitlines()
@@ -83,6 +101,11 @@ def record_row(doc: Path, marker: str, row: str) -> None:
     doc.write_text("\n".join(lines) + "\n")
 
 
+def load_average() -> str:
+    """The 1-minute load average, as ``uptime`` prints it."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
 def canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
@@ -90,117 +113,141 @@ def canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(img.dataobj, dtype=np.float32), img.affine
 
 
+def series(cache: Path, size: int, slices: int) -> Path:
+    """A cached pydicom-written CT series (the studies benchmarks/end_to_end.py and
+    benchmarks/cold_start.py read; generated once)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from end_to_end import make_study
+
+    return make_study(cache, size, slices) / "dicom"
+
+
+def converters(naive: bool) -> dict:
+    out: dict = {
+        "medfuse convert": lambda src, o: [
+            *medfuse_bin(),
+            "convert",
+            str(src),
+            str(o / "medfuse convert.nii"),
+        ],
+    }
+    if has_simpleitk():
+        out["SimpleITK"] = lambda src, o: [
+            sys.executable,
+            "-c",
+            SIMPLEITK,
+            str(src),
+            str(o / "SimpleITK.nii"),
+        ]
+    out["dcm2niix"] = lambda src, o: [
+        dcm2niix_bin(),
+        "-z",
+        "n",
+        "-w",
+        "1",
+        "-f",
+        "dcm2niix",
+        "-o",
+        str(o),
+        str(src),
+    ]
+    if naive:
+        out["naive pydicom"] = lambda src, o: [
+            sys.executable,
+            "-c",
+            NAIVE,
+            str(src),
+            str(o / "naive pydicom.nii"),
+        ]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--slices", type=int, default=500)
+    ap.add_argument("--slices", type=int, nargs="+", default=[300, 500])
     ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--naive", action="store_true", help="add the sequential pydicom loop")
     ap.add_argument(
-        "--cache", type=Path, default=REPO / ".bench", help="where the series is generated"
+        "--cache", type=Path, default=REPO / ".bench", help="where series are generated"
     )
-    ap.add_argument("--record", action="store_true", help="append the result to docs/benchmarks.md")
+    ap.add_argument("--record", action="store_true", help="append the rows to docs/benchmarks.md")
     args = ap.parse_args()
 
-    from medfuse.synth.cohort import write_ct_series
-
-    series_dir = args.cache / f"ct_{args.size}x{args.size}x{args.slices}"
-    if not (series_dir / ".complete").exists():
-        t0 = time.perf_counter()
-        shutil.rmtree(series_dir, ignore_errors=True)
-        write_ct_series(series_dir, shape=(args.size, args.size, args.slices), seed=0)
-        (series_dir / ".complete").touch()
-        print(
-            f"generated {args.slices} slices of {args.size}² in {time.perf_counter() - t0:.1f} s → {series_dir}"
-        )
-    dicom_dir = series_dir if any(series_dir.glob("*.dcm")) else series_dir / "dicom"
-    n_files = len([p for p in dicom_dir.iterdir() if p.suffix == ".dcm"])
-    vol_bytes = args.size * args.size * args.slices * 4
-
-    out = Path(tempfile.mkdtemp(prefix="medfuse-bench-"))
-    readers = {
-        "medfuse": lambda o: [
-            sys.executable,
-            "-c",
-            MEDFUSE,
-            str(dicom_dir),
-            str(o / "medfuse.nii"),
-        ],
-        "SimpleITK": lambda o: [
-            sys.executable,
-            "-c",
-            SIMPLEITK,
-            str(dicom_dir),
-            str(o / "SimpleITK.nii"),
-        ],
-        "dcm2niix": lambda o: [
-            dcm2niix_bin(),
-            "-z",
-            "n",
-            "-b",
-            "n",
-            "-f",
-            "dcm2niix",
-            "-o",
-            str(o),
-            str(dicom_dir),
-        ],
-        "naive pydicom": lambda o: [
-            sys.executable,
-            "-c",
-            NAIVE,
-            str(dicom_dir),
-            str(o / "naive pydicom.nii"),
-        ],
-    }
-    times: dict[str, list[float]] = {k: [] for k in readers}
-    rss: dict[str, int] = {}
+    srcs = {n: series(args.cache, args.size, n) for n in args.slices}
+    convs = converters(args.naive)
+    work = Path(tempfile.mkdtemp(prefix="medfuse-bench-load-"))
+    outs = {n: work / str(n) for n in srcs}
+    for o in outs.values():
+        o.mkdir()
+    times = {(n, c): [] for n in srcs for c in convs}
+    rss: dict[tuple[int, str], int] = {}
+    subprocess.run(["sync"], check=False)
     for rep in range(args.repeats + 1):  # round 0 warms the page cache and is not counted
-        for name, cmd in readers.items():
-            wall, peak = run(cmd(out))
-            if rep:
-                times[name].append(wall)
-                rss[name] = max(rss.get(name, 0), peak)
-
-    ref, ref_aff = canonical(out / "medfuse.nii")
-    same = {}
-    for name in readers:
-        arr, aff = canonical(out / f"{name}.nii")
-        same[name] = (
-            arr.shape == ref.shape
-            and np.allclose(aff, ref_aff, atol=1e-3)
-            and np.array_equal(arr, ref)
-        )
+        for n, src in srcs.items():
+            for name, cmd in convs.items():
+                wall, peak = run(cmd(src, outs[n]))
+                if rep:
+                    times[n, name].append(wall)
+                    rss[n, name] = max(rss.get((n, name), 0), peak)
+    load = load_average()
     med = {k: statistics.median(v) for k, v in times.items()}
+    failed = []
     print(
-        f"\n{n_files} files, {args.size}×{args.size}×{args.slices}, float32 volume {vol_bytes / 2**20:.0f} MiB, "
-        f"{os.cpu_count()} CPUs, median of {args.repeats} (interleaved, warm cache)\n"
+        f"\n{platform.machine()}, {os.cpu_count()} CPUs, load average {load}; median of "
+        f"{args.repeats} whole processes each, interleaved, warm page cache, output overwritten"
     )
-    print(f"{'reader':<15}{'seconds':>9}{'× medfuse':>11}{'peak RSS MiB':>14}  same voxels")
-    for name in readers:
+    for n, src in srcs.items():
+        n_files = sum(1 for p in src.iterdir() if p.suffix == ".dcm")
+        vol_bytes = args.size * args.size * n * 4
+        ref, ref_aff = canonical(outs[n] / "medfuse convert.nii")
+        print(f"\n{n_files} files, {args.size}²×{n}, float32 volume {vol_bytes / 2**20:.0f} MiB")
         print(
-            f"{name:<15}{med[name]:>9.2f}{med[name] / med['medfuse']:>11.2f}{rss[name] / 2**20:>14.0f}  {same[name]}"
+            f"  {'converter':<17}{'seconds':>9}{'÷ medfuse':>11}{'peak RSS MiB':>14}  same voxels"
         )
-    r_sitk = med["medfuse"] / med["SimpleITK"]
-    r_d2n = med["medfuse"] / med["dcm2niix"]
-    r_mem = rss["medfuse"] / vol_bytes
-    print(f"\nmedfuse / SimpleITK = {r_sitk:.2f} (target ≤ 0.5)")
-    print(f"medfuse / dcm2niix  = {r_d2n:.2f} (target ≤ 2)")
-    print(f"medfuse peak RSS / volume size = {r_mem:.2f} (target ≤ 1.5)")
-    if args.record:
-        row = (
-            f"| {time.strftime('%Y-%m-%d')} | {platform.machine()}, {os.cpu_count()} CPUs, Python "
-            f"{platform.python_version()} | {args.size}²×{args.slices} | {med['medfuse']:.2f} | "
-            f"{med['SimpleITK']:.2f} | {med['dcm2niix']:.2f} | {med['naive pydicom']:.2f} | "
-            f"{r_sitk:.2f} | {r_d2n:.2f} | {r_mem:.2f} |"
-        )
-        record_row(REPO / "docs" / "benchmarks.md", "<!-- rows: benchmarks/load.py -->", row)
-    shutil.rmtree(out, ignore_errors=True)
-    if not all(same.values()):
-        raise SystemExit(
-            "readers disagree on the voxels: " + ", ".join(k for k, v in same.items() if not v)
-        )
+        m = med[n, "medfuse convert"]
+        for name in convs:
+            arr, aff = canonical(outs[n] / f"{name}.nii")
+            same = (
+                arr.shape == ref.shape
+                and np.allclose(aff, ref_aff, atol=1e-3)
+                and np.array_equal(arr, ref)
+            )
+            if not same:
+                failed.append(f"{name} at {n} slices")
+            print(
+                f"  {name:<17}{med[n, name]:>9.3f}{med[n, name] / m:>11.2f}"
+                f"{rss[n, name] / 2**20:>14.0f}  {same}"
+            )
+        ratios = {}
+        for base, target in TARGETS.items():
+            if (n, base) not in med:
+                print(
+                    f"  medfuse ÷ {base:<10} not measured ({base} not installed; target ≤ {target})"
+                )
+                continue
+            ratios[base] = m / med[n, base]
+            ok = "met" if ratios[base] <= target else "NOT met"
+            print(f"  medfuse ÷ {base:<10} = {ratios[base]:.2f}  (target ≤ {target}: {ok})")
+        r_mem = rss[n, "medfuse convert"] / vol_bytes
+        ok = "met" if r_mem <= RSS_TARGET else "NOT met"
+        print(f"  medfuse peak RSS ÷ volume = {r_mem:.2f}  (target ≤ {RSS_TARGET}: {ok})")
+        if args.record:
+            fmt = lambda k: f"{med[n, k]:.3f}" if (n, k) in med else "—"  # noqa: E731
+            rat = lambda k: f"{ratios[k]:.2f}" if k in ratios else "—"  # noqa: E731
+            row = (
+                f"| {time.strftime('%Y-%m-%d %H:%M')} | {platform.machine()}, {os.cpu_count()} CPUs, "
+                f"load {load} | {args.size}²×{n} | {fmt('medfuse convert')} | {fmt('SimpleITK')} | "
+                f"{fmt('dcm2niix')} | {rat('SimpleITK')} | {rat('dcm2niix')} | {r_mem:.2f} |"
+            )
+            record_row(
+                REPO / "docs" / "benchmarks.md", "<!-- rows: benchmarks/load.py convert -->", row
+            )
+    shutil.rmtree(work, ignore_errors=True)
+    if failed:
+        raise SystemExit("converters disagree on the voxels: " + ", ".join(failed))
 
 
 if __name__ == "__main__":

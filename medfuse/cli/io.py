@@ -106,56 +106,13 @@ def convert(
 
     Example: medfuse convert sample_cases/chest_ct_0001 out/ct.nii.gz
     """
-    import json
+    from ._convert import convert_study
 
-    from .._atomic import atomic_write_text
-    from ..io.study import read_study
-
-    study = read_study(path, series=series)
-    chosen = study.selected
-    parts = [s for s in study.series if s.series_instance_uid == chosen.series_instance_uid]
-    written = []
-    for s in parts:
-        target = out
-        if len(parts) > 1:
-            label = _part_label(s, parts)
-            name = out.name
-            stem, ext = (
-                (name[:-7], ".nii.gz") if name.endswith(".nii.gz") else (out.stem, out.suffix)
-            )
-            target = out.with_name(f"{stem}_{label}{ext}")
-        vol = study.load(s)
-        vol.save(target)
-        written.append(target)
-        if sidecar:
-            meta = {
-                "series": s.summary(),
-                "shape": list(vol.shape),
-                "spacing_mm": list(vol.spacing),
-                "orientation": vol.orientation,
-                "affine_ras": vol.affine.round(6).tolist(),
-                "units": vol.units,
-                "warnings": vol.warnings,
-                **{k: v for k, v in vol.meta.items() if v not in (None, "", [])},
-            }
-            base = (
-                str(target)[: -len(".nii.gz")]
-                if str(target).endswith(".nii.gz")
-                else str(target.with_suffix(""))
-            )
-            atomic_write_text(base + ".json", json.dumps(meta, indent=2))
-        typer.echo(
-            f"{target}  {vol.shape}  {vol.orientation}  {'×'.join(f'{v:.4g}' for v in vol.spacing)} mm"
-        )
-        for w in vol.warnings:
-            typer.secho(f"warning: {w}", fg="yellow", err=True)
-
-
-def _part_label(s, parts) -> str:
-    """Short name of what sets this part apart from the others of its series (e.g. 'field_map')."""
-    common = set.intersection(*(set(p.image_type) for p in parts))
-    own = [v for v in s.image_type if v not in common]
-    label = "_".join(own) if own else f"part{s.part}"
-    return (
-        "".join(ch if ch.isalnum() else "_" for ch in label.lower()).strip("_") or f"part{s.part}"
+    convert_study(
+        path,
+        out,
+        series,
+        sidecar,
+        echo=typer.echo,
+        warn=lambda line: typer.secho(line, fg="yellow", err=True),
     )

@@ -80,13 +80,26 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("aborted", err=True)
         return 130
     except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, _click_exceptions()):
             exc.show()
             return exc.exit_code
         raise
     return rc if isinstance(rc, int) else 0
+
+
+def _click_exceptions() -> tuple[type[Exception], ...]:
+    """Click's usage-error class: typer >= 0.20 raises the one of the click it vendors
+    (typer._click), older typer the one of click."""
+    import click
+
+    kinds: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # typer without a vendored click
+        pass
+    else:
+        kinds.append(ClickException)
+    return tuple(kinds)
 
 
 if __name__ == "__main__":

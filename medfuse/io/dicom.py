@@ -381,8 +381,24 @@ def _value_bounds(frames: list[Frame]) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> Volume:
-    """Decode one series part into a Volume (3D, or 4D when it holds several volumes)."""
+def _int16_by_header(frames: list[Frame], philips: bool) -> bool:
+    """Whether every value of these frames is an integer within int16 by the header alone:
+    slope 1, integer intercepts, and stored bits whose rescaled range fits."""
+    if philips or not all(fr.slope == 1.0 and float(fr.intercept).is_integer() for fr in frames):
+        return False
+    lo, hi = _value_bounds(frames)
+    return lo >= -32768 and hi <= 32767
+
+
+def load_frames_volume(
+    series: Series, policy: ReadPolicy = DEFAULT_POLICY, *, integers: bool = False
+) -> Volume:
+    """Decode one series part into a Volume (3D, or 4D when it holds several volumes).
+
+    The array is float32. With ``integers``, a series whose values are integers that fit int16
+    by its header (integer stored values, RescaleSlope 1, integer RescaleIntercept: CT in HU) is
+    decoded into an int16 array instead, with the same values: what the NIfTI writer stores them
+    as, so that ``medfuse convert`` neither builds nor converts a float32 copy."""
     frames: list[Frame] = series.headers
     if not frames:
         raise DicomError(
@@ -427,8 +443,9 @@ def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> V
         for v in range(n_v):
             fr = grid[k][v]
             slots[fr.file].append((k, v, fr))
-    out = np.empty((n_v, n_k, rows, cols), dtype=np.float32)
     philips = any(fr.philips_ss for fr in frames)
+    as_int16 = integers and _int16_by_header(frames, philips)
+    out = np.empty((n_v, n_k, rows, cols), dtype=np.int16 if as_int16 else np.float32)
     float_pixels: list[Path] = []  # files whose stored values are not integers
 
     def work(item: tuple[Path, list[tuple[int, int, Frame]]]) -> None:
@@ -449,7 +466,10 @@ def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> V
                     f"decoded image is {img.shape}, header says {(rows, cols)}", path=path
                 )
             dst = out[v, k]
-            if fr.philips_ss:
+            if as_int16:
+                # slope 1 and an integer intercept by _int16_by_header; the int32 sum fits int16
+                np.add(img, np.int32(fr.intercept), out=dst, casting="unsafe")
+            elif fr.philips_ss:
                 # Philips 'precise' floating-point values, as dcm2niix writes by default:
                 # FP = (PV·RS + RI) / (RS·SS)
                 np.multiply(img, fr.slope / (fr.slope * fr.philips_ss), out=dst, casting="unsafe")
@@ -469,6 +489,8 @@ def load_frames_volume(series: Series, policy: ReadPolicy = DEFAULT_POLICY) -> V
     else:
         for it in items:
             work(it)
+    if as_int16 and float_pixels:  # floating-point pixel data after all: decode as float32
+        return load_frames_volume(series, policy)
     # (v, k, rows, cols) -> (i=cols, j=rows, k[, v]) without copying
     array = out[0].transpose(2, 1, 0) if n_v == 1 else out.transpose(3, 2, 1, 0)
     ds = frames[0].ds

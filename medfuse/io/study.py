@@ -109,7 +109,13 @@ def _hint(skipped: list[tuple[str, str]]) -> str | None:
 
 
 def load_series(
-    series: Series, *, workers: int | None = None, policy=None, skipped=(), others=()
+    series: Series,
+    *,
+    workers: int | None = None,
+    policy=None,
+    skipped=(),
+    others=(),
+    integers: bool = False,
 ) -> Volume:
     """Decode one series (part) of a study into a Volume.
 
@@ -117,7 +123,9 @@ def load_series(
     series (parts) of the study. When the series turns out to have missing slices, the error
     names the unreadable DICOM files beside it and the files of other series or stacks that lie
     at a missing position, since they are the likely missing ones. When it loads, unreadable
-    DICOM files beside it are recorded in the volume's warnings (they may be slices of it)."""
+    DICOM files beside it are recorded in the volume's warnings (they may be slices of it).
+    ``integers``: see :func:`medfuse.io.dicom.load_frames_volume` (an int16 array where the
+    header says every value is an integer that fits; what ``medfuse convert`` writes)."""
     from dataclasses import replace
 
     from .dicom import DEFAULT_POLICY, load_frames_volume
@@ -126,7 +134,7 @@ def load_series(
     if workers is not None:
         pol = replace(pol, workers=workers)
     try:
-        vol = load_frames_volume(series, pol)
+        vol = load_frames_volume(series, pol, integers=integers)
     except GeometryError as exc:
         if "missing slice" not in exc.reason:
             raise
