@@ -54,6 +54,7 @@ from ..errors import ExportError
 from ..registry import exporters
 from . import _source, deid
 from .base import JPEG_LS, ExportOptions, output_path, saliency_maps
+from .codes import BODY_REGIONS, SALIENCY_QUANTITY, UNIT_NONE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -79,24 +80,10 @@ log = logging.getLogger(__name__)
 
 FOLDER = "saliency"
 SERIES_NUMBER = 9002
-SALIENCY_QUANTITY = ("130404", "DCM", "Saliency")
-UNIT_NONE = ("1", "UCUM", "no units")
 #: BodyPartExamined of unpaired regions -> SNOMED CT region (DICOM CID 4031): the map's Frame
 #: Anatomy (FrameLaterality "U"). Other body parts keep the source's Laterality (or an empty,
 #: unknown one).
-UNPAIRED_REGIONS: dict[str, tuple[str, str, str]] = {
-    "CHEST": ("816094009", "SCT", "Chest"),
-    "THORAX": ("816094009", "SCT", "Thorax"),
-    "ABDOMEN": ("818981001", "SCT", "Abdomen"),
-    "PELVIS": ("816092008", "SCT", "Pelvis"),
-    "HEAD": ("69536005", "SCT", "Head"),
-    "BRAIN": ("12738006", "SCT", "Brain"),
-    "NECK": ("45048000", "SCT", "Neck"),
-    "HEART": ("80891009", "SCT", "Heart"),
-    "CHESTABDOMEN": ("416550000", "SCT", "Chest and Abdomen"),
-    "ABDOMENPELVIS": ("818982008", "SCT", "Abdomen and Pelvis"),
-    "CHESTABDPELVIS": ("416775004", "SCT", "Chest, Abdomen and Pelvis"),
-}
+UNPAIRED_REGIONS = BODY_REGIONS
 #: atol (mm) for "the saliency grid is the source grid"
 GRID_ATOL_MM = 1e-3
 

@@ -1,64 +1,85 @@
-"""Every finding code medfuse writes is checked against one reference table of code + display
-(issue 23): SNOMED CT concepts as SNOMED CT names them, a suspicion coded as a suspicion, every
-shipped label coded, the private scheme written as documented, FHIR bundles declaring R4."""
+"""Every code medfuse writes comes from one table, :mod:`medfuse.export.codes`, which this test
+shares (issue 23, 24): the table agrees with the reviewed table in its docstring (SNOMED CT
+concepts as SNOMED CT names them, a suspicion coded as a suspicion), every shipped label is
+coded, the private scheme is written as documented, and the SR and FHIR outputs carry exactly
+the table's codes; FHIR bundles declare R4."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 import medfuse
-from medfuse.export import codes, dicom_sr, fhir
+from medfuse.export import codes, fhir
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "sample_cases"
 
-#: The reference: label -> (scheme, code, display). SNOMED CT concept ids and their preferred
-#: terms; a change here is a change of meaning and must be reviewed as one.
-REFERENCE = {
-    "emphysema": ("SCT", "87433001", "Pulmonary emphysema"),
-    "cardiomegaly": ("SCT", "8186001", "Cardiomegaly"),
-    "pleural_effusion": ("SCT", "60046008", "Pleural effusion"),
-    "consolidation": ("SCT", "95436008", "Lung consolidation"),
-    "lung_lesion": ("SCT", "309529002", "Lung mass"),
-    "smoking_history": ("SCT", "77176002", "Smoker"),
-    "dyspnea": ("SCT", "267036007", "Dyspnea"),
-    "pneumonia": ("SCT", "233604007", "Pneumonia"),
-    "suspected_malignancy": ("SCT", "162572001", "Suspected malignancy"),
-    "hydrocephalus": ("SCT", "230745008", "Hydrocephalus"),
-    "headache": ("SCT", "25064002", "Headache"),
-    "focal_lesion": ("99MEDFUSE", "LABEL:focal_lesion", "focal lesion"),
-}
 #: codes that must never stand for a finding the model only suspects
 DIAGNOSES = {"363346000"}  # Malignant neoplastic disease
 
 
-def test_table_matches_the_reference():
-    for label, (scheme, code, display) in REFERENCE.items():
-        assert codes.finding_code(label) == (code, scheme, display), label
-    assert set(codes.FINDING_CODES) == {k for k, v in REFERENCE.items() if v[0] == "SCT"}
-    assert not DIAGNOSES & {v[0] for v in codes.FINDING_CODES.values()}
+def _reviewed_table() -> dict[str, tuple[str, str]]:
+    """label -> (SCT code, meaning) from the table in :mod:`medfuse.export.codes`'s docstring
+    (the reviewed record; its first meaning line)."""
+    rows = {}
+    for line in (codes.__doc__ or "").splitlines():
+        m = re.match(r"^([a-z_]+)\s{2,}(\d{6,18})\s{2,}(.+?)(\s\(.*)?$", line)
+        if m:
+            rows[m.group(1)] = (m.group(2), m.group(3).strip())
+    return rows
+
+
+def test_table_matches_its_reviewed_docstring():
+    reviewed = _reviewed_table()
+    assert set(reviewed) == set(codes.FINDING_CODES)
+    for label, code in codes.FINDING_CODES.items():
+        assert code.scheme_designator == "SCT", label
+        assert (code.value, code.meaning) == reviewed[label], label
+    assert not DIAGNOSES & {c.value for c in codes.FINDING_CODES.values()}
+    assert codes.finding_code("suspected_malignancy").meaning == "Suspected malignancy"
 
 
 @pytest.mark.parametrize("name", ["chest_ct_demo", "brain_mr_demo"])
-def test_every_shipped_label_has_a_reference_code(name):
+def test_every_shipped_label_has_a_code(name):
     model = medfuse.load_model(name)
     for label in model.labels:
-        assert label in REFERENCE, f"{name}: label {label!r} has no reviewed code"
-    standard = [lab for lab in model.labels if REFERENCE[lab][0] == "SCT"]
+        code = codes.finding_code(label)
+        if label not in codes.FINDING_CODES:  # the documented private code
+            assert code == ("LABEL:" + label, "99MEDFUSE", label.replace("_", " "))
     if name == "chest_ct_demo":  # every chest label has a standard code
-        assert standard == list(model.labels)
+        assert set(model.labels) <= set(codes.FINDING_CODES)
 
 
 def test_private_label_code_is_written_as_documented():
     code = codes.finding_code("a_label_longer_than_sixteen_characters")
-    assert code[0] == "LABEL:a_label_longer_than_sixteen_characters"
-    concept = dicom_sr._cc(code)  # LongCodeValue: the value as documented, unhashed
-    assert concept.value == code[0] and "LongCodeValue" in concept
+    assert code.value == "LABEL:a_label_longer_than_sixteen_characters"
+    concept = code.concept()  # LongCodeValue: the value as documented, unhashed
+    assert concept.value == code.value and "LongCodeValue" in concept
     assert "LABEL:<label>" in (REPO / "docs" / "exports.md").read_text()
     assert "LABEL#" not in (REPO / "docs" / "exports.md").read_text()
+
+
+def test_codes_are_named_once():
+    """No exporter spells a code of the table itself."""
+    for module in ("dicom_sr", "fhir", "dicom_saliency"):
+        text = (REPO / "medfuse" / "export" / f"{module}.py").read_text()
+        for code in _all_codes():
+            if code.scheme_designator in ("SCT", "DCM", "LN"):
+                assert f'"{code.value}"' not in text, (module, code)
+
+
+def _all_codes() -> list[codes.Code]:
+    out = []
+    for value in vars(codes).values():
+        if isinstance(value, codes.Code):
+            out.append(value)
+        elif isinstance(value, dict):
+            out.extend(v for v in value.values() if isinstance(v, codes.Code))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +122,8 @@ def test_sr_finding_codes_are_the_reference(chest_outputs):
 
     walk(ds.ContentSequence)
     for label in pred.labels:
-        assert seen[label] == REFERENCE[label]
+        code = codes.finding_code(label)
+        assert seen[label] == (code.scheme_designator, code.value, code.meaning)
     schemes = {str(i.CodingSchemeDesignator) for i in ds.CodingSchemeIdentificationSequence}
     assert "99MEDFUSE" in schemes
 
@@ -120,11 +142,15 @@ def test_fhir_codes_are_the_reference_and_the_bundle_declares_r4(chest_outputs):
         if r["resourceType"] != "Observation" or "risk" in r["code"]["text"].lower():
             continue
         label = next(c["code"] for c in r["code"]["coding"] if c["system"] == fhir.LABEL_SYSTEM)
-        _, code, display = REFERENCE[label]
         snomed = [c for c in r["code"]["coding"] if c["system"] == "http://snomed.info/sct"]
-        assert snomed == [{"system": "http://snomed.info/sct", "code": code, "display": display}]
+        assert snomed == [codes.finding_code(label).coding()]
+        if "component" in r:
+            assert r["component"][0]["code"]["coding"] == [codes.THRESHOLD.coding()]
     report = next(r for r in resources if r["resourceType"] == "DiagnosticReport")
+    assert report["code"]["coding"][0] in [
+        c.coding() for c in (*codes.REPORT_CODES.values(), codes.IMAGING_REPORT)
+    ]
     conclusion = {c["text"]: c["coding"][0]["code"] for c in report.get("conclusionCode", [])}
     for f in pred.positive:  # every positive finding, lung_lesion included, is coded
-        assert conclusion[f.label] == REFERENCE[f.label][1]
+        assert conclusion[f.label] == codes.finding_code(f.label).value
     assert "lung_lesion" in conclusion or not pred.finding("lung_lesion").positive
