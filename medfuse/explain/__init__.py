@@ -2,8 +2,8 @@
 modality mattered — with measured faithfulness.
 
     import medfuse
-    expl = medfuse.explain(model, case, labels=["lung_lesion"], methods=["gradcam", "modality_shapley"])
-    expl.saliency["lung_lesion"]["gradcam"].original      # OriginalGridMap: on the source DICOM grid
+    expl = medfuse.explain(model, case, labels=["lung_lesion"], methods=["gradcam"])
+    expl.saliency["lung_lesion"]["gradcam"].original   # OriginalGridMap: on the source grid
     expl.tokens["lung_lesion"]["integrated_gradients_text"].span_scores()
     expl.modality["lung_lesion"].image, expl.modality["lung_lesion"].report
     open("cam.png", "wb").write(expl.figure_png("lung_lesion"))

@@ -16,16 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..disclaimer import MODEL_CARD_STATEMENT
 from ..errors import ModelError
 
 __all__ = ["CARD_FILE", "NOT_FOR_CLINICAL_USE", "ModelCard"]
 
 CARD_FILE = "card.json"
 FORMAT_VERSION = 1
-NOT_FOR_CLINICAL_USE = (
-    "Research software. Not a medical device: not cleared or approved for clinical use, and "
-    "not to be used for diagnosis, treatment or any clinical decision."
-)
+#: the card's not-for-clinical-use statement (:mod:`medfuse.disclaimer`)
+NOT_FOR_CLINICAL_USE = MODEL_CARD_STATEMENT
 
 
 @dataclass

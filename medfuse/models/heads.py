@@ -275,5 +275,6 @@ def discrete_time(**kwargs: Any) -> DiscreteTimeHead:
     return DiscreteTimeHead(**kwargs)
 
 
-#: Rebuild a head (untrained) from its ``config()`` (:meth:`~medfuse.registry.Registry.from_config`).
+#: Rebuild a head (untrained) from its ``config()``
+#: (:meth:`~medfuse.registry.Registry.from_config`).
 head_from_config = heads_registry.from_config

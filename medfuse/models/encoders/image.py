@@ -377,19 +377,22 @@ class UNetEncoder3D(ImageEncoder):
 # ``*_tiny`` presets and the contract tests).
 @image_encoders.register("resnet10_3d", tiny={"width": 8, "max_pool": False})
 def resnet10_3d(**kwargs: Any) -> ResNet3DEncoder:
-    """3D ResNet-10 (MONAI, basic blocks 1-1-1-1) with a cheap stem; see :class:`ResNet3DEncoder`."""
+    """3D ResNet-10 (MONAI, basic blocks 1-1-1-1) with a cheap stem; see
+    :class:`ResNet3DEncoder`."""
     return ResNet3DEncoder(10, **kwargs)
 
 
 @image_encoders.register("resnet18_3d", tiny={"width": 8, "max_pool": False})
 def resnet18_3d(**kwargs: Any) -> ResNet3DEncoder:
-    """3D ResNet-18 (MONAI, basic blocks 2-2-2-2) with a cheap stem; see :class:`ResNet3DEncoder`."""
+    """3D ResNet-18 (MONAI, basic blocks 2-2-2-2) with a cheap stem; see
+    :class:`ResNet3DEncoder`."""
     return ResNet3DEncoder(18, **kwargs)
 
 
 @image_encoders.register("resnet34_3d", tiny={"width": 4, "max_pool": False})
 def resnet34_3d(**kwargs: Any) -> ResNet3DEncoder:
-    """3D ResNet-34 (MONAI, basic blocks 3-4-6-3) with a cheap stem; see :class:`ResNet3DEncoder`."""
+    """3D ResNet-34 (MONAI, basic blocks 3-4-6-3) with a cheap stem; see
+    :class:`ResNet3DEncoder`."""
     return ResNet3DEncoder(34, **kwargs)
 
 
