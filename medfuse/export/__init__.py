@@ -5,16 +5,22 @@
     medfuse.export(pred, "out/case1")                         # every registered format
     medfuse.export(pred, "out/case1", formats=["json", "pdf"])
 
-An exporter is a function ``(prediction, out_dir, options) -> list[Path]`` registered under a
-name; it writes every file atomically (:mod:`medfuse._atomic`) inside ``out_dir`` and returns
-the paths it wrote. Add your own::
+An exporter is a function ``(prediction, out_dir, options, context) -> list[Path]`` registered
+under a name; it writes every file atomically (:mod:`medfuse._atomic`) inside ``out_dir``,
+returns the paths it wrote and only reads the prediction. ``context`` is the study's
+:class:`ExportContext` (the source headers read once, the UID map of the de-identified outputs,
+what the exporter's ``prepare`` hook built before the prediction; :mod:`.context`). Add your
+own, with or without a ``prepare`` hook::
 
-    from medfuse.registry import exporters
+    from medfuse.export import register_exporter
 
-    @exporters.register("csv_row")
-    def export_csv_row(prediction, out_dir, options):
+    @register_exporter("csv_row", prepare=lambda context: context.source_header())
+    def export_csv_row(prediction, out_dir, options, context):
+        header = context.take_prepared("csv_row")
         ...
         return [path]
+
+(``medfuse.registry.exporters.register("csv_row", fn)`` registers one without a hook.)
 
 See ``docs/exports.md`` for what each built-in file contains and which viewers open it.
 """
@@ -27,23 +33,32 @@ from .._lazy import callable_module
 from . import dicom_saliency, dicom_sr, fhir, html, json, nifti, pdf  # noqa: F401
 from .base import (
     FORMATS,
+    Exporter,
     ExportFormat,
     ExportOptions,
     ExportResult,
     export,
     export_each,
+    exporter_of,
     output_path,
+    register_exporter,
     saliency_maps,
 )
+from .context import ExportContext, prepare_context
 
 __all__ = [
     "FORMATS",
+    "ExportContext",
     "ExportFormat",
     "ExportOptions",
     "ExportResult",
+    "Exporter",
     "export",
     "export_each",
+    "exporter_of",
     "output_path",
+    "prepare_context",
+    "register_exporter",
     "saliency_maps",
 ]
 

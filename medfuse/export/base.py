@@ -1,4 +1,13 @@
-"""The export contract: :class:`ExportFormat`, :class:`ExportOptions` and :func:`export`."""
+"""The export contract: :class:`ExportFormat`, :class:`ExportOptions`, :class:`Exporter` and
+:func:`export`.
+
+An exporter is registered in ``medfuse.registry.exporters`` under its format name, either as a
+plain function ``write(prediction, out_dir, options, context) -> list[Path]`` or as an
+:class:`Exporter` that adds a ``prepare(context)`` hook (:func:`register_exporter`). It writes
+its files atomically inside ``out_dir``, returns the paths it wrote, and only reads the
+prediction; everything the exporters of one study share (the source headers, the UID map,
+prepared parts) comes in the :class:`~medfuse.export.context.ExportContext`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +15,7 @@ import enum
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,15 +26,19 @@ from ..registry import exporters
 if TYPE_CHECKING:
     from ..explain.explanation import Saliency
     from ..prediction import Prediction
+    from .context import ExportContext
 
 __all__ = [
     "FORMATS",
     "ExportFormat",
     "ExportOptions",
     "ExportResult",
+    "Exporter",
     "export",
     "export_each",
+    "exporter_of",
     "output_path",
+    "register_exporter",
     "saliency_maps",
 ]
 
@@ -137,6 +150,57 @@ def saliency_maps(prediction: Prediction, options: ExportOptions) -> list[Salien
     return out
 
 
+#: ``write(prediction, out_dir, options, context) -> paths``
+WriteFn = Callable[..., "Sequence[Path]"]
+#: ``prepare(context) -> part`` (None: nothing prepared)
+PrepareFn = Callable[["ExportContext"], Any]
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """One export format: ``write(prediction, out_dir, options, context)`` writes the files
+    and returns their paths; ``prepare(context)``, when given, builds before the prediction
+    exists what ``write`` can take over (:meth:`ExportContext.take_prepared
+    <medfuse.export.context.ExportContext.take_prepared>`): the workflows call it for every
+    chosen format, in a thread beside the model. Calling an ``Exporter`` calls ``write``."""
+
+    write: WriteFn
+    prepare: PrepareFn | None = None
+
+    def __call__(
+        self,
+        prediction: Prediction,
+        out_dir: Path,
+        options: ExportOptions,
+        context: ExportContext | None = None,
+    ) -> Sequence[Path]:
+        return self.write(prediction, out_dir, options, context)
+
+
+def register_exporter(
+    name: str, *, prepare: PrepareFn | None = None, overwrite: bool = False
+) -> Callable[[WriteFn], WriteFn]:
+    """Decorator: register ``write`` (and its ``prepare`` hook) as the exporter ``name``; the
+    function itself is returned unchanged::
+
+        @register_exporter("csv_row", prepare=read_what_i_need)
+        def export_csv_row(prediction, out_dir, options, context): ...
+    """
+
+    def add(write: WriteFn) -> WriteFn:
+        exporters.register(name, Exporter(write, prepare), overwrite=overwrite)
+        return write
+
+    return add
+
+
+def exporter_of(name: str) -> Exporter:
+    """The registered exporter ``name`` as an :class:`Exporter` (a plain function registered
+    with ``exporters.register`` is its ``write``, with no ``prepare`` hook)."""
+    entry = exporters.get(name)
+    return entry if isinstance(entry, Exporter) else Exporter(entry)
+
+
 #: exporters that take longest on a large study, started first so that they overlap the rest
 _SLOW_FIRST = ("dicom_saliency", "nifti", "dicom_sr", "pdf", "html")
 
@@ -145,10 +209,12 @@ _SLOW_FIRST = ("dicom_saliency", "nifti", "dicom_sr", "pdf", "html")
 class ExportResult:
     """What :func:`export_each` did: the paths each format wrote (formats that succeeded, in
     the order asked; an empty list for a format with nothing to write, such as a DICOM output
-    without a DICOM source), and the error of each format that failed."""
+    without a DICOM source), the error of each format that failed, and the seconds each
+    format took (``timings``, by format name, failed ones included)."""
 
     written: dict[str, list[Path]]
     failed: dict[str, MedfuseError]
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -162,6 +228,7 @@ def export(
     options: ExportOptions | dict[str, Any] | None = None,
     *,
     workers: int | None = None,
+    context: ExportContext | None = None,
 ) -> dict[str, list[Path]]:
     """Write ``prediction`` in each of ``formats`` (default: all built-in formats, then any
     registered by plugins) into ``out_dir``. Returns ``{format: [paths]}``.
@@ -172,8 +239,13 @@ def export(
     therefore only read the prediction. Every file is written atomically. An exporter that
     fails raises :class:`ExportError` naming the format, once the others have finished; the
     files they wrote stay (:func:`export_each` returns every format's outcome instead).
+
+    ``context``: the study's :class:`~medfuse.export.context.ExportContext` (the source
+    headers, the UID map, parts prepared before the prediction; see
+    :func:`~medfuse.export.context.prepare_context`); default a new one, with nothing prepared.
+    The exporters given one context form one output set (one UID map).
     """
-    result = export_each(prediction, out_dir, formats, options, workers=workers)
+    result = export_each(prediction, out_dir, formats, options, workers=workers, context=context)
     for error in result.failed.values():
         raise error
     return result.written
@@ -186,12 +258,15 @@ def export_each(
     options: ExportOptions | dict[str, Any] | None = None,
     *,
     workers: int | None = None,
+    context: ExportContext | None = None,
 ) -> ExportResult:
     """:func:`export`, but one format's failure does not hide the others: every exporter runs,
     and the result lists what each wrote and why each that failed failed (an exception that is
     not a :class:`MedfuseError` becomes an :class:`ExportError` naming the format and the
     exception). Unknown formats and bad options still raise :class:`ConfigError` at once."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from .context import ExportContext
 
     opts = options if isinstance(options, ExportOptions) else ExportOptions.from_mapping(options)
     names = [str(n) for n in (formats if formats is not None else _default_formats())]
@@ -204,18 +279,27 @@ def export_each(
         raise ConfigError(f"workers must be at least 1, got {workers}")
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    if context is not None and context.volume is not _volume_of(prediction):
+        raise ConfigError(
+            "the export context was made for another study than the prediction's",
+            hint="make one context per study (prepare_context / ExportContext.for_prediction)",
+        )
+    ctx = context if context is not None else ExportContext.for_prediction(prediction, opts)
+    timings: dict[str, float] = {}
 
     def run(name: str) -> list[Path]:
         t0 = time.perf_counter()
         try:
-            paths = list(exporters.get(name)(prediction, folder, opts))
+            with ctx.active():
+                paths = list(exporter_of(name)(prediction, folder, opts, ctx))
         except MedfuseError:
             raise
         except Exception as exc:  # an exporter bug must name the format and the study
             raise ExportError(
                 f"{name} export failed: {type(exc).__name__}: {exc}", path=folder
             ) from exc
-        prediction.timings[f"export_{name}"] = time.perf_counter() - t0
+        finally:
+            timings[name] = time.perf_counter() - t0  # one key per thread: no lock needed
         log.debug("exported %s: %s", name, [p.name for p in paths])
         return paths
 
@@ -228,7 +312,7 @@ def export_each(
                 written[name] = run(name)
             except MedfuseError as exc:
                 failed[name] = exc
-        return ExportResult(written, failed)
+        return ExportResult(written, failed, _in_order(timings, names))
     slow = {name: i for i, name in enumerate(_SLOW_FIRST)}
     with ThreadPoolExecutor(n, thread_name_prefix="medfuse-export") as pool:
         futures = {
@@ -243,7 +327,16 @@ def export_each(
             failed[name] = exc
         else:  # not from an exporter (run() wraps those): a bug here
             raise exc
-    return ExportResult(written, failed)
+    return ExportResult(written, failed, _in_order(timings, names))
+
+
+def _volume_of(prediction: Prediction) -> Any:
+    case = prediction.case
+    return case.volume if case is not None else None
+
+
+def _in_order(timings: dict[str, float], names: list[str]) -> dict[str, float]:
+    return {n: timings[n] for n in names if n in timings}
 
 
 def _default_formats() -> list[str]:

@@ -22,8 +22,10 @@ What happens to each attribute (PS3.15 Table E.1-1 actions):
   (the SR's evidence and image library reference the same replaced instances as the parametric
   maps' derivation images; the maps keep one frame of reference; ``prediction.json`` and
   ``fhir.json`` carry the same replaced study / series UIDs), and not linkable to the source UIDs
-  without the key. The key is random per prediction, or ``MEDFUSE_DEID_KEY`` (keep it secret) for
-  a map that is stable across studies and runs (e.g. to link one patient's studies). Standard
+  without the key. The map belongs to the output set's
+  :class:`~medfuse.export.context.ExportContext` (``context.uids``); its key is random per
+  context, or ``MEDFUSE_DEID_KEY`` (keep it secret) for a map that is stable across studies and
+  runs (e.g. to link one patient's studies). Standard
   UIDs (``1.2.840.10008.*``: SOP classes, transfer syntaxes, coding schemes) are kept.
 * **Kept**: what medfuse itself wrote (its SeriesDescription with the not-for-clinical-use
   disclaimer, the model's name / version / weights SHA-256 as equipment, the findings), the
@@ -42,10 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import threading
-import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -61,7 +60,6 @@ __all__ = [
     "deidentify",
     "output_uid",
     "pseudonym",
-    "uid_map",
 ]
 
 DEIDENTIFICATION_METHOD = "DICOM PS3.15 Basic Application Level Confidentiality Profile"
@@ -164,33 +162,17 @@ class UIDMap:
         return out
 
 
-_maps: weakref.WeakKeyDictionary[Any, UIDMap] = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
-
-
-def uid_map(prediction: Prediction) -> UIDMap:
-    """The prediction's UID map (shared by every exporter of its output set): keyed with
-    ``MEDFUSE_DEID_KEY`` when set, else with a random key held in memory for the prediction's
-    lifetime only."""
-    with _lock:
-        found = _maps.get(prediction)
-        if found is None:
-            env = os.environ.get("MEDFUSE_DEID_KEY", "")
-            key = hashlib.sha256(env.encode("utf-8")).digest() if env else os.urandom(32)
-            found = _maps[prediction] = UIDMap(key)
-        return found
-
-
-def output_uid(prediction: Prediction, uid: str | None, options: ExportOptions) -> str | None:
-    """``uid`` as the output set shows it: replaced when ``options.deidentify``."""
-    if uid is None or not getattr(options, "deidentify", False):
+def output_uid(uid: str | None, options: ExportOptions, uids: UIDMap) -> str | None:
+    """``uid`` as the output set shows it: replaced by ``uids`` (the output set's map,
+    ``ExportContext.uids``) when ``options.deidentify``."""
+    if uid is None or not options.deidentify:
         return uid
-    return uid_map(prediction)(uid)
+    return uids(uid)
 
 
 def pseudonym(prediction: Prediction) -> str:
     """The study's pseudonymous key (``prediction.key``, or the workflows' rule)."""
-    from .html import study_label
+    from .content import study_label
 
     return study_label(prediction)[:64]
 
@@ -198,7 +180,7 @@ def pseudonym(prediction: Prediction) -> str:
 def deidentify(ds: Dataset, uids: UIDMap, name: str) -> Dataset:
     """A de-identified deep copy of ``ds`` (see the module docstring). A copy: highdicom shares
     elements and items between the objects it builds and their source datasets, which must
-    not change (they are cached for the prediction's other exporters)."""
+    not change (the output set's other exporters share them through its context)."""
     import copy
 
     from pydicom.dataset import Dataset as _Dataset

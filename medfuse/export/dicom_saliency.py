@@ -30,7 +30,7 @@ that they overlay the source images.
 
 Without saliency maps on the original grid (no explanation, or a method without a map) the
 exporter writes nothing; without a DICOM source it logs the reason and writes nothing (see
-:mod:`medfuse.export._source`). A map whose grid differs from the source volume's is an
+:mod:`medfuse.export.source`). A map whose grid differs from the source volume's is an
 :class:`~medfuse.errors.ExportError`.
 
 Viewers: 3D Slicer (DICOM module with the QuantitativeReporting extension, whose dcmqi-based
@@ -44,16 +44,14 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
-import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._atomic import atomic_path
 from ..errors import ExportError
-from ..registry import exporters
-from . import _source, deid
-from .base import JPEG_LS, ExportOptions, output_path, saliency_maps
+from . import deid, source
+from .base import JPEG_LS, ExportOptions, output_path, register_exporter, saliency_maps
 from .codes import BODY_REGIONS, SALIENCY_QUANTITY, UNIT_NONE
 
 if TYPE_CHECKING:
@@ -63,11 +61,12 @@ if TYPE_CHECKING:
 
     from ..explain.explanation import Saliency
     from ..prediction import Prediction
-    from ..types import Volume
+    from .context import ExportContext
 
 __all__ = [
     "FOLDER",
     "SERIES_NUMBER",
+    "PreparedMap",
     "build_parametric_map",
     "file_name",
     "lut_label",
@@ -78,6 +77,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+FORMAT = "dicom_saliency"
 FOLDER = "saliency"
 SERIES_NUMBER = 9002
 #: BodyPartExamined of unpaired regions -> SNOMED CT region (DICOM CID 4031): the map's Frame
@@ -128,7 +128,7 @@ def file_name(sal: Saliency) -> str:
 def _check_grid(maps: list[Saliency], prediction: Prediction) -> None:
     import numpy as np
 
-    vol = _source.source_volume(prediction)
+    vol = source.source_volume(prediction)
     assert vol is not None
     for sal in maps:
         orig = sal.original
@@ -144,7 +144,7 @@ def _check_grid(maps: list[Saliency], prediction: Prediction) -> None:
 
 
 def series_uid(prediction: Prediction, maps: list[Saliency]) -> str:
-    return _source.derived_uid(prediction, "pm-series", *(f"{s.label}/{s.method}" for s in maps))
+    return source.derived_uid(prediction, "pm-series", *(f"{s.label}/{s.method}" for s in maps))
 
 
 #: stored values 0..STORED_MAX span each map's range (see the module docstring)
@@ -217,7 +217,7 @@ def _value_attributes(label: str, method: str, slope: float, intercept: float) -
 
 
 def _instance_uid(prediction: Prediction, sal: Saliency) -> str:
-    return _source.derived_uid(prediction, "pm-instance", sal.label, sal.method)
+    return source.derived_uid(prediction, "pm-instance", sal.label, sal.method)
 
 
 def build_parametric_map(
@@ -227,14 +227,19 @@ def build_parametric_map(
     *,
     series_instance_uid: str,
     instance_number: int = 1,
+    context: ExportContext | None = None,
 ) -> Any:
-    """The highdicom ``ParametricMap`` of one saliency map (not written)."""
+    """The highdicom ``ParametricMap`` of one saliency map (not written; ``context``: the
+    output set's, whose source headers it references; default a new one)."""
+    from .context import ExportContext
+
     _check_grid([sal], prediction)
     orig = sal.original
     assert orig is not None
     stored, slope, intercept = _stored_frames(sal)
+    ctx = context if context is not None else ExportContext.for_prediction(prediction, options)
     pm = _highdicom_map(
-        _source.source_datasets(prediction),
+        ctx.source_datasets(),
         orig.affine,
         int(orig.shape[2]),
         stored,
@@ -295,7 +300,7 @@ def _highdicom_map(
             hd.PlanePositionSequence(coordinate_system="PATIENT", image_position=p)
             for p in geom["positions"]
         ],
-        series_description=f"medfuse saliency, {_source.NOT_FOR_CLINICAL_USE}"[:64],
+        series_description=f"medfuse saliency, {source.NOT_FOR_CLINICAL_USE}"[:64],
         voi_lut_transformations=[
             hd.VOILUTTransformation(
                 # lists: highdicom 0.28 splits a str explanation into characters
@@ -326,12 +331,9 @@ def _one_frame_of_reference(sources: list[Any]) -> None:
         )
 
 
-#: parametric maps built before their study's prediction (:func:`prepare`), per source volume
-_templates: weakref.WeakKeyDictionary[Any, tuple[tuple, Any]] = weakref.WeakKeyDictionary()
-_templates_lock = threading.Lock()
-
-
 def _template_key(model: dict[str, Any], options: ExportOptions) -> tuple:
+    """What a prepared map depends on besides the source series: the model's identity and the
+    options written into its header."""
     return (
         model.get("name"),
         model.get("sha256"),
@@ -341,47 +343,68 @@ def _template_key(model: dict[str, Any], options: ExportOptions) -> tuple:
     )
 
 
-def prepare(volume: Volume, model: dict[str, Any], options: ExportOptions) -> None:
-    """Build the parametric map of ``volume``'s study before its prediction exists, for
-    :func:`export_dicom_saliency` to retarget to the first exported map (as it retargets the
-    first map to the others). What highdicom spends its second on (the per-frame functional
-    groups, matching the frames to the source instances) depends on the source series and the
-    grid only; ``medfuse run`` does it in a thread while the model runs. ``model`` is the
-    prediction's model description (:func:`medfuse.prediction.model_info`)."""
+@dataclass
+class PreparedMap:
+    """A parametric map built by :func:`prepare` before its study's prediction existed, and
+    what it was built for (:func:`_template_key`)."""
+
+    key: tuple
+    pm: Any
+
+
+def prepare(context: ExportContext) -> PreparedMap | None:
+    """The ``prepare`` hook of ``dicom_saliency``: build the parametric map of the context's
+    study before its prediction exists, for :func:`export_dicom_saliency` to retarget to the
+    first exported map (as it retargets the first map to the others). What highdicom spends
+    its second on (the per-frame functional groups, matching the frames to the source
+    instances) depends on the source series and the grid only; ``medfuse run`` does it in a
+    thread while the model runs. None when there is nothing to prepare (no DICOM source, or no
+    image map expected: ``context.image_maps``). Uses ``context.model`` (the prediction's model
+    description, :func:`medfuse.prediction.model_info`) and ``context.options``."""
     import numpy as np
 
-    if _source.volume_source_problem(volume) is not None:
-        return
+    volume = context.volume
+    if not context.image_maps or source.volume_source_problem(volume) is not None:
+        return None
+    assert volume is not None
     i, j, k = (int(n) for n in volume.shape[:3])
     pm = _highdicom_map(
-        _source.volume_datasets(volume),
+        context.source_datasets(),
         volume.affine,
         k,
         np.zeros((k, j, i), np.uint16),  # calloc'd: never resident, replaced when retargeted
-        options,
-        model,
-        series_instance_uid=_source.uuid_uid("prepared series"),  # both replaced on retargeting
-        sop_instance_uid=_source.uuid_uid("prepared instance"),
+        context.options,
+        context.model,
+        series_instance_uid=source.uuid_uid("prepared series"),  # both replaced on retargeting
+        sop_instance_uid=source.uuid_uid("prepared instance"),
         instance_number=1,
         values=_value_attributes("prepared", "none", 1.0, 0.0),
     )
     pm.PixelData = b""  # highdicom's encoding of the zeros: not needed
-    with _templates_lock:
-        _templates[volume] = (_template_key(model, options), pm)
+    return PreparedMap(_template_key(context.model, context.options), pm)
 
 
-def _take_template(prediction: Prediction, options: ExportOptions) -> Any | None:
-    """The map :func:`prepare` built for ``prediction``'s volume, once (None if there is none,
-    or it was built for another model or options)."""
-    vol = _source.source_volume(prediction)
-    if vol is None:
+def _take_template(
+    prediction: Prediction, options: ExportOptions, context: ExportContext
+) -> Any | None:
+    """The map :func:`prepare` built for this output set, once (None if there is none; a map
+    built for another volume, model or options is not used, and the log says so)."""
+    part = context.take_prepared(FORMAT)
+    if part is None:
         return None
-    with _templates_lock:
-        entry = _templates.pop(vol, None)
-    if entry is None or entry[0] != _template_key(prediction.model or {}, options):
+    if context.volume is not source.source_volume(prediction):
+        log.warning("dicom_saliency: the map prepared for another volume is not used")
+        return None
+    if part.key != _template_key(prediction.model or {}, options):
+        log.warning(
+            "dicom_saliency: the map prepared for model / options %s is not used (the "
+            "prediction's are %s)",
+            part.key,
+            _template_key(prediction.model or {}, options),
+        )
         return None
     log.debug("dicom_saliency: the parametric map prepared before the prediction is used")
-    return entry[1]
+    return part.pm
 
 
 def retarget_parametric_map(
@@ -525,29 +548,42 @@ def _add_anatomy(pm: Any, source: Any) -> None:
     pm.SharedFunctionalGroupsSequence[0].FrameAnatomySequence = [anatomy]
 
 
-@exporters.register("dicom_saliency")
+@register_exporter(FORMAT, prepare=prepare)
 def export_dicom_saliency(
-    prediction: Prediction, out_dir: Path, options: ExportOptions
+    prediction: Prediction,
+    out_dir: Path,
+    options: ExportOptions,
+    context: ExportContext | None = None,
 ) -> list[Path]:
     """Write ``saliency/<label>.dcm``, one Parametric Map per exported label, all in one new
-    series (nothing without saliency maps on the original grid or without a DICOM source)."""
+    series (nothing without saliency maps on the original grid or without a DICOM source).
+    ``context``: the output set's (source headers, UID map, the map :func:`prepare` built);
+    default a new one."""
+    from .context import ExportContext
+
     maps = [s for s in saliency_maps(prediction, options) if s.original is not None]
     if not maps:
         log.info("dicom_saliency: no saliency map on the original grid to export")
         return []
-    if _source.skip_reason(prediction, "dicom_saliency") is not None:
+    if source.skip_reason(prediction, FORMAT) is not None:
         return []
+    ctx = context if context is not None else ExportContext.for_prediction(prediction, options)
     _check_grid(maps, prediction)
     series = series_uid(prediction, maps)
     names = [file_name(s) for s in maps]
     if len(set(names)) != len(names):  # two methods for one label, or labels alike once made safe
         names = [n.replace(".dcm", f"_{s.method}.dcm") for n, s in zip(names, maps, strict=True)]
     written = []
-    pm = _take_template(prediction, options)
+    pm = _take_template(prediction, options, ctx)
     for number, (sal, name) in enumerate(zip(maps, names, strict=True), start=1):
         if pm is None:
             pm = build_parametric_map(
-                prediction, sal, options, series_instance_uid=series, instance_number=number
+                prediction,
+                sal,
+                options,
+                series_instance_uid=series,
+                instance_number=number,
+                context=ctx,
             )
         else:
             retarget_parametric_map(
@@ -555,7 +591,7 @@ def export_dicom_saliency(
             )
         out = pm
         if options.deidentify:
-            out = deid.deidentify(pm, deid.uid_map(prediction), deid.pseudonym(prediction))
+            out = deid.deidentify(pm, ctx.uids, deid.pseudonym(prediction))
         path = output_path(out_dir, name)
         with atomic_path(path) as tmp:
             out.save_as(tmp, enforce_file_format=True)

@@ -53,17 +53,10 @@ from typing import TYPE_CHECKING, Any
 
 from .._atomic import atomic_write_text
 from ..registry import exporters
-from . import _source, deid
+from . import deid, source
 from .base import ExportOptions, output_path
-from .codes import (
-    FINDING_CODES,
-    IMAGING_REPORT,
-    REPORT_CODES,
-    SCHEME_URIS,
-    THRESHOLD,
-    Code,
-    finding_code,
-)
+from .codes import FINDING_CODES, SCHEME_URIS, finding_code
+from .context import ExportContext
 
 if TYPE_CHECKING:
     from ..prediction import FindingPrediction, Prediction
@@ -74,10 +67,10 @@ log = logging.getLogger(__name__)
 
 FILENAME = "fhir.json"
 
-SNOMED = SCHEME_URIS["SCT"]
-LOINC = SCHEME_URIS["LN"]
-UCUM = SCHEME_URIS["UCUM"]
-DCM = SCHEME_URIS["DCM"]
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
 V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
@@ -92,9 +85,16 @@ DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 FHIR_VERSION = "4.0.1"
 FHIR_VERSION_SYSTEM = "http://hl7.org/fhir/FHIR-version"
 
+REPORT_CODES = {
+    ("CT", "CHEST"): ("24627-2", "CT Chest"),
+    ("CT", ""): ("18747-6", "CT Study report"),
+    ("MR", ""): ("18755-9", "MR Study report"),
+}
+IMAGING_REPORT = ("18748-4", "Diagnostic imaging study")
+
 
 def _uuid(prediction: Prediction, *parts: Any) -> str:
-    return str(_source.derived_uuid(prediction, "fhir", *parts))
+    return str(source.derived_uuid(prediction, "fhir", *parts))
 
 
 def _ref(uid: str) -> dict[str, str]:
@@ -110,13 +110,14 @@ def _finding_coding(label: str) -> list[dict[str, str]]:
     (``urn:medfuse:label``)."""
     codings = []
     if label in FINDING_CODES:
-        codings.append(finding_code(label).coding())
+        value, scheme, meaning = finding_code(label)
+        codings.append({"system": SCHEME_URIS[scheme], "code": value, "display": meaning})
     codings.append({"system": LABEL_SYSTEM, "code": label, "display": label.replace("_", " ")})
     return codings
 
 
-def _report_code(prediction: Prediction, header: Any) -> Code:
-    vol = _source.source_volume(prediction)
+def _report_code(prediction: Prediction, header: Any) -> tuple[str, str]:
+    vol = source.source_volume(prediction)
     modality = str((header.get("Modality") if header is not None else None) or "").upper()
     if not modality and vol is not None:
         modality = str(vol.modality or "").upper()
@@ -124,8 +125,10 @@ def _report_code(prediction: Prediction, header: Any) -> Code:
     return REPORT_CODES.get((modality, body)) or REPORT_CODES.get((modality, "")) or IMAGING_REPORT
 
 
-def _study_reference(prediction: Prediction, options: ExportOptions) -> dict[str, Any] | None:
-    uid = deid.output_uid(prediction, prediction.study_instance_uid, options)
+def _study_reference(
+    prediction: Prediction, options: ExportOptions, context: ExportContext
+) -> dict[str, Any] | None:
+    uid = deid.output_uid(prediction.study_instance_uid, options, context.uids)
     if not uid:
         return None
     return {
@@ -136,7 +139,7 @@ def _study_reference(prediction: Prediction, options: ExportOptions) -> dict[str
 
 
 def _disclaimer(prediction: Prediction) -> str:
-    text = f"medfuse AI output: {_source.NOT_FOR_CLINICAL_USE}."
+    text = f"medfuse AI output: {source.NOT_FOR_CLINICAL_USE}."
     if (prediction.model or {}).get("synthetic_training_data"):
         text += " The model was trained on synthetic data only."
     return text
@@ -148,7 +151,7 @@ def _finding_observation(
     prob = round(float(f.probability), 6)
     thr = round(float(f.threshold), 6)
     threshold = {
-        "code": {"coding": [THRESHOLD.coding()]},
+        "code": {"coding": [{"system": DCM, "code": "122411", "display": "Threshold Value"}]},
         "valueQuantity": _quantity(thr, "probability", "{probability}"),
     }
     needs = f" The model card says this label needs: {f.evidence}." if f.evidence else ""
@@ -339,13 +342,17 @@ def _narrative(prediction: Prediction) -> dict[str, str]:
     return {"status": "generated", "div": div}
 
 
-def build_bundle(prediction: Prediction, options: ExportOptions) -> Any:
-    """The validated ``fhir.resources.R4B.bundle.Bundle``."""
+def build_bundle(
+    prediction: Prediction, options: ExportOptions, context: ExportContext | None = None
+) -> Any:
+    """The validated ``fhir.resources.R4B.bundle.Bundle`` (``context``: the output set's, for
+    the source header and the UID map; default a new one)."""
     from fhir.resources.R4B.bundle import Bundle
 
-    header = _source.source_header(prediction)
+    ctx = context if context is not None else ExportContext.for_prediction(prediction, options)
+    header = ctx.source_header()
     device = _device(prediction, options)
-    study_ref = _study_reference(prediction, options)
+    study_ref = _study_reference(prediction, options, ctx)
 
     patient = _patient(prediction, header) if options.include_phi else None
     if patient is not None:
@@ -373,7 +380,7 @@ def build_bundle(prediction: Prediction, options: ExportOptions) -> Any:
     if prediction.risk is not None:
         observations.append(_risk_observation(prediction, common))
 
-    code = _report_code(prediction, header)
+    code, display = _report_code(prediction, header)
     report_id = _uuid(prediction, "report")
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
@@ -382,7 +389,7 @@ def build_bundle(prediction: Prediction, options: ExportOptions) -> Any:
         "identifier": [{"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{report_id}"}],
         "status": "preliminary",
         "category": [{"coding": [{"system": V2_0074, "code": "RAD", "display": "Radiology"}]}],
-        "code": {"coding": [code.coding()], "text": code.meaning},
+        "code": {"coding": [{"system": LOINC, "code": code, "display": display}], "text": display},
         "result": [_ref(o["id"]) for o in observations],
         "conclusion": _conclusion(prediction),
     }
@@ -430,9 +437,14 @@ def build_bundle(prediction: Prediction, options: ExportOptions) -> Any:
 
 
 @exporters.register("fhir")
-def export_fhir(prediction: Prediction, out_dir: Path, options: ExportOptions) -> list[Path]:
+def export_fhir(
+    prediction: Prediction,
+    out_dir: Path,
+    options: ExportOptions,
+    context: ExportContext | None = None,
+) -> list[Path]:
     """Write ``fhir.json``."""
     path = output_path(out_dir, FILENAME)
-    bundle = build_bundle(prediction, options)
+    bundle = build_bundle(prediction, options, context)
     atomic_write_text(path, bundle.model_dump_json(indent=2) + "\n")
     return [path]

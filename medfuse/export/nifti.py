@@ -18,13 +18,19 @@ from .base import ExportOptions, output_path, saliency_maps
 
 if TYPE_CHECKING:
     from ..prediction import Prediction
+    from .context import ExportContext
 
 FOLDER = "saliency"
 QUANT = 32767.0
 
 
 @exporters.register("nifti")
-def export_nifti(prediction: Prediction, out_dir: Path, options: ExportOptions) -> list[Path]:
+def export_nifti(
+    prediction: Prediction,
+    out_dir: Path,
+    options: ExportOptions,
+    context: ExportContext | None = None,
+) -> list[Path]:
     """Write ``saliency/saliency.nii.gz`` and its sidecar (nothing without saliency maps on the
     original grid)."""
     from ..io.volumes import write_nifti_int16_stack

@@ -1,6 +1,6 @@
 """``report.pdf``: the prediction as a printable report (reportlab platypus).
 
-Same content as ``report.html`` (the helpers of :mod:`medfuse.export.html` are shared): study
+Same content as ``report.html`` (both take it from :mod:`medfuse.export.content`): study
 header (de-identified unless ``ExportOptions.include_phi``), modalities and warnings, findings
 table with probabilities and thresholds, risk score with its meaning, per exported label the
 saliency slices through the peak, modality contributions and top report phrases, the report with
@@ -28,7 +28,7 @@ from xml.sax.saxutils import escape as _xml_escape
 from .._atomic import atomic_write_bytes
 from ..registry import exporters
 from .base import ExportOptions, output_path
-from .html import (
+from .content import (
     disclaimer,
     explained_labels,
     finding_notes,
@@ -48,6 +48,7 @@ from .html import (
 
 if TYPE_CHECKING:
     from ..prediction import Prediction
+    from .context import ExportContext
 
 __all__ = ["FILENAME", "export_pdf", "prediction_pdf"]
 
@@ -149,8 +150,13 @@ def _report_markup(text: str, attribution: Any, t: _Text) -> str:
     return "".join(parts)
 
 
-def prediction_pdf(prediction: Prediction, options: ExportOptions | None = None) -> bytes:
-    """The ``report.pdf`` bytes."""
+def prediction_pdf(
+    prediction: Prediction,
+    options: ExportOptions | None = None,
+    context: ExportContext | None = None,
+) -> bytes:
+    """The ``report.pdf`` bytes (``context``: the output set's, whose saliency figures the
+    HTML shares)."""
     from reportlab.lib import colors
     from reportlab.lib.enums import TA_CENTER
     from reportlab.lib.pagesizes import A4
@@ -332,7 +338,7 @@ def prediction_pdf(prediction: Prediction, options: ExportOptions | None = None)
         block, intro = intro, []  # the section heading stays with the first label
         p = expl.probabilities.get(label)
         block.append(Paragraph(t(label) + (f" (p = {p:.3f})" if p is not None else ""), h3))
-        view = saliency_view(prediction, label, opts)
+        view = saliency_view(prediction, label, opts, context)
         if view.png is not None:
             from PIL import Image as PILImage
 
@@ -482,8 +488,13 @@ def prediction_pdf(prediction: Prediction, options: ExportOptions | None = None)
 
 
 @exporters.register("pdf")
-def export_pdf(prediction: Prediction, out_dir: Path, options: ExportOptions) -> list[Path]:
+def export_pdf(
+    prediction: Prediction,
+    out_dir: Path,
+    options: ExportOptions,
+    context: ExportContext | None = None,
+) -> list[Path]:
     """Write ``report.pdf``."""
     path = output_path(out_dir, FILENAME)
-    atomic_write_bytes(path, prediction_pdf(prediction, options))
+    atomic_write_bytes(path, prediction_pdf(prediction, options, context))
     return [path]

@@ -33,7 +33,7 @@ SAMPLES = REPO / "sample_cases"
 FORMAT = "findings_csv"
 
 
-def export_findings_csv(prediction, out_dir, options) -> list[Path]:
+def export_findings_csv(prediction, out_dir, options, context) -> list[Path]:
     """``findings.csv``: one row per finding, with the columns the column file lists."""
     columns = Path(os.environ["MEDFUSE_TEST_COLUMNS"]).read_text().split()
     rows = [

@@ -131,7 +131,7 @@ def test_rerun_skips_finished_and_retries_failed(batch, first_run):
 def test_parametric_map_prepared_beside_the_model_is_used(tmp_path, monkeypatch):
     """``medfuse run`` builds the parametric map's structure while the model runs; the export
     retargets it (its equality with highdicom's own build: tests/unit/test_export_dicom.py)."""
-    from medfuse.export import _source, dicom_saliency
+    from medfuse.export import dicom_saliency, source
 
     taken = []
     take = dicom_saliency._take_template
@@ -144,7 +144,7 @@ def test_parametric_map_prepared_beside_the_model_is_used(tmp_path, monkeypatch)
     assert record["status"] == "ok" and record["outputs"] == ["saliency/pleural_effusion.dcm"]
     assert len(taken) == 1 and taken[0] is not None
     ds = pydicom.dcmread(tmp_path / "out" / record["key"] / record["outputs"][0])
-    placeholders = {_source.uuid_uid("prepared series"), _source.uuid_uid("prepared instance")}
+    placeholders = {source.uuid_uid("prepared series"), source.uuid_uid("prepared instance")}
     assert {ds.SeriesInstanceUID, ds.SOPInstanceUID}.isdisjoint(placeholders)
     assert ds.InstanceNumber == 1 and ds.ContentDescription.startswith("gradcam saliency")
 

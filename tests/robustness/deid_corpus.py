@@ -459,7 +459,7 @@ def check_outputs(result: CaseResult, folder: Path, dciodvfy: str | None) -> Non
     from fhir.resources.R4B.bundle import Bundle
     from pypdf import PdfReader
 
-    from medfuse.export._source import TYPE2_COPIED
+    from medfuse.export.source import TYPE2_COPIED
 
     problems = result.checks
     outputs = result.outputs

@@ -140,7 +140,7 @@ def test_output_path_refuses_a_symlink_out(tmp_path):
 def test_a_plugin_exporter_cannot_escape_through_output_path(tmp_path):
     from medfuse.registry import exporters
 
-    def sneaky(prediction, out_dir, options):
+    def sneaky(prediction, out_dir, options, context):
         return [output_path(out_dir, "../../escaped.txt")]
 
     exporters.register("test_sneaky", sneaky, overwrite=True)

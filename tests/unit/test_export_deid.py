@@ -5,7 +5,7 @@ from __future__ import annotations
 import pydicom
 from pydicom.dataset import Dataset
 
-from medfuse.export import deid
+from medfuse.export import ExportContext, ExportOptions, deid
 
 
 def _dataset() -> Dataset:
@@ -58,14 +58,14 @@ def test_uid_map_is_consistent_and_keyed():
     assert pydicom.uid.UID(uid).is_valid
 
 
-def test_key_per_prediction_or_from_the_environment(monkeypatch):
-    class Pred:  # stands for a Prediction (any weak-referenceable object)
-        pass
-
-    p1, p2 = Pred(), Pred()
+def test_key_per_output_set_or_from_the_environment(monkeypatch):
+    """One UID map per export context (one output set), with a random key unless
+    MEDFUSE_DEID_KEY is set."""
+    opts = ExportOptions(deidentify=True)
     monkeypatch.delenv("MEDFUSE_DEID_KEY", raising=False)
-    assert deid.uid_map(p1) is deid.uid_map(p1)
-    assert deid.uid_map(p1)("1.2.3") != deid.uid_map(p2)("1.2.3")
+    c1, c2 = ExportContext(opts), ExportContext(opts)
+    assert c1.uids("1.2.3") == c1.uids("1.2.3") != c2.uids("1.2.3")
+    assert deid.output_uid("1.2.3", opts, c1.uids) == c1.uids("1.2.3")
+    assert deid.output_uid("1.2.3", ExportOptions(), c1.uids) == "1.2.3"
     monkeypatch.setenv("MEDFUSE_DEID_KEY", "site secret")
-    p3, p4 = Pred(), Pred()
-    assert deid.uid_map(p3)("1.2.3") == deid.uid_map(p4)("1.2.3")
+    assert ExportContext(opts).uids("1.2.3") == ExportContext(opts).uids("1.2.3")

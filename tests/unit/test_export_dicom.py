@@ -4,6 +4,7 @@ dciodvfy, geometry checked against the source series."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import shutil
@@ -19,7 +20,7 @@ import pytest
 import medfuse
 from medfuse.errors import ConfigError, ExportError
 from medfuse.explain.explanation import Explanation, Saliency
-from medfuse.export import ExportOptions, _source, dicom_saliency, dicom_sr
+from medfuse.export import ExportContext, ExportOptions, dicom_saliency, dicom_sr, source
 from medfuse.io.geometry import LPS_TO_RAS
 from medfuse.io.volumes import read_nifti
 from medfuse.prediction import FindingPrediction, Prediction
@@ -368,15 +369,23 @@ def _assert_same_instance(pm, direct):
 def test_prepared_parametric_map_equals_highdicoms_own(pred, compression):
     """A map built from the source series alone, before the prediction (what ``medfuse run``
     does while the model runs), retargeted to the first label: what highdicom builds for that
-    label directly. It is taken once, and only for the same model and options."""
+    label directly. It is taken once, and only for the same volume, model and options."""
     first = pred.explanation.get_saliency(MULTI[0])
     opts = ExportOptions(dicom_saliency_compression=compression)
     series = "1.2.826.0.1.3680043.10.511.3.1"
-    dicom_saliency.prepare(pred.case.volume, dict(pred.model, sha256="0" * 64), opts)
-    assert dicom_saliency._take_template(pred, opts) is None  # another model's
-    dicom_saliency.prepare(pred.case.volume, pred.model, opts)
-    pm = dicom_saliency._take_template(pred, opts)
-    assert pm is not None and dicom_saliency._take_template(pred, opts) is None
+
+    def prepared(volume, model):
+        ctx = ExportContext(opts, volume=volume, model=model)
+        ctx.prepared["dicom_saliency"] = dicom_saliency.prepare(ctx)
+        return ctx
+
+    other_model = prepared(pred.case.volume, dict(pred.model, sha256="0" * 64))
+    assert dicom_saliency._take_template(pred, opts, other_model) is None
+    copy = dataclasses.replace(pred.case.volume)  # the same series, another volume object
+    assert dicom_saliency._take_template(pred, opts, prepared(copy, pred.model)) is None
+    ctx = prepared(pred.case.volume, pred.model)
+    pm = dicom_saliency._take_template(pred, opts, ctx)
+    assert pm is not None and dicom_saliency._take_template(pred, opts, ctx) is None
     dicom_saliency.retarget_parametric_map(
         pm, pred, first, instance_number=1, series_instance_uid=series
     )
@@ -541,14 +550,14 @@ def test_image_only_prediction_exports_both(model, study, tmp_path):
 
 def test_report_only_prediction_is_skipped_with_a_reason(model, report, tmp_path, caplog):
     pred = medfuse.predict(model, (None, report))
-    with caplog.at_level(logging.WARNING, logger="medfuse.export._source"):
+    with caplog.at_level(logging.WARNING, logger="medfuse.export.source"):
         out = medfuse.export(pred, tmp_path, formats=FORMATS)
     assert out == {"dicom_sr": [], "dicom_saliency": []}
     assert list(tmp_path.iterdir()) == []
     assert "report-only" in caplog.text and "dicom_sr" in caplog.text
-    assert "report-only" in _source.dicom_source_problem(pred)
-    with pytest.raises(ExportError, match="no DICOM source"):
-        _source.source_datasets(pred)
+    assert "report-only" in source.dicom_source_problem(pred)
+    with pytest.raises(ExportError, match="no DICOM source: report-only"):
+        ExportContext.for_prediction(pred, ExportOptions()).source_datasets()
 
 
 def test_nifti_source_is_skipped(pred, tmp_path, caplog):
@@ -565,6 +574,6 @@ def test_nifti_source_is_skipped(pred, tmp_path, caplog):
         explanation=pred.explanation,
         case=Case(volume=vol, key="nifti"),
     )
-    with caplog.at_level(logging.WARNING, logger="medfuse.export._source"):
+    with caplog.at_level(logging.WARNING, logger="medfuse.export.source"):
         assert dicom_sr.export_dicom_sr(other, tmp_path / "out", ExportOptions()) == []
     assert "not from DICOM" in caplog.text

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import medfuse
-from medfuse.export.html import DISCLAIMER, prediction_html_fragment
+from medfuse.export.content import DISCLAIMER
+from medfuse.export.html import prediction_html_fragment
 from medfuse.export.pdf import prediction_pdf
 from medfuse.registry import exporters
 

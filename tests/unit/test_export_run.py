@@ -9,7 +9,14 @@ import pytest
 
 import medfuse
 from medfuse.errors import ConfigError, ExportError
-from medfuse.export import ExportOptions
+from medfuse.export import (
+    ExportContext,
+    ExportOptions,
+    export_each,
+    exporter_of,
+    prepare_context,
+    register_exporter,
+)
 from medfuse.export.base import output_path
 from medfuse.prediction import Prediction
 from medfuse.registry import exporters
@@ -33,7 +40,7 @@ def _pred() -> Prediction:
 
 
 def _meeting(barrier: threading.Barrier, file: str):
-    def exporter(prediction, out_dir, options):
+    def exporter(prediction, out_dir, options, context):
         barrier.wait()  # returns only when the other exporter is running at the same time
         path = output_path(out_dir, file)
         path.write_text(threading.current_thread().name)
@@ -62,10 +69,10 @@ def test_exporters_overlap_and_keep_the_format_order(register, tmp_path):
 
 
 def test_a_failure_is_raised_after_the_others_wrote_their_files(register, tmp_path):
-    def broken(prediction, out_dir, options):
+    def broken(prediction, out_dir, options, context):
         raise ValueError("boom")
 
-    def slow(prediction, out_dir, options):
+    def slow(prediction, out_dir, options, context):
         threading.Event().wait(0.3)
         path = output_path(out_dir, "slow.txt")
         path.write_text("done")
@@ -77,4 +84,43 @@ def test_a_failure_is_raised_after_the_others_wrote_their_files(register, tmp_pa
     with pytest.raises(ExportError, match="test_broken export failed: ValueError: boom"):
         medfuse.export(pred, tmp_path, formats=["test_broken", "test_slow"], workers=2)
     assert (tmp_path / "slow.txt").read_text() == "done"
-    assert "export_test_slow" in pred.timings
+    # the timings are the result's: the exporters never change the prediction
+    result = export_each(pred, tmp_path, formats=["test_broken", "test_slow"], workers=2)
+    assert set(result.timings) == {"test_broken", "test_slow"} and result.timings["test_slow"] > 0
+    assert list(result.failed) == ["test_broken"] and pred.timings == {}
+
+
+def test_every_exporter_of_an_output_set_gets_one_context(register, tmp_path):
+    """A third-party exporter, registered with a ``prepare`` hook or as a plain function, is
+    called like the built-in ones: with the output set's one context, which holds what its
+    hook prepared."""
+    seen = []
+
+    def hook(context):
+        return ("prepared for", context.options.manufacturer)
+
+    def with_hook(prediction, out_dir, options, context):
+        seen.append((context, context.take_prepared("test_hooked")))
+        return []
+
+    def plain(prediction, out_dir, options, context):
+        seen.append((context, None))
+        return []
+
+    register_exporter("test_hooked", prepare=hook, overwrite=True)(with_hook)
+    register("test_hooked", exporters.get("test_hooked"))  # taken out after the test
+    register("test_plain", plain)
+    assert exporter_of("test_hooked").prepare is hook and exporter_of("test_plain").prepare is None
+    opts = ExportOptions(manufacturer="site")
+    pred = _pred()
+    ctx = prepare_context(["test_plain", "test_hooked"], opts)
+    assert ctx.prepared == {"test_hooked": ("prepared for", "site")}
+    export_each(pred, tmp_path, ["test_hooked", "test_plain"], opts, context=ctx, workers=2)
+    assert {id(c) for c, _ in seen} == {id(ctx)}
+    assert ("prepared for", "site") in [p for _, p in seen] and ctx.prepared == {}
+    seen.clear()  # without a context, export makes one for the set, with nothing prepared
+    export_each(pred, tmp_path, ["test_hooked", "test_plain"], opts, workers=2)
+    assert len({id(c) for c, _ in seen}) == 1 and [p for _, p in seen] == [None, None]
+    ctx_for_volume = ExportContext(opts, volume=object())  # made for another study
+    with pytest.raises(ConfigError, match="another study"):
+        export_each(pred, tmp_path, ["test_plain"], opts, context=ctx_for_volume)

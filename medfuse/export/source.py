@@ -4,13 +4,15 @@
 Policy when a prediction has no DICOM source (a report-only prediction, an image read from
 NIfTI / NRRD, a volume built in memory): the DICOM exporters *skip* — they log a warning that
 names the reason and return no paths — so that ``medfuse.export(pred, out)`` with every format
-still writes the others. :func:`source_datasets` itself raises :class:`~medfuse.errors.ExportError`
+still writes the others. :func:`volume_datasets` itself raises :class:`~medfuse.errors.ExportError`
 with the reason, for callers that need the headers. A DICOM source that *is* named but cannot be
 read any more (files moved, another study's files) is an error, not a skip.
 
-Headers are read once per source volume with ``stop_before_pixels`` and cached for its lifetime
-(weakly keyed: the cache never keeps a volume alive). The datasets are shared: treat them
-as read-only.
+This module keeps no state: it reads headers (``stop_before_pixels``) each time it is asked.
+The exporters of one study read them once through their shared
+:class:`~medfuse.export.context.ExportContext` (``context.source_datasets()``), which holds them
+for the study's exports (and lends them, while an exporter runs, to :func:`volume_datasets`:
+:data:`ACTIVE_CONTEXT`); treat those datasets as read-only.
 
 Headers are taken as they come (de-identified research data, vendors that leave Type 2
 attributes out): :func:`conform_header` completes each one as it is read, by these rules, so
@@ -36,13 +38,13 @@ The files themselves are never changed.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
-import threading
 import uuid
-import weakref
 from typing import TYPE_CHECKING, Any
 
+from ..disclaimer import SHORT
 from ..errors import ExportError
 
 if TYPE_CHECKING:
@@ -52,15 +54,16 @@ if TYPE_CHECKING:
     from ..types import Volume
 
 __all__ = [
+    "ACTIVE_CONTEXT",
     "NOT_FOR_CLINICAL_USE",
     "TYPE2_COPIED",
     "conform_header",
     "derived_uid",
     "derived_uuid",
     "dicom_source_problem",
+    "read_header",
+    "read_volume_headers",
     "skip_reason",
-    "source_datasets",
-    "source_header",
     "source_volume",
     "uuid_uid",
     "volume_datasets",
@@ -70,7 +73,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The disclaimer every export carries in words (SeriesDescription fits 64 characters).
-NOT_FOR_CLINICAL_USE = "synthetic demo output, not for clinical use"
+NOT_FOR_CLINICAL_USE = SHORT  # the wording lives in medfuse.disclaimer
 
 #: Namespace of medfuse's name-based UUIDs (uuid5 of the URL below, fixed forever).
 MEDFUSE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:medfuse:export")
@@ -100,9 +103,6 @@ SOP_CLASS_MODALITY = {
     "1.2.840.10008.5.1.4.1.1.130": "PT",
     "1.2.840.10008.5.1.4.1.1.7": "OT",
 }
-
-_cache: weakref.WeakKeyDictionary[Any, list[Dataset]] = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
 
 
 def source_volume(prediction: Prediction) -> Volume | None:
@@ -145,7 +145,9 @@ def skip_reason(prediction: Prediction, fmt: str) -> str | None:
     return problem
 
 
-def _read_header(path: str) -> Dataset:
+def read_header(path: str) -> Dataset:
+    """The header of one source file (``stop_before_pixels``), not completed; an
+    :class:`ExportError` naming the file when it is gone or is not DICOM."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -161,29 +163,33 @@ def _read_header(path: str) -> Dataset:
         raise ExportError(f"source file is not readable DICOM: {exc}", path=path) from exc
 
 
-def source_datasets(prediction: Prediction) -> list[Dataset]:
-    """Header-only pydicom datasets of the source instances (``Volume.source_files``), cached
-    per prediction. Raises :class:`ExportError` when there is no DICOM source (the reason from
-    :func:`dicom_source_problem`) or a file cannot be read / belongs to another study."""
-    problem = dicom_source_problem(prediction)
-    if problem is not None:
-        raise ExportError(f"no DICOM source: {problem}")
-    vol = source_volume(prediction)
-    assert vol is not None
-    return volume_datasets(vol)
+#: The export context whose exporter runs in this thread (:meth:`ExportContext.active
+#: <medfuse.export.context.ExportContext.active>`; None outside an export): it lends its headers
+#: to :func:`volume_datasets` for its own volume, so that code the exporters call (the saliency
+#: peaks' InstanceNumbers, in :mod:`medfuse.explain.render`) reads no header twice.
+ACTIVE_CONTEXT: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "medfuse_export_context", default=None
+)
 
 
 def volume_datasets(vol: Volume) -> list[Dataset]:
-    """:func:`source_datasets` of a volume read from DICOM (cached per volume, so that a
-    prediction's exporters, and work prepared before the prediction, read them once)."""
+    """Header-only pydicom datasets of the source instances (``Volume.source_files``), each
+    completed by :func:`conform_header`: those of the export context active in this thread when
+    it is ``vol``'s (:data:`ACTIVE_CONTEXT`), else read afresh (:func:`read_volume_headers`)."""
+    ctx = ACTIVE_CONTEXT.get()
+    if ctx is not None and ctx.volume is vol:
+        return ctx.source_datasets()
+    return read_volume_headers(vol)
+
+
+def read_volume_headers(vol: Volume) -> list[Dataset]:
+    """:func:`volume_datasets`, read from the files. Raises :class:`ExportError` when there is
+    no DICOM source (the reason from :func:`volume_source_problem`) or a file cannot be read /
+    belongs to another study."""
     problem = volume_source_problem(vol)
     if problem is not None:
         raise ExportError(f"no DICOM source: {problem}")
-    with _lock:
-        cached = _cache.get(vol)
-    if cached is not None:
-        return cached
-    datasets = [_read_header(f) for f in vol.source_files]
+    datasets = [read_header(f) for f in vol.source_files]
     for f, ds in zip(vol.source_files, datasets, strict=True):
         conform_header(ds, vol, path=f)
         if ds.StudyInstanceUID != vol.study_instance_uid:
@@ -193,8 +199,6 @@ def volume_datasets(vol: Volume) -> list[Dataset]:
                 path=f,
             )
     _same_frame_of_reference(datasets, vol)
-    with _lock:
-        _cache[vol] = datasets
     return datasets
 
 
@@ -287,23 +291,6 @@ def _same_frame_of_reference(datasets: list[Dataset], vol: Volume) -> None:
     for ds in datasets:
         if not ds.get("FrameOfReferenceUID"):
             ds.FrameOfReferenceUID = uid
-
-
-def source_header(prediction: Prediction) -> Dataset | None:
-    """The first source header (from the cache when there), or None when there is no DICOM
-    source or it cannot be read: for exporters that only want descriptive attributes."""
-    if dicom_source_problem(prediction) is not None:
-        return None
-    vol = source_volume(prediction)
-    with _lock:
-        cached = _cache.get(vol)
-    if cached:
-        return cached[0]
-    try:
-        return conform_header(_read_header(vol.source_files[0]), vol)  # type: ignore[union-attr]
-    except ExportError as exc:
-        log.warning("source header not readable: %s", exc)
-        return None
 
 
 def derived_uuid(prediction: Prediction, *parts: Any) -> uuid.UUID:

@@ -1,0 +1,231 @@
+"""Engines: where the studies run. One interface, :class:`Engine` (``run(tasks, workflow,
+out_dir)`` yields each study's :class:`~.state.StudyRecord` as it finishes), three engines:
+
+* :class:`SerialEngine`: in this process, reading the next study in a thread while the
+  current one computes;
+* :class:`ProcessEngine`: across worker processes (spawned; each loads the model once); a
+  worker that dies fails only the studies it held, and the pool is restarted;
+* :class:`RayEngine`: across Ray actors (``medfuse[ray]``), on a local or remote cluster.
+
+:func:`make_engine` picks one from the run's settings. Every engine runs a study the same way
+(:func:`.study.load_study`, then :func:`.study.process_study`); the status file, resume and
+the output folder are the runner's (:mod:`.runner`). Owns processes, threads and the model's
+placement; never writes the status file.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..errors import ConfigError, InputError
+from .study import error_record, load_study, process_study
+
+if TYPE_CHECKING:
+    from ..config import Workflow
+    from .discovery import StudyTask
+    from .state import StudyRecord
+
+__all__ = ["Engine", "ProcessEngine", "RayEngine", "SerialEngine", "make_engine", "setup_model"]
+
+log = logging.getLogger(__name__)
+
+
+class Engine(Protocol):
+    """Runs studies: yields one record per task, in the order they finish."""
+
+    def run(
+        self, tasks: Sequence[StudyTask], workflow: Workflow, out_dir: Path
+    ) -> Iterator[StudyRecord]: ...
+
+
+def setup_model(workflow: Workflow, threads: int | None) -> Any:
+    """The workflow's model on its device, in eval mode (``threads``: torch's CPU threads)."""
+    import torch
+
+    from ..models.model import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = workflow.run.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(workflow.model_ref(), map_location=device)
+    return model.to(device).eval()
+
+
+@dataclass
+class SerialEngine:
+    """In this process, reading the next study in a thread while the current one computes."""
+
+    threads: int | None = None
+
+    def run(
+        self, tasks: Sequence[StudyTask], workflow: Workflow, out_dir: Path
+    ) -> Iterator[StudyRecord]:
+        model = setup_model(workflow, self.threads)
+        csv_cache: dict = {}
+        with cf.ThreadPoolExecutor(1, thread_name_prefix="medfuse-prefetch") as pool:
+            pending = pool.submit(load_study, tasks[0], workflow, csv_cache) if tasks else None
+            for i in range(len(tasks)):
+                item = pending.result()  # type: ignore[union-attr]
+                pending = (
+                    pool.submit(load_study, tasks[i + 1], workflow, csv_cache)
+                    if i + 1 < len(tasks)
+                    else None
+                )
+                yield process_study(item, model, workflow, out_dir)
+
+
+# worker-process state (one model per worker process, loaded once by its initializer)
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(workflow_data: dict[str, Any], threads: int | None) -> None:
+    from ..config import Workflow
+
+    wf = Workflow.model_validate(workflow_data)
+    _WORKER.update(workflow=wf, model=setup_model(wf, threads), csv={})
+
+
+def _worker_run(task: StudyTask, out_dir: str) -> StudyRecord:
+    wf = _WORKER["workflow"]
+    item = load_study(task, wf, _WORKER["csv"])
+    return process_study(item, _WORKER["model"], wf, Path(out_dir))
+
+
+def _workflow_data(workflow: Workflow) -> dict[str, Any]:
+    return {**workflow.model_dump(), "base_dir": workflow.base_dir}
+
+
+@dataclass
+class ProcessEngine:
+    """Across ``workers`` processes (spawned; each loads the model once). A worker that dies
+    (e.g. a crash in a native decoder) fails only the studies it held; the pool is restarted."""
+
+    workers: int
+    threads: int | None = None
+
+    def run(
+        self, tasks: Sequence[StudyTask], workflow: Workflow, out_dir: Path
+    ) -> Iterator[StudyRecord]:
+        import multiprocessing as mp
+        from concurrent.futures.process import BrokenProcessPool
+
+        data = _workflow_data(workflow)
+        queue = list(tasks)
+        while queue:
+            pool = cf.ProcessPoolExecutor(
+                self.workers,
+                mp_context=mp.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=(data, self.threads),
+            )
+            broken = False
+            try:
+                running: dict[cf.Future, StudyTask] = {}
+                while (queue or running) and not broken:
+                    while queue and len(running) < self.workers:
+                        task = queue.pop(0)
+                        running[pool.submit(_worker_run, task, str(out_dir))] = task
+                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        task = running.pop(fut)
+                        try:
+                            yield fut.result()
+                        except BrokenProcessPool:
+                            broken = True
+                            yield error_record(
+                                task,
+                                InputError(
+                                    "the worker process died while processing this study "
+                                    "(a crash in a native library, or out of memory)",
+                                    path=task.path,
+                                ),
+                                {},
+                            )
+                if broken:  # the other in-flight studies are requeued once, in a fresh pool
+                    queue[:0] = list(running.values())
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class RayEngine:
+    """Across Ray actors (``medfuse[ray]``), each loading the model once: a local cluster of
+    ``workers`` CPUs by default, or the cluster at ``address`` (``out_dir`` must then be on a
+    filesystem every node sees). An actor that dies fails only its study and is replaced."""
+
+    workers: int
+    threads: int | None = None
+    address: str | None = None
+
+    def run(
+        self, tasks: Sequence[StudyTask], workflow: Workflow, out_dir: Path
+    ) -> Iterator[StudyRecord]:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError(
+                "the ray engine needs Ray",
+                hint="pip install 'medfuse[ray]' (or use --engine local)",
+            ) from None
+
+        started = not ray.is_initialized()
+        if started:
+            ray.init(
+                address=self.address,
+                num_cpus=None if self.address else self.workers,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+
+        @ray.remote(num_cpus=1)
+        class StudyWorker:
+            def __init__(self, data: dict[str, Any], threads: int | None) -> None:
+                _worker_init(data, threads)
+
+            def run(self, task: StudyTask, out: str) -> StudyRecord:
+                return _worker_run(task, out)
+
+        data = _workflow_data(workflow)
+        try:
+            free = [StudyWorker.remote(data, self.threads) for _ in range(self.workers)]
+            queue = list(tasks)
+            pending: dict[Any, tuple[StudyTask, Any]] = {}
+            while queue or pending:
+                while queue and free:
+                    actor, task = free.pop(), queue.pop(0)
+                    pending[actor.run.remote(task, str(out_dir))] = (task, actor)
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                task, actor = pending.pop(ref)
+                try:
+                    yield ray.get(ref)
+                    free.append(actor)
+                except ray.exceptions.RayActorError:
+                    free.append(StudyWorker.remote(data, self.threads))
+                    yield error_record(
+                        task,
+                        InputError(
+                            "the Ray worker died while processing this study", path=task.path
+                        ),
+                        {},
+                    )
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def make_engine(name: str, workers: int, threads: int | None, address: str | None = None) -> Engine:
+    """``"ray"``: :class:`RayEngine`; ``"local"``: :class:`ProcessEngine` with more than one
+    worker, else :class:`SerialEngine`."""
+    if name == "ray":
+        return RayEngine(workers, threads, address)
+    if workers > 1:
+        return ProcessEngine(workers, threads)
+    return SerialEngine(threads)
