@@ -1,8 +1,14 @@
 """Training and evaluation: a user's cohort or the synthetic fusion cohort, the trainer,
-metrics and calibration.
+metrics and calibration (temperatures and thresholds are fitted by ``medfuse.train.metrics``:
+``fit_temperature``, ``fit_thresholds``; the trainer stores them in the card).
 
 Modules are imported on use (``medfuse.train.trainer``, ``medfuse.train.evaluate``,
 ``medfuse.train.metrics``, ``medfuse.train.cohort``); this package itself imports nothing heavy.
+
+This room owns learning a model: cohorts, the training loop, calibration, evaluation and the
+model folder it writes (through :func:`medfuse.models.model.save_model`). It reads studies and
+reports through the io / data rooms and builds models through the registries; it must not touch
+the exporters or the workflows, and inference code must not import it.
 
 ``medfuse.train(config)`` trains from a config (YAML path, mapping or ``TrainConfig``) and
 returns a :class:`~medfuse.train.api.TrainResult`: like ``medfuse.export``, the package is

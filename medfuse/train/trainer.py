@@ -149,7 +149,8 @@ class CalibrationSection(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Schema of a training YAML file (see ``configs/train_demo.yaml``)."""
+    """Schema of a training YAML file (see ``configs/train/chest_ct_demo.yaml`` and
+    ``docs/training.md``)."""
 
     seed: int = 0
     #: the model folder written (card, weights, tokenizer); default ``<out_dir>/model``
