@@ -41,10 +41,12 @@ from .base import (
     export_each,
     exporter_of,
     output_path,
+    prepare_context,
     register_exporter,
+    run_prepare_hooks,
     saliency_maps,
 )
-from .context import ExportContext, prepare_context
+from .context import ExportContext
 
 __all__ = [
     "FORMATS",
@@ -59,6 +61,7 @@ __all__ = [
     "output_path",
     "prepare_context",
     "register_exporter",
+    "run_prepare_hooks",
     "saliency_maps",
 ]
 

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, ExportError, MedfuseError
 from ..registry import exporters
+from .context import ExportContext
 
 if TYPE_CHECKING:
     from ..explain.explanation import Saliency
     from ..prediction import Prediction
-    from .context import ExportContext
+    from ..types import Study, Volume
 
 __all__ = [
     "FORMATS",
@@ -38,7 +39,9 @@ __all__ = [
     "export_each",
     "exporter_of",
     "output_path",
+    "prepare_context",
     "register_exporter",
+    "run_prepare_hooks",
     "saliency_maps",
 ]
 
@@ -266,8 +269,6 @@ def export_each(
     exception). Unknown formats and bad options still raise :class:`ConfigError` at once."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .context import ExportContext
-
     opts = options if isinstance(options, ExportOptions) else ExportOptions.from_mapping(options)
     names = [str(n) for n in (formats if formats is not None else _default_formats())]
     unknown = [n for n in names if n not in exporters]
@@ -328,6 +329,44 @@ def export_each(
         else:  # not from an exporter (run() wraps those): a bug here
             raise exc
     return ExportResult(written, failed, _in_order(timings, names))
+
+
+def prepare_context(
+    formats: Sequence[str],
+    options: ExportOptions,
+    *,
+    study: Study | None = None,
+    volume: Volume | None = None,
+    model: dict[str, Any] | None = None,
+    image_maps: bool = True,
+) -> ExportContext:
+    """A context for the study, with every chosen format's ``prepare`` hook run on it
+    (:func:`run_prepare_hooks`)."""
+    ctx = ExportContext(
+        options, study=study, volume=volume, model=dict(model or {}), image_maps=image_maps
+    )
+    run_prepare_hooks(ctx, formats)
+    return ctx
+
+
+def run_prepare_hooks(context: ExportContext, formats: Sequence[str]) -> None:
+    """Run the ``prepare`` hook of every format in ``formats`` that has one, in that order, on
+    ``context`` (each result kept in ``context.prepared`` under its format's name): the work an
+    exporter can do before the prediction exists. A hook that fails only costs its time: its
+    exporter then does the work itself and reports what is wrong."""
+    for name in formats:
+        hook = exporter_of(name).prepare
+        if hook is None:
+            continue
+        try:
+            with context.active():
+                part = hook(context)
+        except Exception as exc:  # the exporter repeats the work and reports what is wrong
+            log.debug("%s: nothing prepared: %s", name, exc)
+            continue
+        if part is not None:
+            with context._lock:
+                context.prepared[name] = part
 
 
 def _volume_of(prediction: Prediction) -> Any:

@@ -210,7 +210,6 @@ def saliency_view(
     the source slices through up to 3 hotspots, MIPs over the anatomy, orientation letters,
     colour bar and window), drawn once per output set (``context``) for both documents. No
     figure for a report-only label, a finding that is not assessable, or a flat map."""
-
     expl = prediction.explanation
     try:
         finding = prediction.finding(label)

@@ -8,7 +8,9 @@
     export_each(pred, "out/case1", ["json", "dicom_sr"], context=ctx)
 
 One :class:`ExportContext` is made per study and handed to every exporter of its output set
-(``export`` / ``export_each`` make one themselves when given none). It holds:
+(``export`` / ``export_each`` make one themselves when given none;
+:func:`medfuse.export.prepare_context` makes one and runs the chosen formats' ``prepare`` hooks
+on it). It holds:
 
 * the **source headers**, read once (:meth:`ExportContext.source_datasets`, completed by
   :func:`medfuse.export.source.conform_header`) for every exporter and ``prepare`` hook that
@@ -35,11 +37,19 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..errors import ExportError
 from .deid import UIDMap
+from .source import (
+    ACTIVE_CONTEXT,
+    conform_header,
+    read_header,
+    read_volume_headers,
+    volume_source_problem,
+)
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -48,7 +58,7 @@ if TYPE_CHECKING:
     from ..types import Study, Volume
     from .base import ExportOptions
 
-__all__ = ["ExportContext", "prepare_context", "run_prepare_hooks"]
+__all__ = ["ExportContext"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -103,8 +113,6 @@ class ExportContext:
         """The source instances' headers, read once (:func:`.source.volume_datasets`): an
         :class:`~medfuse.errors.ExportError` when there is no DICOM source or a file cannot be
         read."""
-        from .source import read_volume_headers
-
         with self._lock:  # the other exporters wait for the one reading
             if self._datasets is None:
                 self._datasets = read_volume_headers(self.volume)  # type: ignore[arg-type]
@@ -115,8 +123,6 @@ class ExportContext:
         """Within the block, in this thread, :func:`medfuse.export.source.volume_datasets` of
         this context's volume returns this context's headers (``export_each`` activates the
         context around each exporter, and the workflows around the ``prepare`` hooks)."""
-        from .source import ACTIVE_CONTEXT
-
         token = ACTIVE_CONTEXT.set(self)
         try:
             yield self
@@ -126,9 +132,6 @@ class ExportContext:
     def source_header(self) -> Dataset | None:
         """The first source header (the one already read when there), or None when there is no
         DICOM source or it cannot be read: for exporters that want descriptive attributes only."""
-        from ..errors import ExportError
-        from .source import conform_header, read_header, volume_source_problem
-
         vol = self.volume
         if volume_source_problem(vol) is not None:
             return None
@@ -160,43 +163,3 @@ class ExportContext:
         value = build()
         with self._lock:
             return self._shared.setdefault(key, value)
-
-
-def prepare_context(
-    formats: Sequence[str],
-    options: ExportOptions,
-    *,
-    study: Study | None = None,
-    volume: Volume | None = None,
-    model: dict[str, Any] | None = None,
-    image_maps: bool = True,
-) -> ExportContext:
-    """A context for the study, with every chosen format's ``prepare`` hook run on it
-    (:func:`run_prepare_hooks`)."""
-    ctx = ExportContext(
-        options, study=study, volume=volume, model=dict(model or {}), image_maps=image_maps
-    )
-    run_prepare_hooks(ctx, formats)
-    return ctx
-
-
-def run_prepare_hooks(context: ExportContext, formats: Sequence[str]) -> None:
-    """Run the ``prepare`` hook of every format in ``formats`` that has one, in that order, on
-    ``context`` (each result kept in ``context.prepared`` under its format's name): the work an
-    exporter can do before the prediction exists. A hook that fails only costs its time: its
-    exporter then does the work itself and reports what is wrong."""
-    from .base import exporter_of
-
-    for name in formats:
-        hook = exporter_of(name).prepare
-        if hook is None:
-            continue
-        try:
-            with context.active():
-                part = hook(context)
-        except Exception as exc:  # the exporter repeats the work and reports what is wrong
-            log.debug("%s: nothing prepared: %s", name, exc)
-            continue
-        if part is not None:
-            with context._lock:
-                context.prepared[name] = part

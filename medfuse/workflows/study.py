@@ -119,7 +119,7 @@ def start_prepare(
     )
 
     def run() -> None:
-        from ..export.context import run_prepare_hooks
+        from ..export import run_prepare_hooks
 
         run_prepare_hooks(context, workflow.export.formats)
 
