@@ -149,6 +149,49 @@ def test_parametric_map_prepared_beside_the_model_is_used(tmp_path, monkeypatch)
     assert ds.InstanceNumber == 1 and ds.ContentDescription.startswith("gradcam saliency")
 
 
+def test_a_third_party_exporter_is_prepared_and_shares_the_context(tmp_path):
+    """An exporter added through the registry with a ``prepare`` hook: ``medfuse run`` calls
+    the hook beside the model on the study's context, and the exporter gets that context with
+    what the hook built, the source headers read once for both and for the built-in
+    exporters of the study."""
+    from medfuse.export import register_exporter
+    from medfuse.export.base import output_path
+    from medfuse.registry import exporters
+
+    calls = []
+
+    def count_headers(context):
+        headers = context.source_datasets()
+        calls.append(("prepare", context, headers))
+        return len(headers)
+
+    def export_header_count(prediction, out_dir, options, context):
+        n = context.take_prepared("test_header_count")
+        calls.append(("export", context, context.source_datasets()))
+        path = output_path(out_dir, "header_count.txt")
+        path.write_text(f"{n}\n")
+        return [path]
+
+    register_exporter("test_header_count", prepare=count_headers)(export_header_count)
+    try:
+        wf = load_workflow(
+            dict(FAST, export={**FAST["export"], "formats": ["dicom_sr", "test_header_count"]})
+        )
+        summary = run_workflow(wf, [SAMPLES / "chest_ct_0002"], tmp_path / "out")
+    finally:
+        exporters._entries.pop("test_header_count", None)
+    (record,) = summary.records
+    assert record["status"] == "ok"
+    assert record["outputs"] == ["header_count.txt", "sr.dcm"]
+    assert "export_test_header_count" in record["timings_s"]
+    (prepared, exported) = calls
+    assert [prepared[0], exported[0]] == ["prepare", "export"]
+    assert prepared[1] is exported[1] and prepared[2] is exported[2]  # one context, one read
+    n = len(list((SAMPLES / "chest_ct_0002" / "dicom").glob("*.dcm")))
+    text = (tmp_path / "out" / record["key"] / "header_count.txt").read_text()
+    assert text == f"{n}\n"
+
+
 def test_force_redoes_and_interrupted_leftovers_are_cleaned(tmp_path):
     study = tmp_path / "in" / "s1"
     shutil.copytree(SAMPLES / "chest_ct_0003", study)
