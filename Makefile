@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/model.py
 	$(PY) benchmarks/explain.py
 	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/complexity.py
 	$(PY) benchmarks/end_to_end.py --repeats 1
 	$(PY) benchmarks/exports.py --repeats 1 --no-stages
 	$(PY) benchmarks/scaling.py --studies 4

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 
 import pytest
 
@@ -97,9 +96,7 @@ def test_one_megabyte_report_truncated_for_the_encoder(tmp_path):
     text = unit * (1_048_576 // len(unit) + 1)
     p = tmp_path / "huge.txt"
     p.write_text(text)
-    t0 = time.perf_counter()
-    r = read_report(p)
-    assert time.perf_counter() - t0 < 20
+    r = read_report(p)  # its time against a 100 KiB report: benchmarks/complexity.py
     assert r.text == text and len(r.text) > 1_000_000
     assert r.truncated_at is not None and r.truncated_at <= 100_000
     assert len(r.encoder_text) == r.truncated_at
