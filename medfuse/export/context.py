@@ -26,8 +26,11 @@ on it). It holds:
   repeat, such as the saliency figures that ``report.html`` and ``report.pdf`` both show.
 
 The context lives as long as the caller keeps it: nothing is held at module level, so no
-state passes from one study to the next. It is thread-safe (the exporters run in threads, a
-``prepare`` hook runs beside the model).
+state passes from one study to the next (:data:`medfuse.export.source.ACTIVE_CONTEXT` points to
+a context only while one of its exporters or hooks runs, in that thread). It is thread-safe
+(the exporters run in threads, a ``prepare`` hook runs beside the model).
+
+Owns what one output set shares; never writes a file, and never changes the prediction.
 """
 
 from __future__ import annotations
