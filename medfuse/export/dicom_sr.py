@@ -70,13 +70,15 @@ from .codes import (  # the one table of codes (re-exported here)
     PROCEDURES,
     QUALITATIVE_EVALUATIONS,
     RISK_FINDING,
-    RISK_KINDS,
     RISK_PERCENTILE,
+    SOURCE_IMAGE,
     THRESHOLD,
     UNIT_NONE,
     UNIT_PERCENT,
     UNIT_PROBABILITY,
+    Code,
     finding_code,
+    risk_code,
 )
 
 if TYPE_CHECKING:
@@ -99,16 +101,8 @@ FILENAME = "sr.dcm"
 SERIES_NUMBER = 9001
 
 
-def risk_code(kind: str) -> tuple[str, str, str]:
-    return RISK_KINDS.get(
-        kind, ("RISK" + kind.upper()[:12], PRIVATE_SCHEME, f"Risk score ({kind})")
-    )
-
-
 def _cc(code: tuple[str, str, str]) -> Any:
-    from highdicom.sr import CodedConcept
-
-    return CodedConcept(value=code[0], scheme_designator=code[1], meaning=code[2])
+    return Code(*code).concept()
 
 
 def _algorithm(prediction: Prediction) -> Any:
@@ -297,7 +291,7 @@ def _image_library(sources: list[Any]) -> Any:
         images = []
         for ds in members:
             image = ImageContentItem(
-                name=_cc(("260753009", "SCT", "Source")),
+                name=_cc(SOURCE_IMAGE),
                 referenced_sop_class_uid=ds.SOPClassUID,
                 referenced_sop_instance_uid=ds.SOPInstanceUID,
                 relationship_type=RelationshipTypeValues.CONTAINS,

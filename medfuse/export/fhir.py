@@ -55,7 +55,15 @@ from .._atomic import atomic_write_text
 from ..registry import exporters
 from . import deid, source
 from .base import ExportOptions, output_path
-from .codes import FINDING_CODES, SCHEME_URIS, finding_code
+from .codes import (
+    FINDING_CODES,
+    IMAGING_REPORT,
+    REPORT_CODES,
+    SCHEME_URIS,
+    THRESHOLD,
+    Code,
+    finding_code,
+)
 from .context import ExportContext
 
 if TYPE_CHECKING:
@@ -67,10 +75,10 @@ log = logging.getLogger(__name__)
 
 FILENAME = "fhir.json"
 
-SNOMED = "http://snomed.info/sct"
-LOINC = "http://loinc.org"
-UCUM = "http://unitsofmeasure.org"
-DCM = "http://dicom.nema.org/resources/ontology/DCM"
+SNOMED = SCHEME_URIS["SCT"]
+LOINC = SCHEME_URIS["LN"]
+UCUM = SCHEME_URIS["UCUM"]
+DCM = SCHEME_URIS["DCM"]
 V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
@@ -84,13 +92,6 @@ DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 #: the FHIR version the bundle follows (declared in ``Bundle.meta``)
 FHIR_VERSION = "4.0.1"
 FHIR_VERSION_SYSTEM = "http://hl7.org/fhir/FHIR-version"
-
-REPORT_CODES = {
-    ("CT", "CHEST"): ("24627-2", "CT Chest"),
-    ("CT", ""): ("18747-6", "CT Study report"),
-    ("MR", ""): ("18755-9", "MR Study report"),
-}
-IMAGING_REPORT = ("18748-4", "Diagnostic imaging study")
 
 
 def _uuid(prediction: Prediction, *parts: Any) -> str:
@@ -110,13 +111,12 @@ def _finding_coding(label: str) -> list[dict[str, str]]:
     (``urn:medfuse:label``)."""
     codings = []
     if label in FINDING_CODES:
-        value, scheme, meaning = finding_code(label)
-        codings.append({"system": SCHEME_URIS[scheme], "code": value, "display": meaning})
+        codings.append(finding_code(label).coding())
     codings.append({"system": LABEL_SYSTEM, "code": label, "display": label.replace("_", " ")})
     return codings
 
 
-def _report_code(prediction: Prediction, header: Any) -> tuple[str, str]:
+def _report_code(prediction: Prediction, header: Any) -> Code:
     vol = source.source_volume(prediction)
     modality = str((header.get("Modality") if header is not None else None) or "").upper()
     if not modality and vol is not None:
@@ -151,7 +151,7 @@ def _finding_observation(
     prob = round(float(f.probability), 6)
     thr = round(float(f.threshold), 6)
     threshold = {
-        "code": {"coding": [{"system": DCM, "code": "122411", "display": "Threshold Value"}]},
+        "code": {"coding": [THRESHOLD.coding()]},
         "valueQuantity": _quantity(thr, "probability", "{probability}"),
     }
     needs = f" The model card says this label needs: {f.evidence}." if f.evidence else ""
@@ -380,7 +380,7 @@ def build_bundle(
     if prediction.risk is not None:
         observations.append(_risk_observation(prediction, common))
 
-    code, display = _report_code(prediction, header)
+    code = _report_code(prediction, header)
     report_id = _uuid(prediction, "report")
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
@@ -389,7 +389,7 @@ def build_bundle(
         "identifier": [{"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{report_id}"}],
         "status": "preliminary",
         "category": [{"coding": [{"system": V2_0074, "code": "RAD", "display": "Radiology"}]}],
-        "code": {"coding": [{"system": LOINC, "code": code, "display": display}], "text": display},
+        "code": {"coding": [code.coding()], "text": code.meaning},
         "result": [_ref(o["id"]) for o in observations],
         "conclusion": _conclusion(prediction),
     }
