@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._atomic import atomic_path
+from ..disclaimer import NOT_FOR_CLINICAL_USE
 from ..errors import ExportError
 from . import deid, source
 from .base import JPEG_LS, ExportOptions, output_path, register_exporter, saliency_maps
@@ -212,7 +213,7 @@ def _value_attributes(label: str, method: str, slope: float, intercept: float) -
                 quantity_definition=hd.sr.CodedConcept(*SALIENCY_QUANTITY),
             )
         ],
-        "content_description": f"{method} saliency {label}; not for clinical use"[:64],
+        "content_description": f"{method} saliency {label}; {NOT_FOR_CLINICAL_USE}"[:64],
     }
 
 
