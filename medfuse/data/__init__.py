@@ -1,5 +1,11 @@
 """A user's own cohort: manifest → labels → cached inputs → :class:`Dataset` (see
-``docs/training.md``). Imports are lazy."""
+``docs/training.md``). Imports are lazy.
+
+This room owns a user's cohort: the manifest and its validation, labels and their
+uncertainty policies, the image cache and the :class:`Dataset` the trainer reads. It reads
+studies and reports through io and text and preprocesses with :mod:`medfuse.transforms`; it
+must not touch the models' internals, explanations, exporters, workflows or the CLI.
+"""
 
 from __future__ import annotations
 

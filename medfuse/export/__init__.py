@@ -23,6 +23,11 @@ own, with or without a ``prepare`` hook::
 (``medfuse.registry.exporters.register("csv_row", fn)`` registers one without a hook.)
 
 See ``docs/exports.md`` for what each built-in file contains and which viewers open it.
+
+This room owns the output files of one prediction (one module per output object), the
+per-study :class:`ExportContext`, the coded concepts (:mod:`.codes`) and de-identification.
+An exporter reads the :class:`~medfuse.prediction.Prediction` and its context and never
+mutates them; the room must not touch models, training, workflows or the CLI.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..disclaimer import REPORT_GENERIC, REPORT_SYNTHETIC
+from ..disclaimer import MODEL_CARD_STATEMENT, REPORT_GENERIC, REPORT_SYNTHETIC
 
 if TYPE_CHECKING:
     from ..explain.explanation import Explanation
@@ -314,9 +314,8 @@ def model_fields(prediction: Prediction) -> list[tuple[str, str]]:
 
 
 def not_for_clinical_use() -> str:
-    from ..models.card import NOT_FOR_CLINICAL_USE
-
-    return NOT_FOR_CLINICAL_USE
+    """The model card's statement (:data:`medfuse.disclaimer.MODEL_CARD_STATEMENT`)."""
+    return MODEL_CARD_STATEMENT
 
 
 def step_rows(prediction: Prediction) -> list[tuple[str, str, str, str]]:

@@ -1,6 +1,6 @@
 """The chest CT labels: one list for the ``chest_ct_*`` presets (:mod:`medfuse.models.model`),
 the synthetic fusion cohort the demo model is trained on (:mod:`medfuse.train.cohort`) and so
-the shipped ``chest_ct_demo`` model (its card; ``tests/unit/test_import_structure.py`` checks
+the shipped ``chest_ct_demo`` model (its card; ``tests/unit/test_sources_of_truth.py`` checks
 that they agree). A leaf module: it imports nothing, so the cohort reads it without torch."""
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ level, so import them only where they are used::
     from medfuse.synth.dicom_write import write_series
 
 Everything is deterministic per seed: the same arguments give byte-identical files.
+
+This room owns the seeded synthetic data (phantoms, genuine DICOM writing, template reports,
+studies and cohorts with their ground truth) that tests, demos and the training cohorts use.
+It must not touch models, explanations, exporters or workflows; it reads back only through
+the io room.
 """
 
 from __future__ import annotations

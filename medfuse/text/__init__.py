@@ -5,6 +5,11 @@
     report.labels()["pleural_effusion"]   # 1
 
 Names are imported lazily so that ``import medfuse.text`` does not load spaCy.
+
+This room owns report understanding: the spaCy pipeline, sections, the finding lexicon,
+negation / uncertainty / history and report-level labels, returned as :class:`Report` and
+:class:`Finding` (:mod:`medfuse.types`). It must not touch image reading, models, exporters or
+workflows (it imports only types and errors).
 """
 
 from __future__ import annotations

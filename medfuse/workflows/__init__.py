@@ -28,6 +28,10 @@ The rooms, each a module (a study goes through them in this order):
   ``ok`` line whose folder exists (``force`` redoes them), redoes only the failed formats of a
   ``partial`` study (into a copy of its folder, renamed over it when done) and retries the
   failed ones; an interrupted run leaves no half-written output folder.
+
+This package owns running a workflow over many studies: the rooms above and their
+``status.jsonl``. It composes the other rooms' public functions (io, models, prediction,
+explain, export) and must not reach into their internals; only the CLI imports it.
 """
 
 from __future__ import annotations
