@@ -141,7 +141,7 @@ def occlusion_passes(size: int = 128) -> dict:
     ``size``³ (a narrow model: the count does not depend on the width)."""
     import medfuse
     from medfuse.explain.context import ExplainContext
-    from medfuse.explain.occlusion import occlusion_maps
+    from medfuse.explain.occlusion import occlusion
 
     torch.manual_seed(0)
     model = medfuse.create_model(
@@ -152,7 +152,8 @@ def occlusion_passes(size: int = 128) -> dict:
     image = torch.rand(1, model.preprocessing.in_channels, size, size, size)
     ctx = ExplainContext(model, image, None, model.labels)
     t0 = time.perf_counter()
-    _, passes, schedule = occlusion_maps(ctx, [0])
+    first = occlusion(ctx, [0])[0]
+    passes, schedule = first.forward_passes, first.params
     row = {
         "size": size,
         "forward_passes": passes,

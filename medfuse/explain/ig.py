@@ -16,6 +16,7 @@ only); Captum is imported on first use.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -62,27 +63,43 @@ def integrated_gradients(
     ig = IntegratedGradients(forward)
     base = _image_baseline(ctx.image, baseline)
     params = {"n_steps": n_steps, "baseline": baseline, "method": method, "score": "logit"}
+    return _per_label(
+        ctx,
+        labels,
+        ig,
+        ctx.image.detach(),
+        base,
+        params,
+        dict(n_steps=n_steps, method=method, internal_batch_size=internal_batch_size),
+        lambda attr: {"saliency": attr[0].sum(0).detach().float().cpu().numpy(), "signed": True},
+    )
+
+
+def _per_label(
+    ctx: ExplainContext,
+    labels: list[int],
+    algo: Any,
+    inputs: torch.Tensor,
+    base: torch.Tensor,
+    params: dict[str, Any],
+    attribute_kwargs: dict[str, Any],
+    fields: Callable[[torch.Tensor], dict[str, Any]],
+) -> list[MethodResult]:
+    """Run the Captum attribution ``algo`` once per label index; ``fields(attr)`` turns its
+    attribution into the :class:`MethodResult` fields (a saliency map, token scores)."""
     results = []
     with eval_mode(ctx.model), frozen(ctx.model), torch.enable_grad():
         for k in labels:
             start = ctx.forward_count
-            attr, delta = ig.attribute(
-                ctx.image.detach(),
-                baselines=base,
-                target=k,
-                n_steps=n_steps,
-                method=method,
-                internal_batch_size=internal_batch_size,
-                return_convergence_delta=True,
+            attr, delta = algo.attribute(
+                inputs, baselines=base, target=k, return_convergence_delta=True, **attribute_kwargs
             )
-            sal = attr[0].sum(0).detach().float().cpu().numpy()
             results.append(
                 MethodResult(
                     k,
-                    saliency=sal,
-                    signed=True,
                     params={**params, "convergence_delta": float(delta.abs().max())},
                     forward_passes=ctx.forward_count - start,
+                    **fields(attr),
                 )
             )
     return results
@@ -149,26 +166,18 @@ def integrated_gradients_text(
             f"no token embedding layer found on text encoder {type(enc).__name__}",
             hint="give it an `embed` nn.Embedding",
         )
-    results = []
-    with eval_mode(ctx.model), frozen(ctx.model), torch.enable_grad():
-        for k in labels:
-            start = ctx.forward_count
-            attr, delta = algo.attribute(
-                inputs,
-                baselines=base,
-                target=k,
-                n_steps=n_steps,
-                method=method,
-                internal_batch_size=internal_batch_size,
-                return_convergence_delta=True,
-            )
-            scores = attr[0].detach().float().reshape(attr.shape[1], -1).sum(-1).cpu().numpy()
-            results.append(
-                MethodResult(
-                    k,
-                    tokens=scores.astype(np.float32),
-                    params={**params, "convergence_delta": float(delta.abs().max())},
-                    forward_passes=ctx.forward_count - start,
-                )
-            )
-    return results
+
+    def token_scores(attr: torch.Tensor) -> dict[str, Any]:
+        scores = attr[0].detach().float().reshape(attr.shape[1], -1).sum(-1).cpu().numpy()
+        return {"tokens": scores.astype(np.float32)}
+
+    return _per_label(
+        ctx,
+        labels,
+        algo,
+        inputs,
+        base,
+        params,
+        dict(n_steps=n_steps, method=method, internal_batch_size=internal_batch_size),
+        token_scores,
+    )

@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..registry import explainers
 from .context import ExplainContext, MethodResult, eval_mode
 
-__all__ = ["occlusion", "occlusion_maps"]
+__all__ = ["occlusion"]
 
 Block = tuple[int, int, int, int]  # (level, a, b, c)
 
@@ -47,8 +47,9 @@ def _baseline(image: torch.Tensor, baseline: str | float) -> torch.Tensor:
     )
 
 
+@explainers.register("occlusion", needs="image")
 @torch.no_grad()
-def occlusion_maps(
+def occlusion(
     ctx: ExplainContext,
     labels: list[int],
     *,
@@ -57,9 +58,10 @@ def occlusion_maps(
     refine_top: int = 4,
     baseline: str | float = "min",
     batch_size: int = 8,
-) -> tuple[list[np.ndarray], int, dict]:
-    """Coarse-to-fine occlusion maps for ``labels``; also the forward passes made and the
-    schedule."""
+) -> list[MethodResult]:
+    """Coarse-to-fine occlusion (drop of the label's logit when a block is replaced by the
+    baseline); ≤ 161 forward passes per label with the defaults. Every result carries the
+    schedule (``params``) and the forward passes made for all the labels."""
     if not ctx.has_image:
         raise ConfigError("occlusion needs an image and an image encoder")
     if coarse < 1 or levels < 1 or refine_top < 0 or batch_size < 1:
@@ -125,31 +127,6 @@ def occlusion_maps(
         "block_voxels": [[round(s / n) for s in shape] for n in n_per_level],
         "max_passes_per_label": 1 + coarse**3 + (levels - 1) * refine_top * 8,
     }
-    return maps, passes, schedule
-
-
-@explainers.register("occlusion", needs="image")
-def occlusion(
-    ctx: ExplainContext,
-    labels: list[int],
-    *,
-    coarse: int = 4,
-    levels: int = 4,
-    refine_top: int = 4,
-    baseline: str | float = "min",
-    batch_size: int = 8,
-) -> list[MethodResult]:
-    """Coarse-to-fine occlusion (drop of the label's logit when a block is replaced by the
-    baseline); ≤ 161 forward passes per label with the defaults."""
-    maps, passes, schedule = occlusion_maps(
-        ctx,
-        labels,
-        coarse=coarse,
-        levels=levels,
-        refine_top=refine_top,
-        baseline=baseline,
-        batch_size=batch_size,
-    )
     return [
         MethodResult(k, saliency=m, signed=True, params=schedule, forward_passes=passes)
         for k, m in zip(labels, maps, strict=True)
