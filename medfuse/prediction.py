@@ -272,7 +272,7 @@ def _risk(model: Any, output: Any) -> RiskPrediction | None:
         return None
     value = float(score.reshape(-1)[0])
     head = model.heads["risk"]
-    kind = head.name  # the head's kind: "cox", "discrete_time" or a plug-in's own
+    kind = getattr(head, "name", "") or "cox"  # the head's kind: its registry name
     card = getattr(model, "card", None)
     reference = (getattr(card, "extra", None) or {}).get("risk_reference") or []
     percentile = None
