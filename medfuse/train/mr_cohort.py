@@ -1,6 +1,7 @@
 """Seeded synthetic *brain MR* cohort: T1-like head phantoms + reports, generated in memory.
 
-The training data of the ``brain_mr_demo`` model (:mod:`medfuse.train.mr_demo`). Every case is a
+The training data of the ``brain_mr_demo`` model (``configs/train/brain_mr_demo.yaml``:
+``data.cohort.kind: brain_mr`` of the trainer, :mod:`medfuse.train.trainer`). Every case is a
 pure function of ``(config.seed, case index)``; images come from
 :class:`~medfuse.synth.phantom.HeadPhantom` (the phantom of the committed sample case
 ``sample_cases/mr_sag_0001``), placed with the same helper as :func:`medfuse.synth.cohort.make_study`,
@@ -73,10 +74,12 @@ from .cohort import CohortCases, CohortParams
 __all__ = [
     "MR_LABELS",
     "MR_LABEL_SOURCES",
+    "MR_TEST_SEED",
     "MRCohort",
     "MRCohortConfig",
     "draw_mr_case",
     "make_mr_cohort",
+    "mr_test_cohort",
     "render_mr_case",
     "write_mr_report",
 ]
@@ -371,7 +374,6 @@ _IMPRESSION_NEUTRAL = (
 _COMPARISON = ("None.", "None.", "None available.", "MRI from {m} months ago, not available.")
 
 
-
 def _assemble_report(
     rng: np.random.Generator,
     acq: dict[str, Any],
@@ -407,6 +409,7 @@ def _assemble_report(
             "",
         ]
     )
+
 
 def write_mr_report(
     case: dict[str, Any], rng: np.random.Generator, mention_rate: float, case_number: int
@@ -591,9 +594,14 @@ class MRCohort(CohortCases):
     def labels(self) -> list[str]:
         return list(MR_LABELS)
 
-    def label_matrix(self, clean: bool = False) -> np.ndarray:
+    #: no survival target: a model trained on it gets no risk head
+    has_survival = False
+
+    def label_matrix(self, clean: bool = False, names: Sequence[str] | None = None) -> np.ndarray:
+        """[cases, labels] 0/1, columns in the order of ``names`` (default :data:`MR_LABELS`)."""
         key = "labels_clean" if clean else "labels"
-        return np.asarray([[c[key][k] for k in MR_LABELS] for c in self.cases], np.float32)
+        cols = tuple(names) if names is not None else MR_LABELS
+        return np.asarray([[c[key][k] for k in cols] for c in self.cases], np.float32)
 
     @property
     def times(self) -> np.ndarray:
@@ -698,3 +706,14 @@ def make_mr_cohort(config: MRCohortConfig | None = None, **params: Any) -> MRCoh
     elif params:
         config = MRCohortConfig.from_dict({**config.to_dict(), **params})
     return MRCohort(config, [draw_mr_case(config, i) for i in range(config.n)])
+
+
+#: Seed of the held-back MR test cohort (never used for training).
+MR_TEST_SEED = 20_241_123
+
+
+def mr_test_cohort(n: int = 200, seed: int = MR_TEST_SEED, **params: Any) -> MRCohort:
+    """A held-back MR cohort with clean labels and both modalities present (``params``
+    override :class:`MRCohortConfig` fields, e.g. ``grammar``)."""
+    kw = {"label_noise": 0.0, "report_missing": 0.0, "image_missing": 0.0, **params}
+    return make_mr_cohort(n=n, seed=seed, **kw)

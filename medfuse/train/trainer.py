@@ -50,6 +50,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class IntensityDetectorsInit(_Strict):
+    """``model.init.intensity_detectors``: start a space-to-depth ``resnet10_3d`` stem as
+    intensity-threshold filters (:func:`medfuse.train.inits.init_intensity_detectors`)."""
+
+    #: thresholds in units of the preprocessed input (z-score for MR), cycled over the channels
+    thresholds: list[float] = Field(default_factory=lambda: [2.4, 2.7], min_length=1)
+    gain: float = Field(4.0, gt=0)
+
+
+class InitSection(_Strict):
+    """``model.init``: weight initialisations applied to the freshly built model (not on resume:
+    a checkpoint's weights replace them)."""
+
+    intensity_detectors: IntensityDetectorsInit | None = None
+
+
 class ModelSection(_Strict):
     preset: str = "chest_ct_fusion_tiny"
     #: fine-tune: a shipped model name or a model folder whose encoders (and fusion) are kept;
@@ -69,6 +85,8 @@ class ModelSection(_Strict):
     tokenizer_min_freq: int = 2
     #: further ReportTokenizer options (e.g. ``code_markers: true``, ``max_length: 384``)
     tokenizer: dict[str, Any] = Field(default_factory=dict)
+    #: weight initialisations of the new model (see :class:`InitSection`)
+    init: InitSection = Field(default_factory=InitSection)
 
 
 class DataSection(_Strict):
@@ -95,7 +113,10 @@ class DataSection(_Strict):
     provenance: dict[str, Any] = Field(default_factory=dict)
     #: split fractions when the manifest has no split column (grouped by patient, stratified)
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-    #: FusionCohortConfig parameters (n, seed, shape, label_noise, report_missing, ...)
+    #: the synthetic cohort: ``kind`` (:data:`SYNTHETIC_COHORTS`; default ``chest_fusion``,
+    #: :class:`~medfuse.train.cohort.FusionCohortConfig`) and that kind's parameters (n, seed,
+    #: shape, label_noise, report_missing, ...; ``brain_mr``:
+    #: :class:`~medfuse.train.mr_cohort.MRCohortConfig`)
     cohort: dict[str, Any] = Field(default_factory=dict)
     #: synthetic cohort: folder for cohort.json and cached inputs (None: memory only);
     #: manifest: the per-case input cache (None: $MEDFUSE_CACHE_DIR or ~/.cache/medfuse)
@@ -239,6 +260,7 @@ def _index_text(batch: Any, idx: np.ndarray) -> Any:
             [batch.spans[i][:w] for i in idx],
             batch.present.index_select(0, t),
             [batch.tokens[i] for i in idx],
+            None if batch.findings is None else batch.findings.index_select(0, t),
         )
     if isinstance(batch, FindingsBatch):
         return FindingsBatch(
@@ -497,7 +519,6 @@ def build_model_for(cfg: TrainConfig, cohort: Any, train_idx: np.ndarray) -> Any
     """The (untrained) model of the config, with a tokenizer built on the training reports."""
     from ..data.dataset import Dataset
     from ..models.model import create_model, preset_spec
-    from .cohort import FUSION_LABELS
 
     own = isinstance(cohort, Dataset)  # a user's cohort, not the synthetic one
     if cfg.model.init_from:
@@ -516,7 +537,9 @@ def build_model_for(cfg: TrainConfig, cohort: Any, train_idx: np.ndarray) -> Any
         overrides["tokenizer"] = ReportTokenizer.from_reports(
             reps, min_freq=cfg.model.tokenizer_min_freq, hash_buckets=256, **cfg.model.tokenizer
         )
-    overrides.setdefault("labels", list(cohort.labels if own else FUSION_LABELS))
+    overrides.setdefault("labels", list(cohort.labels))
+    if not own and not getattr(cohort, "has_survival", True):
+        overrides["risk"] = None  # a synthetic cohort without a survival target
     if own:
         survival = cohort.has_survival
         if not survival:
@@ -530,7 +553,58 @@ def build_model_for(cfg: TrainConfig, cohort: Any, train_idx: np.ndarray) -> Any
     model = create_model(cfg.model.preset, **overrides)
     if cfg.model.name:
         model.name = cfg.model.name
+    _apply_init(cfg, model)
     return model
+
+
+def _apply_init(cfg: TrainConfig, model: Any) -> None:
+    """``model.init``: the weight initialisations of :mod:`medfuse.train.inits`."""
+    det = cfg.model.init.intensity_detectors
+    if det is not None:
+        from .inits import init_intensity_detectors
+
+        if model.image_encoder is None:
+            raise ConfigError("model.init.intensity_detectors needs an image encoder")
+        n = init_intensity_detectors(model.image_encoder, det.thresholds, det.gain)
+        log.info("image stem: %d intensity-detector channels (thresholds %s)", n, det.thresholds)
+
+
+def _chest_fusion_cohort(params: dict[str, Any], cache_dir: str | None) -> Any:
+    from .cohort import FusionCohortConfig, make_fusion_cohort
+
+    return make_fusion_cohort(FusionCohortConfig.from_dict(params), cache_dir)
+
+
+def _brain_mr_cohort(params: dict[str, Any], cache_dir: str | None) -> Any:
+    from .mr_cohort import MRCohortConfig, make_mr_cohort
+
+    return make_mr_cohort(MRCohortConfig.from_dict(params))  # in memory: nothing to cache
+
+
+#: ``data.cohort.kind`` -> maker ``(parameters, cache_dir) -> cohort``: the synthetic cohorts a
+#: config can train on (``chest_fusion``: :mod:`medfuse.train.cohort`, the default;
+#: ``brain_mr``: :mod:`medfuse.train.mr_cohort`, in memory)
+SYNTHETIC_COHORTS: dict[str, Callable[[dict[str, Any], str | None], Any]] = {
+    "chest_fusion": _chest_fusion_cohort,
+    "brain_mr": _brain_mr_cohort,
+}
+DEFAULT_COHORT_KIND = "chest_fusion"
+
+
+def cohort_kind(cfg: TrainConfig) -> str:
+    """The config's synthetic cohort kind (``data.cohort.kind``), checked."""
+    kind = cfg.data.cohort.get("kind", DEFAULT_COHORT_KIND)
+    if kind not in SYNTHETIC_COHORTS:
+        raise ConfigError(
+            f"unknown data.cohort.kind {kind!r}", hint=f"choose from {sorted(SYNTHETIC_COHORTS)}"
+        )
+    return str(kind)
+
+
+def make_synthetic_cohort(cfg: TrainConfig, cache_dir: str | None) -> Any:
+    """The config's synthetic cohort (``data.cohort``: ``kind`` and its parameters)."""
+    params = {k: v for k, v in cfg.data.cohort.items() if k != "kind"}
+    return SYNTHETIC_COHORTS[cohort_kind(cfg)](params, cache_dir)
 
 
 def _fine_tune_model(cfg: TrainConfig, dataset: Any) -> Any:
@@ -603,8 +677,6 @@ def train(
     import torch
     from torch.nn import functional as F
 
-    from .cohort import FusionCohortConfig, make_fusion_cohort
-
     t_start = time.perf_counter()
     device, rank, world = _setup_device(cfg)
     torch.manual_seed(cfg.seed)
@@ -629,12 +701,11 @@ def train(
                 path=cfg.manifest_path(),
             )
     else:
-        cohort_cfg = FusionCohortConfig.from_dict(cfg.data.cohort)
-        cohort = make_fusion_cohort(cohort_cfg, cfg.data.cache_dir if rank == 0 else None)
+        cohort = make_synthetic_cohort(cfg, cfg.data.cache_dir if rank == 0 else None)
         if world > 1 and cfg.data.cache_dir:
             _barrier()
             if rank != 0:
-                cohort = make_fusion_cohort(cohort_cfg, cfg.data.cache_dir)
+                cohort = make_synthetic_cohort(cfg, cfg.data.cache_dir)
         train_idx, val_idx = _split(len(cohort), cfg.data.val_fraction, cfg.seed)
     torch.manual_seed(cfg.seed)
     model = build_model_for(cfg, cohort, train_idx).to(device)
@@ -926,7 +997,6 @@ def _calibrate_and_save(
     summary: dict[str, Any],
 ) -> dict[str, Any]:
     from ..models.model import save_model
-    from .cohort import LABEL_SOURCES
     from .metrics import evaluate_predictions
 
     pred = predict_cohort(model, cohort, data=data, indices=val_idx)
@@ -953,12 +1023,7 @@ def _calibrate_and_save(
     from ..data.dataset import Dataset
 
     if not isinstance(cohort, Dataset):
-        training_data: dict[str, Any] = {
-            "synthetic": True,
-            "generator": "medfuse.train.cohort (seeded chest CT phantoms + template reports)",
-            "cohort": cohort.config.to_dict(),
-            "label_sources": {k: LABEL_SOURCES.get(k, "?") for k in model.labels},
-        }
+        training_data: dict[str, Any] = _synthetic_card_data(cfg, cohort, model)
         limitations = (
             "Trained only on synthetic phantoms and template reports; it has no clinical "
             "validity and must not be applied to real patients."
@@ -1002,6 +1067,35 @@ def _calibrate_and_save(
         "temperatures": temps,
         "thresholds": ths,
     }
+
+
+def _synthetic_card_data(cfg: TrainConfig, cohort: Any, model: Any) -> dict[str, Any]:
+    """What the card says of a synthetic training cohort: its generator, kind, parameters and
+    where each label's evidence lies."""
+    kind = cohort_kind(cfg)
+    if kind == "brain_mr":
+        from .mr_cohort import MR_LABEL_SOURCES as sources
+
+        generator = (
+            "medfuse.train.mr_cohort (seeded T1 head phantoms of medfuse.synth + template reports)"
+        )
+    else:
+        from .cohort import LABEL_SOURCES as sources
+
+        generator = "medfuse.train.cohort (seeded chest CT phantoms + template reports)"
+    out: dict[str, Any] = {
+        "synthetic": True,
+        "generator": generator,
+        "cohort": cohort.config.to_dict(),
+        "label_sources": {k: sources.get(k, "?") for k in model.labels},
+    }
+    if kind != DEFAULT_COHORT_KIND:
+        out["cohort_kind"] = kind
+    if cfg.augment:
+        out["augment"] = dict(cfg.augment)
+    if cfg.model.init.intensity_detectors is not None:
+        out["init"] = cfg.model.init.model_dump(exclude_none=True)
+    return out
 
 
 def _modality_dropout(cfg: TrainConfig, model: Any) -> DropoutSection:

@@ -82,11 +82,13 @@ def test_sample_case_lesion_is_found(model):
 
 def test_fresh_test_cohort_is_scored_as_the_card_says(model):
     from medfuse.train.metrics import auroc
-    from medfuse.train.mr_demo import mr_test_cohort, predict_mr_cohort
+    from medfuse.train.mr_cohort import mr_test_cohort
+    from medfuse.train.trainer import predict_cohort
 
-    cohort = mr_test_cohort(60, seed=4242)
-    y = cohort.label_matrix(clean=True)
-    probs = predict_mr_cohort(model, cohort)["probs"]
+    grammar = model.card.training_data["cohort"].get("grammar", 2)
+    cohort = mr_test_cohort(60, seed=4242, grammar=grammar)
+    y = cohort.label_matrix(clean=True, names=model.labels)
+    probs = predict_cohort(model, cohort)["probs"]
     j = model.labels.index("focal_lesion")
     got = auroc(y[:, j], probs[:, j])
     low = model.card.metrics["test"]["labels"]["focal_lesion"]["auroc"]["ci"][0]
