@@ -24,6 +24,7 @@ import bisect
 import functools
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -330,17 +331,25 @@ def _cached_pipeline(key: str) -> Language:
     return build_pipeline(key or None)
 
 
+# one build per process even when threads ask at once (a workflow parses the report in its
+# prefetch thread while the model's text encoder tokenizes in the main one)
+_BUILD_LOCK = threading.RLock()
+
+
 def get_pipeline(lexicon: str | os.PathLike | None = None) -> Language:
     """The parser pipeline for a lexicon file (the shipped one by default), built once."""
-    return _cached_pipeline(str(Path(lexicon).resolve()) if lexicon is not None else "")
+    key = str(Path(lexicon).resolve()) if lexicon is not None else ""
+    with _BUILD_LOCK:
+        return _cached_pipeline(key)
 
 
-@functools.lru_cache(maxsize=1)
 def get_tokenizer():
-    """The parser's tokenizer alone (scispacy rules on a blank English vocab), built once."""
-    nlp = spacy.blank("en")
-    nlp.max_length = max(nlp.max_length, MAX_REPORT_CHARS + 1)
-    return make_tokenizer(nlp)
+    """The parser's tokenizer (scispacy's rules on a blank English vocab): the one of the default
+    pipeline, so that a process that both parses reports and tokenizes them for a text encoder
+    builds the tokenizer once (its construction, ~5,000 special cases and a blank English
+    tokenizer that scispacy's rules start from, costs about as much again as the rest of the
+    pipeline)."""
+    return get_pipeline().tokenizer
 
 
 def _truncate(text: str, max_chars: int | None) -> tuple[str, int | None]:

@@ -537,3 +537,30 @@ def test_finite_patterns_become_phrases():
     )
     # a pattern with a <NOT> slot keeps its negation ("heart is not enlarged" is absent)
     assert lex.own_negation_patterns() and all("<NOT>" in p for p in lex.own_negation_patterns())
+
+
+def test_the_tokenizer_is_the_pipelines_and_splits_as_a_fresh_one():
+    """get_tokenizer() is the default pipeline's tokenizer (built once per process) and splits
+    text exactly as a tokenizer built on its own blank vocabulary does."""
+    import threading
+    from pathlib import Path
+
+    import spacy
+
+    from medfuse.text.pipeline import get_pipeline, get_tokenizer, make_tokenizer
+
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(get_tokenizer())) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(t is get_pipeline().tokenizer for t in got)
+    fresh = make_tokenizer(spacy.blank("en"))
+    repo = Path(__file__).resolve().parents[2]
+    texts = [p.read_text() for p in sorted(repo.glob("sample_cases/*/report.txt"))]
+    texts += ["R/L lobe 3.5x2.1 cm, s/p CABG; no PTX (series 2, image 40)", "T2-weighted 5-mm"]
+    for text in texts:
+        assert [(t.text, t.idx) for t in get_tokenizer()(text)] == [
+            (t.text, t.idx) for t in fresh(text)
+        ]
