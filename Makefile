@@ -42,6 +42,8 @@ wheel-test:
 # Each script prints ratios measured in one run; add --record to append a row to docs/benchmarks.md.
 bench: $(STAMP)
 	$(PY) benchmarks/load.py
+	$(PY) benchmarks/cold_start.py --repeats 1
+	$(PY) benchmarks/gpu.py
 	$(PY) benchmarks/report_labels.py
 	$(PY) benchmarks/model.py
 	$(PY) benchmarks/explain.py
