@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/load.py
 	$(PY) benchmarks/cold_start.py --repeats 1
 	$(PY) benchmarks/gpu.py
+	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/report_labels.py
 	$(PY) benchmarks/model.py
 	$(PY) benchmarks/explain.py
