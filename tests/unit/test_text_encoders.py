@@ -190,6 +190,29 @@ def test_findings_encoder_projection_and_codes():
         FindingsTextEncoder(codes=[])
 
 
+def test_ngram_with_finding_status(reports):
+    """The n-gram encoder's ``findings`` option: the tokenizer carries the parser's status of
+    every code, the report vector reads it through a linear layer (gradients reach it), and the
+    option survives the tokenizer's JSON state."""
+    from medfuse.models.encoders.text import as_reports, finding_status
+
+    torch.manual_seed(0)
+    enc = text_encoders.create("ngram", tokenizer=ReportTokenizer(max_length=40), dim=8,
+                               buckets=64, findings=True)  # fmt: skip
+    assert enc.tokenizer.finding_features
+    batch = enc.tokenize(reports)
+    want, _ = finding_status(as_reports(reports), FINDING_CODES)
+    assert torch.equal(batch.findings, want)
+    out = enc(batch)
+    assert out.pooled.shape == (4, 8) and torch.all(out.pooled[2:] == 0)
+    out.pooled[:2].sum().backward()
+    assert enc.find_proj.weight.grad.abs().sum() > 0
+    back = ReportTokenizer.from_dict(json.loads(json.dumps(enc.tokenizer.to_dict())))
+    assert back.finding_features and torch.equal(back(reports).findings, want)
+    with pytest.raises(ConfigError, match="finding status"):
+        enc(ReportTokenizer(max_length=40)(reports))
+
+
 # -- saving --------------------------------------------------------------------------------------
 def save_text_encoder(encoder: TextEncoder, folder: Path) -> Path:
     """A text encoder alone on disk: ``config.json`` (tokenizer and vocabulary inside) and

@@ -122,6 +122,9 @@ class TokenBatch:
     spans: list[list[Span]]
     present: Tensor
     tokens: list[list[str]]
+    #: the parser's finding status per code [B, C, 4] (:func:`finding_status`), when the
+    #: tokenizer was built with ``finding_features``
+    findings: Tensor | None = None
 
     def to(self, device: torch.device | str) -> TokenBatch:
         return TokenBatch(
@@ -130,6 +133,7 @@ class TokenBatch:
             self.spans,
             self.present.to(device),
             self.tokens,
+            None if self.findings is None else self.findings.to(device),
         )
 
 
@@ -282,6 +286,7 @@ class ReportTokenizer:
         fold_digits: bool = True,
         markers: bool = True,
         code_markers: bool = False,
+        finding_features: bool = False,
     ):
         if max_length < 2:
             raise ConfigError("max_length must be at least 2")
@@ -293,6 +298,9 @@ class ReportTokenizer:
         #: also a marker naming the finding code and its status, e.g. ``[POS:cardiomegaly]``
         #: (the parser's reading of each mention, as one token)
         self.code_markers = code_markers
+        #: also the parser's status of every finding code as one-hots (``TokenBatch.findings``;
+        #: the n-gram encoder's ``findings`` option reads them)
+        self.finding_features = finding_features
 
     # words ------------------------------------------------------------------------------------
     def normalize(self, word: str) -> str:
@@ -351,7 +359,12 @@ class ReportTokenizer:
             mask[b, : len(seq)] = True
             spans.append([sp for _, sp in seq] + [NO_SPAN] * (width - len(seq)))
         present = torch.tensor([r is not None for r in reps], dtype=torch.bool)
-        return TokenBatch(ids, mask, spans, present, [[t for t, _ in s] for s in seqs])
+        findings = None
+        if self.finding_features:
+            from ...text.lexicon import FINDING_CODES
+
+            findings = finding_status(reps, FINDING_CODES)[0]
+        return TokenBatch(ids, mask, spans, present, [[t for t, _ in s] for s in seqs], findings)
 
     # vocabulary ---------------------------------------------------------------------------------
     @classmethod
@@ -396,6 +409,7 @@ class ReportTokenizer:
             "fold_digits": self.fold_digits,
             "markers": self.markers,
             "code_markers": self.code_markers,
+            "finding_features": self.finding_features,
             "vocab": self.vocab.to_dict(),
         }
 
@@ -410,6 +424,7 @@ class ReportTokenizer:
             fold_digits=bool(data.get("fold_digits", True)),
             markers=bool(data.get("markers", True)),
             code_markers=bool(data.get("code_markers", False)),
+            finding_features=bool(data.get("finding_features", False)),
         )
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -600,7 +615,14 @@ class NgramTextEncoder(_TokenEncoder):
     is the projection of their masked mean and max. The tokenizer's finding-status markers
     make negation part of the n-grams (``[ABSENT] effusion``). Fast on a CPU and a strong
     learned baseline for report classification; token vectors feed attention fusion and token
-    attributions like the other encoders'."""
+    attributions like the other encoders'.
+
+    ``findings=True`` adds the parser's status of every finding code (present / uncertain /
+    absent / not mentioned, :func:`finding_status`) to the report vector through a linear layer,
+    and turns on the tokenizer's ``finding_features``: a label the lexicon knows is then one
+    linear step from the parser's reading of the whole report, while the n-grams carry what the
+    lexicon does not name. Token attributions cover the n-gram part only.
+    """
 
     name = "ngram"
 
@@ -612,6 +634,7 @@ class NgramTextEncoder(_TokenEncoder):
         buckets: int = 1 << 14,
         trigrams: bool = True,
         dropout: float = 0.1,
+        findings: bool = False,
     ):
         super().__init__(tokenizer)
         if buckets < 1:
@@ -621,7 +644,14 @@ class NgramTextEncoder(_TokenEncoder):
             "buckets": buckets,
             "trigrams": trigrams,
             "dropout": dropout,
+            "findings": findings,
         }
+        self.find_proj = None
+        if findings:
+            from ...text.lexicon import FINDING_CODES
+
+            self.tokenizer.finding_features = True
+            self.find_proj = nn.Linear(4 * len(FINDING_CODES), dim)
         self.dim = dim
         self.buckets = buckets
         self.trigrams = trigrams
@@ -652,6 +682,13 @@ class NgramTextEncoder(_TokenEncoder):
         top = x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
         top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
         pooled = self.proj(torch.cat([total, top], dim=-1))
+        if self.find_proj is not None:
+            if batch.findings is None:
+                raise ConfigError(
+                    "this n-gram encoder reads the parser's finding status: tokenize with "
+                    "its own tokenizer (finding_features on)"
+                )
+            pooled = pooled + self.find_proj(batch.findings.flatten(1).to(pooled.dtype))
         return self._finish(x, mask, pooled, batch.spans, batch.present)
 
 
@@ -669,6 +706,32 @@ class FindingsBatch:
 
 
 _STATUS_CHANNEL = {1: 0, -1: 1, 0: 2, None: 3}
+
+
+def finding_status(
+    reports: Sequence[Report | None], codes: Sequence[str]
+) -> tuple[Tensor, list[list[Span]]]:
+    """The parser's label of each code in each (parsed) report as a one-hot [B, C, 4] (present,
+    uncertain, absent, not mentioned; a missing report: all not mentioned), and the span of the
+    mention that decided it (``NO_SPAN`` where none did)."""
+    from ...text.labels import counts_for_label, label_value
+
+    feats = torch.zeros(len(reports), len(codes), 4)
+    spans: list[list[Span]] = []
+    for b, rep in enumerate(reports):
+        row: list[Span] = []
+        labels = rep.labels(codes) if rep is not None else dict.fromkeys(codes)
+        for c, code in enumerate(codes):
+            value = labels[code]
+            feats[b, c, _STATUS_CHANNEL[value]] = 1.0
+            span = NO_SPAN
+            if rep is not None and value is not None and code != "no_finding":
+                counted = [f for f in rep.findings if f.code == code and counts_for_label(f)]
+                deciding = next((f for f in counted if label_value([f]) == value), None)
+                span = (deciding.start, deciding.end) if deciding else NO_SPAN
+            row.append(span)
+        spans.append(row)
+    return feats, spans
 
 
 class FindingsTextEncoder(TextEncoder):
@@ -695,24 +758,8 @@ class FindingsTextEncoder(TextEncoder):
         self.proj = nn.Linear(self.raw_dim, dim) if dim else None
 
     def tokenize(self, reports: Sequence[ReportLike]) -> FindingsBatch:
-        from ...text.labels import counts_for_label, label_value
-
         reps = as_reports(list(reports))
-        feats = torch.zeros(len(reps), len(self.codes), 4)
-        spans: list[list[Span]] = []
-        for b, rep in enumerate(reps):
-            row: list[Span] = []
-            labels = rep.labels(self.codes) if rep is not None else dict.fromkeys(self.codes)
-            for c, code in enumerate(self.codes):
-                value = labels[code]
-                feats[b, c, _STATUS_CHANNEL[value]] = 1.0
-                span = NO_SPAN
-                if rep is not None and value is not None and code != "no_finding":
-                    counted = [f for f in rep.findings if f.code == code and counts_for_label(f)]
-                    deciding = next((f for f in counted if label_value([f]) == value), None)
-                    span = (deciding.start, deciding.end) if deciding else NO_SPAN
-                row.append(span)
-            spans.append(row)
+        feats, spans = finding_status(reps, self.codes)
         present = torch.tensor([r is not None for r in reps], dtype=torch.bool)
         return FindingsBatch(feats, spans, present)
 
