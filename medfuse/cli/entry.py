@@ -33,7 +33,13 @@ def _convert(args: list[str]) -> int | None:
     if parsed is None:
         return None
     import logging
+    import os
 
+    # numpy asks the kernel for transparent huge pages for large arrays; for the one volume of a
+    # conversion, written once and thrown away, their allocation (compaction, zeroing 2 MiB at
+    # a time) cost 0.1-0.7 s of system time at 512² × 300-500 on a loaded machine, 4 KiB
+    # pages a steady ~0.2 s (docs/benchmarks.md). Read by numpy when it is first imported.
+    os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
     from ..errors import MedfuseError
     from ._convert import convert_study
 
