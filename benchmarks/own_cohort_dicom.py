@@ -9,6 +9,12 @@
    reports): training streams from the per-case cache, so it should not grow with N.
 
     python benchmarks/own_cohort_dicom.py [--n 300] [--epochs 8] [--out .bench/own_cohort_dicom]
+                                          [--recipe configs/train/chest_ct_demo.yaml]
+
+``--recipe`` trains both sides with a training YAML's model, optimiser, modality dropout, early
+stopping and calibration sections (and its cohort's grammar) instead of the tiny default; its
+auxiliary finding-map supervision is left out on both sides, since a manifest carries no
+finding masks.
 """
 
 from __future__ import annotations
@@ -49,17 +55,35 @@ def peak_rss_of(args: list[str], cwd: Path) -> float:
     return kb / 2**20
 
 
-def reproduce(out: Path, n: int, epochs: int) -> None:
+RECIPE_KEYS = ("model", "optim", "modality_dropout", "early_stopping", "calibration", "num_threads")
+
+
+def reproduce(out: Path, n: int, epochs: int | None, recipe: Path | None = None) -> None:
     from medfuse.models.model import load_model
     from medfuse.train.evaluate import TEST_SEED, evaluate_model, test_cohort
 
+    common = {"model": MODEL, "optim": {"epochs": 8, "batch_size": 16}, "num_threads": 2,
+              "seed": 0, "eval_n_boot": 50, "resume": False}  # fmt: skip
+    grammar = 2
+    if recipe is not None:
+        base = yaml.safe_load(recipe.read_text())
+        common.update({k: base[k] for k in RECIPE_KEYS if k in base})
+        common["model"] = {**common["model"], "tokenizer_min_freq": 1}
+        for key in ("name", "description"):
+            common["model"].pop(key, None)
+        kw = common["model"].get("overrides", {}).get("image_encoder", {}).get("kwargs", {})
+        kw.pop("aux_maps", None)
+        kw.pop("aux_features", None)
+        grammar = int(base.get("data", {}).get("cohort", {}).get("grammar", 2))
+    if epochs is not None:
+        common["optim"] = {**common["optim"], "epochs": epochs}
     cohort = out / "cohort"
     t = time.perf_counter()
-    medfuse("train-cohort", "--out", str(cohort), "--n", str(n), "--seed", "0", "--dicom", cwd=out)
+    medfuse("train-cohort", "--out", str(cohort), "--n", str(n), "--seed", "0", "--dicom",
+            "--grammar", str(grammar), cwd=out)  # fmt: skip
     print(f"wrote {n} DICOM studies + manifest in {time.perf_counter() - t:.0f} s")
-    common = {"model": MODEL, "optim": {"epochs": epochs, "batch_size": 16}, "num_threads": 2,
-              "seed": 0, "eval_n_boot": 50, "resume": False}  # fmt: skip
-    mem = {**common, "data": {"cohort": {"n": n, "seed": 0}}, "out_dir": str(out / "in_memory")}
+    mem = {**common, "data": {"cohort": {"n": n, "seed": 0, "grammar": grammar}},
+           "out_dir": str(out / "in_memory")}  # fmt: skip
     man = {**common, "data": {"manifest": str(cohort / "manifest.csv"), "labels": LABELS,
                               "cache_dir": str(out / "cache")}, "output": str(out / "manifest_model")}  # fmt: skip
     (out / "in_memory.yaml").write_text(yaml.safe_dump(mem))
@@ -68,7 +92,7 @@ def reproduce(out: Path, n: int, epochs: int) -> None:
         t = time.perf_counter()
         medfuse("train", f"{name}.yaml", "--no-resume", cwd=out)
         print(f"trained {name}: {time.perf_counter() - t:.0f} s")
-    test = test_cohort(300, TEST_SEED)
+    test = test_cohort(300, TEST_SEED, grammar=grammar)
     res = {}
     for name, folder in (
         ("in_memory", out / "in_memory" / "model"),
@@ -140,14 +164,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / ".bench" / "own_cohort_dicom")
     ap.add_argument("--n", type=int, default=300)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=None, help="Epochs (default 8, or the recipe's).")
+    ap.add_argument("--recipe", type=Path, default=None, help="A training YAML to train both sides.")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: reproduce,build,rss")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     skip = set(args.skip.split(","))
     if "reproduce" not in skip:
-        reproduce(args.out, args.n, args.epochs)
+        reproduce(args.out, args.n, args.epochs, args.recipe)
     if "build" not in skip:
         build_twice(args.out)
     if "rss" not in skip:

@@ -246,6 +246,9 @@ def cohort_cmd(
     report_missing: float = typer.Option(0.1, "--report-missing", min=0.0, max=1.0),
     image_missing: float = typer.Option(0.05, "--image-missing", min=0.0, max=1.0),
     dicom: bool = typer.Option(False, "--dicom", help="Also write DICOM + report per case."),
+    grammar: int = typer.Option(
+        2, "--grammar", help="Report grammar: 3 has no label shortcuts (benchmarks/shortcut_audit.py)."
+    ),
 ) -> None:
     """Draw the synthetic fusion cohort (labels needing image, report or both; censored risk)."""
     from ..train.cohort import make_fusion_cohort
@@ -254,7 +257,7 @@ def cohort_cmd(
         bars = PhaseBars(p)
         c = make_fusion_cohort(
             out_dir=out, n=n, seed=seed, label_noise=label_noise, report_missing=report_missing,
-            image_missing=image_missing, write_dicom=dicom,
+            image_missing=image_missing, grammar=grammar, write_dicom=dicom,
             progress=lambda d, t: bars("DICOM", d, t),
         )  # fmt: skip
     if dicom:
