@@ -52,6 +52,12 @@ ventricles are normal in size. No hydrocephalus.". Otherwise FINDINGS holds neut
 (no midline shift, flow voids), so the report alone cannot tell the image findings and the image
 alone cannot tell the history.
 
+That is grammar 2. Grammar 3 (``MRCohortConfig.grammar``, the default; :func:`write_mr_report_v3`)
+states the same facts without label shortcuts: the history always states the headache or its
+absence ("Headache." / "No headache.", "Denies headaches."), image references also follow
+neutral sentences, a mentioned absent finding gets an impression item as a present one does, and
+the filler sentences do not depend on the labels (``benchmarks/shortcut_audit.py``).
+
 Noise and missingness (parameters of :class:`MRCohortConfig`): each label is flipped with
 probability ``label_noise`` (clean labels kept as ``labels_clean``); the report is missing with
 probability ``report_missing`` and the image with ``image_missing`` (never both).
@@ -126,10 +132,10 @@ class MRCohortConfig(CohortParams):
     lesion_value: tuple[float, float] = (1150.0, 1350.0)
     #: largest strength of the linear bias field (relative intensity change per 90 mm)
     bias_max: float = 0.15
-    #: report grammar (:data:`MR_GRAMMAR_VERSIONS`): 3 has no label shortcuts
-    #: (``benchmarks/shortcut_audit.py``); 2, the default until ``brain_mr_demo`` is retrained
-    #: on 3, is the grammar it learned (``docs/model_card_brain_mr.md``)
-    grammar: int = 2
+    #: report grammar (:data:`MR_GRAMMAR_VERSIONS`): 3, the default and the grammar the shipped
+    #: ``brain_mr_demo`` learned, has no label shortcuts (``benchmarks/shortcut_audit.py``); 2
+    #: is the grammar before that fix (``docs/model_card_brain_mr.md``)
+    grammar: int = 3
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
