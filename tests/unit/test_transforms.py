@@ -101,7 +101,7 @@ def test_blocked_copy_is_exact_and_preprocessing_unchanged(layout):
     from medfuse.transforms import _c_order_copy
 
     rng = np.random.default_rng(1)
-    shape = (70, 40, 35, 2) if layout == "4D" else (70, 40, 35)
+    shape = (150, 70, 40, 2) if layout == "4D" else (150, 70, 40)
     arr = rng.normal(0, 300, shape).astype(np.float32)
     view = np.asfortranarray(arr) if layout != "flipped" else np.ascontiguousarray(arr[::-1])[::-1]
     data = view[None] if view.ndim == 3 else np.moveaxis(view, 3, 0)
