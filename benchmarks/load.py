@@ -235,8 +235,13 @@ def main() -> None:
         ok = "met" if r_mem <= RSS_TARGET else "NOT met"
         print(f"  medfuse peak RSS ÷ volume = {r_mem:.2f}  (target ≤ {RSS_TARGET}: {ok})")
         if args.record:
-            fmt = lambda k: f"{med[n, k]:.3f}" if (n, k) in med else "—"  # noqa: E731
-            rat = lambda k: f"{ratios[k]:.2f}" if k in ratios else "—"  # noqa: E731
+
+            def fmt(k: str, n: int = n) -> str:
+                return f"{med[n, k]:.3f}" if (n, k) in med else "—"
+
+            def rat(k: str, ratios: dict = ratios) -> str:
+                return f"{ratios[k]:.2f}" if k in ratios else "—"
+
             row = (
                 f"| {time.strftime('%Y-%m-%d %H:%M')} | {platform.machine()}, {os.cpu_count()} CPUs, "
                 f"load {load} | {args.size}²×{n} | {fmt('medfuse convert')} | {fmt('SimpleITK')} | "
