@@ -443,12 +443,13 @@ def image_only_small() -> dict[str, Any]:
 @_preset("text_only")
 def text_only() -> dict[str, Any]:
     """A report-only classifier for your own cohort: a bag of hashed n-grams over the report's
-    tokens and the parser's finding-status markers (fast on a CPU); labels come from the
-    training data."""
+    tokens and the parser's finding-status markers, plus the parser's status of every finding
+    code (fast on a CPU); labels come from the training data."""
     return {
-        "description": "Report only: n-gram report encoder, multi-label findings.",
+        "description": "Report only: n-gram report encoder with the parser's finding status, "
+        "multi-label findings.",
         "image_encoder": None,
-        "text_encoder": {"name": "ngram", "kwargs": {"dim": 128}},
+        "text_encoder": {"name": "ngram", "kwargs": {"dim": 128, "findings": True, "dropout": 0.3}},
         "fusion": {"name": "concat", "kwargs": {"dim": 128}},
         "heads": _chest_heads(None),
         "preprocessing": dict(_CT_PRE),

@@ -646,12 +646,15 @@ class NgramTextEncoder(_TokenEncoder):
             "dropout": dropout,
             "findings": findings,
         }
-        self.find_proj = None
+        self.find_proj = self.ngram_norm = None
         if findings:
             from ...text.lexicon import FINDING_CODES
 
             self.tokenizer.finding_features = True
             self.find_proj = nn.Linear(4 * len(FINDING_CODES), dim)
+            # the n-gram vector is a sum over the report: normalised, so that it does not drown
+            # the finding status in long reports
+            self.ngram_norm = nn.LayerNorm(dim)
         self.dim = dim
         self.buckets = buckets
         self.trigrams = trigrams
@@ -688,7 +691,9 @@ class NgramTextEncoder(_TokenEncoder):
                     "this n-gram encoder reads the parser's finding status: tokenize with "
                     "its own tokenizer (finding_features on)"
                 )
-            pooled = pooled + self.find_proj(batch.findings.flatten(1).to(pooled.dtype))
+            pooled = self.ngram_norm(pooled) + self.find_proj(
+                batch.findings.flatten(1).to(pooled.dtype)
+            )
         return self._finish(x, mask, pooled, batch.spans, batch.present)
 
 
