@@ -41,6 +41,7 @@ __all__ = [
     "fusion",
     "heads",
     "image_encoders",
+    "imputers",
     "load_plugins",
     "model_presets",
     "registries",
@@ -201,8 +202,20 @@ explainers: Registry[Callable[..., Any]] = Registry(
     tuple(f"medfuse.explain.{m}" for m in ("attention", "cam", "ig", "modality", "occlusion")),
 )
 exporters: Registry[Callable[..., Any]] = Registry("exporters", ("medfuse.export",))
+#: Missing-modality imputers of a fusion module (``token``, ``regression``, ``generative``);
+#: metadata ``learned``: what stands in for a missing modality, ``adversarial``: a discriminator.
+imputers: Registry[Callable[..., Any]] = Registry("imputers", ("medfuse.models.impute",))
 
 registries: dict[str, Registry] = {
     r.name: r
-    for r in (image_encoders, text_encoders, fusion, heads, model_presets, explainers, exporters)
+    for r in (
+        image_encoders,
+        text_encoders,
+        fusion,
+        heads,
+        model_presets,
+        explainers,
+        exporters,
+        imputers,
+    )
 }

@@ -10,7 +10,9 @@ called as ``fusion(image, text, mask)``:
   text); ``None`` takes it from the encodings' ``present`` flags.
 
 A missing modality is replaced by a *learned* missing-modality token (vector, or token sequence
-for attention), never by zeros. The result is a :class:`FusionOutput` with the fused embedding
+for attention), never by zeros, or, with ``missing="regression"`` / ``"generative"`` (every
+fusion takes ``missing``, ``missing_kwargs``, ``align`` and ``align_weight``), by an embedding
+imputed from the modality that is present (:mod:`medfuse.models.impute`). The result is a :class:`FusionOutput` with the fused embedding
 ``[B, dim]`` and, where the fusion has them, attention weights, gate weights and per-modality
 embeddings.
 
@@ -35,6 +37,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import fusion as fusion_registry
+from ..registry import imputers as imputer_registry
 
 __all__ = [
     "ConcatFusion",
@@ -62,6 +65,12 @@ class FusionOutput:
     gates: Tensor | None = None
     #: per-modality embeddings [B, dim] ("image", "text") where the fusion has them
     modality_embeddings: dict[str, Tensor] = field(default_factory=dict)
+    #: [B, 2] bool: (image imputed, report imputed) per sample (None: token imputer)
+    imputed: Tensor | None = None
+    #: training only: the imputer's and the alignment's losses (added by the trainer)
+    aux_loss: Tensor | None = None
+    #: training only: discriminator accuracies and reconstruction losses
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
 
 def _batch_size(image: Any, text: Any, mask: Tensor | None) -> tuple[int, torch.device]:
@@ -112,6 +121,83 @@ class Fusion(nn.Module):
         self._init_kwargs: dict[str, Any] = {}
         self.missing_image = _missing_token(self.image_dim)
         self.missing_text = _missing_token(self.text_dim)
+        # token imputer: no parameters (state_dict keys of token models stay as they were)
+        self.imputer: Any = imputer_registry.create("token")
+        self.align_disc: Any = None
+        #: False: the learned tokens stand in even with a learned imputer (the trainer's first
+        #: stage when the imputer is trained in a second one); not part of the config
+        self.impute_enabled = True
+
+    def configure_missing(
+        self,
+        missing: str = "token",
+        missing_kwargs: dict[str, Any] | None = None,
+        align: str | None = None,
+        align_weight: float = 0.1,
+    ) -> Fusion:
+        """Choose the imputer (registry ``imputers``) and the alignment; recorded in
+        :meth:`config` only where they differ from the default (token, no alignment)."""
+        if missing not in imputer_registry:
+            raise ConfigError(
+                f"unknown missing-modality imputer {missing!r}",
+                hint=f"use one of {', '.join(imputer_registry.names())}",
+            )
+        if align not in (None, "adversarial"):
+            raise ConfigError(f"align must be None or 'adversarial', got {align!r}")
+        kw = dict(missing_kwargs or {})
+        self.imputer = imputer_registry.create(
+            missing, image_dim=self.image_dim, text_dim=self.text_dim, **kw
+        )
+        if missing != "token":
+            self._init_kwargs["missing"] = missing
+            if self.imputer._kwargs:
+                self._init_kwargs["missing_kwargs"] = dict(self.imputer._kwargs)
+        if align == "adversarial":
+            from .impute import ModalityDiscriminator
+
+            if self.name == "concat":
+                raise ConfigError(
+                    "align='adversarial' needs a fusion with a shared per-modality space "
+                    "(gated, late, cross_attention); concat has none"
+                )
+            self.align_disc = ModalityDiscriminator(self.dim, weight=align_weight)
+            self._init_kwargs["align"] = align
+            self._init_kwargs["align_weight"] = float(align_weight)
+        return self
+
+    @property
+    def missing(self) -> str:
+        """The imputer's registry name (``token``, ``regression``, ``generative``)."""
+        return str(self.imputer.name)
+
+    def _impute(self, image: Any, text: Any, mask: Tensor, sample: bool | None = None) -> Any:
+        """The imputer's stand-ins for this batch (None: the learned tokens)."""
+        if not self.impute_enabled:
+            return None
+        return self.imputer.impute(image, text, mask, sample=sample)
+
+    def _finish(self, out: FusionOutput, image: Any, text: Any, imp: Any) -> FusionOutput:
+        """Record what was imputed; in training, add the imputer's and alignment's losses."""
+        if imp is not None:
+            out.imputed = imp.imputed
+        if not self.training:
+            return out
+        parts = []
+        if self.imputer.learned and self.impute_enabled:
+            il = self.imputer.training_loss(image, text)
+            if il is not None:
+                parts.append(il)
+        if self.align_disc is not None and out.modality_embeddings:
+            al = self.align_disc.loss(
+                out.modality_embeddings["image"], out.modality_embeddings["text"], out.mask
+            )
+            if al is not None:
+                parts.append(al)
+        if parts:
+            out.aux_loss = sum((p.loss for p in parts[1:]), parts[0].loss)
+            for p in parts:
+                out.diagnostics.update(p.diagnostics)
+        return out
 
     def config(self) -> dict[str, Any]:
         return {
@@ -124,8 +210,11 @@ class Fusion(nn.Module):
             },
         }
 
-    def _vectors(self, image: Any, text: Any, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Pooled vectors [B, Di], [B, Dt] with missing samples replaced by the learned tokens."""
+    def _vectors(
+        self, image: Any, text: Any, mask: Tensor, imp: Any = None
+    ) -> tuple[Tensor, Tensor]:
+        """Pooled vectors [B, Di], [B, Dt] with missing samples replaced by the learned tokens,
+        or by the imputed embeddings where ``imp`` has them."""
         B = mask.shape[0]
         img = self.missing_image.expand(B, -1)
         if image is not None:
@@ -133,6 +222,11 @@ class Fusion(nn.Module):
         txt = self.missing_text.expand(B, -1)
         if text is not None:
             txt = torch.where(mask[:, 1:], text.pooled.to(txt.dtype), txt)
+        if imp is not None:
+            if imp.image is not None:
+                img = torch.where(imp.imputed[:, :1], imp.image.to(img.dtype), img)
+            if imp.text is not None:
+                txt = torch.where(imp.imputed[:, 1:], imp.text.to(txt.dtype), txt)
         return img, txt
 
     def forward(self, image: Any, text: Any, mask: Tensor | None = None) -> FusionOutput:
@@ -191,8 +285,10 @@ class ConcatFusion(Fusion):
 
     def forward(self, image: Any, text: Any, mask: Tensor | None = None) -> FusionOutput:
         mask = modality_mask(image, text, mask)
-        img, txt = self._vectors(image, text, mask)
-        return FusionOutput(self.mlp(_concat(self.norms, img, txt)), mask)
+        imp = self._impute(image, text, mask)
+        img, txt = self._vectors(image, text, mask, imp)
+        out = FusionOutput(self.mlp(_concat(self.norms, img, txt)), mask)
+        return self._finish(out, image, text, imp)
 
 
 class GatedFusion(Fusion):
@@ -216,13 +312,15 @@ class GatedFusion(Fusion):
 
     def forward(self, image: Any, text: Any, mask: Tensor | None = None) -> FusionOutput:
         mask = modality_mask(image, text, mask)
-        img, txt = self._vectors(image, text, mask)
+        imp = self._impute(image, text, mask)
+        img, txt = self._vectors(image, text, mask, imp)
         hi, ht = self.proj_image(img), self.proj_text(txt)
         gates = torch.softmax(self.gate(torch.cat([hi, ht, mask.to(hi.dtype)], -1)), -1)
         fused = gates[:, :1] * hi + gates[:, 1:] * ht
-        return FusionOutput(
+        out = FusionOutput(
             self.out(fused), mask, gates=gates, modality_embeddings={"image": hi, "text": ht}
         )
+        return self._finish(out, image, text, imp)
 
 
 class LateFusion(Fusion):
@@ -243,12 +341,14 @@ class LateFusion(Fusion):
 
     def forward(self, image: Any, text: Any, mask: Tensor | None = None) -> FusionOutput:
         mask = modality_mask(image, text, mask)
-        img, txt = self._vectors(image, text, mask)
+        imp = self._impute(image, text, mask)
+        img, txt = self._vectors(image, text, mask, imp)
         hi, ht = self.branch_image(img), self.branch_text(txt)
         w = torch.softmax(self.weight_logits, 0)
         gates = w.unsqueeze(0).expand(mask.shape[0], -1)
         fused = w[0] * hi + w[1] * ht
-        return FusionOutput(fused, mask, gates=gates, modality_embeddings={"image": hi, "text": ht})
+        out = FusionOutput(fused, mask, gates=gates, modality_embeddings={"image": hi, "text": ht})
+        return self._finish(out, image, text, imp)
 
 
 class CrossAttentionFusion(Fusion):
@@ -340,12 +440,28 @@ class CrossAttentionFusion(Fusion):
         ]
         return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
 
-    def _image_tokens(self, image: Any, mask: Tensor) -> tuple[Tensor, Tensor]:
+    @staticmethod
+    def _with_imputed(
+        missing: Tensor, gen: Tensor | None, imputed: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """The missing token, followed by the imputed tokens where there are any: (tokens,
+        validity) — the missing token is valid where nothing was imputed."""
+        B = missing.shape[0]
+        if gen is None or imputed is None:
+            return missing, torch.ones(B, 1, dtype=torch.bool, device=missing.device)
+        tok = torch.cat([missing, gen], 1)
+        valid = torch.cat([~imputed[:, None], imputed[:, None].expand(B, gen.shape[1])], 1)
+        return tok, valid
+
+    def _image_tokens(self, image: Any, mask: Tensor, imp: Any = None) -> tuple[Tensor, Tensor]:
         B = mask.shape[0]
         dtype = self.missing_image.dtype
         missing = self.in_image(self.missing_image).view(1, 1, -1).expand(B, 1, -1)
+        gen = ii = None
+        if imp is not None and imp.image_tokens is not None:
+            gen, ii = self.in_image(imp.image_tokens.to(dtype)), imp.imputed[:, 0]
         if image is None:
-            return missing, torch.ones(B, 1, dtype=torch.bool, device=mask.device)
+            return self._with_imputed(missing, gen, ii)
         feats = image.features
         if self.token_pool > 1:
             k = self.token_pool
@@ -354,19 +470,28 @@ class CrossAttentionFusion(Fusion):
         tok = self.in_image(feats.flatten(2).transpose(1, 2).to(dtype))
         tok = tok + self.position(self._grid_positions(grid, tok.device, tok.dtype))[None]
         present = mask[:, 0]
-        tok = torch.cat([missing, tok], 1)
-        valid = torch.cat([~present[:, None], present[:, None].expand(B, tok.shape[1] - 1)], 1)
+        n = tok.shape[1]
+        head, head_valid = self._with_imputed(missing, gen, ii)
+        tok = torch.cat([head, tok], 1)
+        valid = torch.cat([head_valid & ~present[:, None], present[:, None].expand(B, n)], 1)
         return tok, valid
 
-    def _text_tokens(self, text: Any, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def _text_tokens(self, text: Any, mask: Tensor, imp: Any = None) -> tuple[Tensor, Tensor]:
         B = mask.shape[0]
         missing = self.in_text(self.missing_text).view(1, 1, -1).expand(B, 1, -1)
+        gen = ti = None
+        if imp is not None and imp.text_tokens is not None:
+            gen = self.in_text(imp.text_tokens.to(self.missing_text.dtype))
+            ti = imp.imputed[:, 1]
         if text is None:
-            return missing, torch.ones(B, 1, dtype=torch.bool, device=mask.device)
+            return self._with_imputed(missing, gen, ti)
         tok = self.in_text(text.tokens.to(self.missing_text.dtype))
         present = mask[:, 1]
-        tok = torch.cat([missing, tok], 1)
-        valid = torch.cat([~present[:, None], text.mask.to(torch.bool) & present[:, None]], 1)
+        head, head_valid = self._with_imputed(missing, gen, ti)
+        tok = torch.cat([head, tok], 1)
+        valid = torch.cat(
+            [head_valid & ~present[:, None], text.mask.to(torch.bool) & present[:, None]], 1
+        )
         # a present report with no valid token falls back to the missing token
         empty = ~valid.any(1)
         valid[:, 0] = valid[:, 0] | empty
@@ -383,8 +508,9 @@ class CrossAttentionFusion(Fusion):
 
     def forward(self, image: Any, text: Any, mask: Tensor | None = None) -> FusionOutput:
         mask = modality_mask(image, text, mask)
-        ti, vi = self._image_tokens(image, mask)
-        tt, vt = self._text_tokens(text, mask)
+        imp = self._impute(image, text, mask)
+        ti, vi = self._image_tokens(image, mask, imp)
+        tt, vt = self._text_tokens(text, mask, imp)
         q_t, kv_i = self.norm_q_t(tt), self.norm_kv_i(ti)
         a_t, w_t2i = self.t2i(
             q_t, kv_i, kv_i, key_padding_mask=~vi, need_weights=True, average_attn_weights=False
@@ -400,38 +526,53 @@ class CrossAttentionFusion(Fusion):
         pt, pi = self._pool(ht, vt), self._pool(hi, vi, self.image_pool)
         emb = self.out(_concat(self.norms, pi, pt))
         if self.skip is not None:
-            img, txt = self._vectors(image, text, mask)
+            img, txt = self._vectors(image, text, mask, imp)
             emb = emb + self.skip[0](img) + self.skip[1](txt)
-        return FusionOutput(
+        out = FusionOutput(
             emb,
             mask,
             attention={"text_to_image": w_t2i, "image_to_text": w_i2t},
             modality_embeddings={"image": pi, "text": pt},
         )
+        return self._finish(out, image, text, imp)
+
+
+def _build(cls: type[Fusion], kwargs: dict[str, Any]) -> Any:
+    """``cls(**kwargs)`` with the imputer / alignment options taken out and applied."""
+    kwargs = dict(kwargs)
+    opts = {
+        k: kwargs.pop(k)
+        for k in ("missing", "missing_kwargs", "align", "align_weight")
+        if k in kwargs
+    }
+    module = cls(**kwargs)
+    if opts:
+        module.configure_missing(**opts)
+    return module
 
 
 @fusion_registry.register("concat")
 def concat(**kwargs: Any) -> ConcatFusion:
     """Concatenation + MLP (see :class:`ConcatFusion`)."""
-    return ConcatFusion(**kwargs)
+    return _build(ConcatFusion, kwargs)
 
 
 @fusion_registry.register("gated")
 def gated(**kwargs: Any) -> GatedFusion:
     """Learned per-sample modality gates (see :class:`GatedFusion`)."""
-    return GatedFusion(**kwargs)
+    return _build(GatedFusion, kwargs)
 
 
 @fusion_registry.register("cross_attention")
 def cross_attention(**kwargs: Any) -> CrossAttentionFusion:
     """Bidirectional text↔image cross-attention (see :class:`CrossAttentionFusion`)."""
-    return CrossAttentionFusion(**kwargs)
+    return _build(CrossAttentionFusion, kwargs)
 
 
 @fusion_registry.register("late")
 def late(**kwargs: Any) -> LateFusion:
     """Per-modality branches with a learned combination (see :class:`LateFusion`)."""
-    return LateFusion(**kwargs)
+    return _build(LateFusion, kwargs)
 
 
 #: Rebuild a fusion module (untrained) from its ``config()``

@@ -141,6 +141,20 @@ class DropoutSection(_Strict):
     report: float = Field(0.25, ge=0, le=1)
 
 
+class ImputationSection(_Strict):
+    """Training of the fusion's missing-modality imputer (chosen by the fusion's ``missing``
+    option, e.g. ``model.overrides: {fusion_kwargs: {missing: generative}}``; see
+    :mod:`medfuse.models.impute`). ``joint``: its loss is added to the task loss and the heads
+    see its imputed embeddings where modality dropout hid a modality. ``second``: the model is
+    trained with the learned tokens first, then the imputer alone for ``epochs`` epochs on the
+    frozen encoders. Either way its diagnostics (discriminator accuracy, diversity and Fréchet
+    distance of generated vs real embeddings on the validation cases) go into the card."""
+
+    stage: Literal["joint", "second"] = "joint"
+    epochs: int = Field(5, ge=1)
+    lr: float = Field(1e-3, gt=0)
+
+
 class EarlyStopSection(_Strict):
     patience: int = Field(4, ge=1)
     min_delta: float = Field(0.0, ge=0)
@@ -182,6 +196,7 @@ class TrainConfig(_Strict):
     data: DataSection = Field(default_factory=DataSection)
     optim: OptimSection = Field(default_factory=OptimSection)
     modality_dropout: DropoutSection = Field(default_factory=DropoutSection)
+    imputation: ImputationSection = Field(default_factory=ImputationSection)
     early_stopping: EarlyStopSection = Field(default_factory=EarlyStopSection)
     calibration: CalibrationSection = Field(default_factory=CalibrationSection)
     aux_maps: AuxMapsSection = Field(default_factory=AuxMapsSection)
@@ -787,6 +802,16 @@ def train(
     use_amp = cfg.amp and device.type == "cuda"
     has_risk = "risk" in model.heads and o.risk_weight > 0
     md = _modality_dropout(cfg, model)
+    imputer = getattr(model.fusion, "imputer", None)
+    learned_imputer = bool(imputer is not None and imputer.learned)
+    if learned_imputer and len(model.modalities) != 2:
+        raise ConfigError(
+            f"missing={model.fusion.missing!r} imputes one modality from the other: it needs a "
+            f"model with an image and a text encoder (this one reads {model.modalities})"
+        )
+    second_stage = learned_imputer and cfg.imputation.stage == "second"
+    if second_stage:  # first the model with the learned tokens, the imputer afterwards
+        model.fusion.impute_enabled = False
 
     aux_pos = torch.full((len(aux.findings), 1, 1, 1), aux.pos_weight, device=device)
 
@@ -808,6 +833,8 @@ def train(
             tt = torch.from_numpy(data.time[idx]).to(device)
             ee = torch.from_numpy(data.event[idx]).to(device)
             loss = loss + o.risk_weight * _risk_loss(model, out, tt, ee, edges)
+        if out.fusion.aux_loss is not None:  # imputer / adversarial alignment
+            loss = loss + out.fusion.aux_loss
         return loss
 
     def validate() -> tuple[float, dict[str, float]]:
@@ -861,6 +888,7 @@ def train(
         drop_rng = np.random.default_rng([cfg.seed, epoch, rank, 0xD0])
         torch.manual_seed(cfg.seed * 1009 + epoch * 31 + rank)
         running = 0.0
+        diag: dict[str, list[float]] = {}
         opt.zero_grad(set_to_none=True)
         for micro in range(micro_per_epoch):
             idx = mine[micro * o.batch_size : (micro + 1) * o.batch_size]
@@ -879,6 +907,8 @@ def train(
                 loss = loss_of(out, idx) / o.grad_accum
                 loss.backward()
             running += float(loss.detach()) * o.grad_accum
+            for k, v in out.fusion.diagnostics.items():
+                diag.setdefault(k, []).append(v)
             if last_micro:
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step)
@@ -904,6 +934,7 @@ def train(
                 "train_loss": round(running / micro_per_epoch, 5),
                 "score": round(score, 5),
                 **{k: round(v, 5) for k, v in numbers.items() if math.isfinite(v)},
+                **{k: round(float(np.mean(v)), 4) for k, v in diag.items()},
                 "lr": round(lr_at(max(0, step - 1)), 7),
                 "seconds": round(time.perf_counter() - t_ep, 2),
             }
@@ -939,6 +970,12 @@ def train(
 
         if (ckpt / "best.safetensors").is_file():
             load_weights(model, ckpt / "best.safetensors")
+        if second_stage:
+            model.fusion.impute_enabled = True
+            summary["imputer_stage"] = _train_imputer(cfg, model, data, train_idx, device)
+        if learned_imputer or getattr(model.fusion, "align_disc", None) is not None:
+            summary["imputation"] = _imputation_diagnostics(cfg, model, data, val_idx, device)
+            log.info("imputation diagnostics: %s", summary["imputation"])
         summary.update(_calibrate_and_save(cfg, model, cohort, data, train_idx, val_idx, summary))
     if world > 1:
         import torch.distributed as dist
@@ -946,6 +983,69 @@ def train(
         dist.barrier()
         dist.destroy_process_group()
     return summary
+
+
+def _train_imputer(
+    cfg: TrainConfig, model: Any, data: _Data, train_idx: np.ndarray, device: Any
+) -> list[dict[str, float]]:
+    """Second stage (``imputation.stage: second``): the imputer alone, on the frozen encoders'
+    embeddings of the training cases (every case with both modalities is a pair)."""
+    import torch
+
+    imp = model.fusion.imputer
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = list(imp.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.imputation.lr)
+    bs = cfg.optim.batch_size
+    history: list[dict[str, float]] = []
+    model.eval()
+    imp.train()
+    try:
+        for epoch in range(cfg.imputation.epochs):
+            perm = np.random.default_rng([cfg.seed, epoch, 0x1A7]).permutation(train_idx)
+            torch.manual_seed(cfg.seed * 7919 + epoch)
+            diag: dict[str, list[float]] = {}
+            for s in range(0, len(perm), bs):
+                batch = data.batch(perm[s : s + bs], device)
+                with torch.no_grad():
+                    img = model.encode_image(batch["image"], batch["image_present"])
+                    txt = model.text_encoder(batch["text"])
+                res = imp.training_loss(img, txt)
+                if res is None:
+                    continue
+                opt.zero_grad(set_to_none=True)
+                res.loss.backward()
+                opt.step()
+                diag.setdefault("loss", []).append(float(res.loss.detach()))
+                for k, v in res.diagnostics.items():
+                    diag.setdefault(k, []).append(v)
+            history.append(
+                {"epoch": epoch + 1, **{k: round(float(np.mean(v)), 4) for k, v in diag.items()}}
+            )
+            log.info("imputer epoch %d: %s", epoch + 1, history[-1])
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+        for p in trainable:
+            p.requires_grad_(True)
+    return history
+
+
+def _imputation_diagnostics(
+    cfg: TrainConfig, model: Any, data: _Data, val_idx: np.ndarray, device: Any
+) -> dict[str, Any]:
+    """The imputer's and alignment's diagnostics on the validation cases (for the card)."""
+    from ..models.impute import evaluate_imputation
+
+    bs = cfg.eval_batch_size
+    batches = (data.batch(val_idx[s : s + bs], device) for s in range(0, len(val_idx), bs))
+    out = evaluate_imputation(model, batches)
+    out["stage"] = cfg.imputation.stage if getattr(model.fusion.imputer, "learned", False) else None
+    return out
 
 
 def _discrete_cls():
@@ -1041,6 +1141,7 @@ def _calibrate_and_save(
         "n_validation": len(val_idx),
         "modality_dropout": _modality_dropout(cfg, model).model_dump(),
         "aux_maps": cfg.aux_maps.model_dump() if cfg.aux_maps.weight > 0 else None,
+        **({"imputation": summary["imputation"]} if summary.get("imputation") else {}),
         "training": {
             "seed": cfg.seed,
             "optim": cfg.optim.model_dump(),
