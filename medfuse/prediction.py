@@ -10,6 +10,10 @@
 
 A missing modality is explicit: a case without a report runs image-only (the model's learned
 missing-report token), the prediction lists ``modalities_used`` and says so in ``warnings``.
+A model whose fusion imputes the missing modality's embedding from the present one
+(``missing: regression | generative``, :mod:`medfuse.models.impute`) lists it in
+``modalities_imputed`` (never in ``modalities_used``), with a warning; the rule below still
+holds, so an imputed report never makes a report-only label assessable.
 
 A finding whose evidence the model card puts in a modality the case lacks (a smoking history
 without a report, an effusion without an image) is **not assessable**: ``status
@@ -171,6 +175,9 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)
     created: str = ""
     case: Case | None = field(default=None, repr=False)
+    #: modalities whose embedding the model imputed from the other one (not read: a missing
+    #: modality of a ``missing: regression | generative`` model)
+    modalities_imputed: tuple[str, ...] = ()
 
     # -- access -----------------------------------------------------------------------------------
     @property
@@ -227,6 +234,7 @@ class Prediction:
             "study_instance_uid": self.study_instance_uid,
             "series_instance_uid": self.series_instance_uid,
             "modalities_used": list(self.modalities_used),
+            "modalities_imputed": list(self.modalities_imputed),
             "findings": [f.to_dict() for f in self.findings],
             "risk": self.risk.to_dict() if self.risk is not None else None,
             "explanation": self.explanation_summary(),
@@ -413,10 +421,21 @@ def predict(
         warnings.append(f"the image was not used: model {model.name!r} reads reports only")
     if c.report is not None and rep is None:
         warnings.append(f"the report was not used: model {model.name!r} reads images only")
+    missing = str(getattr(getattr(model, "fusion", None), "missing", "token"))
     if c.report is None and model.text_encoder is not None:
-        warnings.append("no report: image-only prediction (learned missing-report token)")
+        warnings.append(
+            "no report: image-only prediction (learned missing-report token)"
+            if missing == "token" or vol is None
+            else f"no report: its embedding was imputed from the image ({missing} imputer), "
+            "not read; labels that need the report stay not assessable"
+        )
     if c.volume is None and model.image_encoder is not None:
-        warnings.append("no image: report-only prediction (learned missing-image token)")
+        warnings.append(
+            "no image: report-only prediction (learned missing-image token)"
+            if missing == "token" or rep is None
+            else f"no image: its embedding was imputed from the report ({missing} imputer), "
+            "not read; labels that need the image stay not assessable"
+        )
     if vol is not None:
         warnings.extend(f"image: {w}" for w in vol.warnings)
     if rep is not None:
@@ -433,6 +452,12 @@ def predict(
         probs = head.probabilities(out.logits)[0].float().cpu().tolist()
         risk = _risk(model, out)
         used = tuple(m for m, u in zip(("image", "report"), out.mask[0].tolist(), strict=True) if u)
+        imp = out.fusion.imputed
+        imputed = (
+            tuple(m for m, u in zip(("image", "report"), imp[0].tolist(), strict=True) if u)
+            if imp is not None
+            else ()
+        )
     timings["forward"] = time.perf_counter() - t0
 
     card = getattr(model, "card", None)
@@ -469,6 +494,7 @@ def predict(
         findings=findings,
         risk=risk,
         modalities_used=used,
+        modalities_imputed=imputed,
         model=model_info(model),
         study_instance_uid=(vol.study_instance_uid if vol is not None else None)
         or (c.study.study_instance_uid if c.study is not None else None),
