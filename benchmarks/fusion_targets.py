@@ -174,16 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from medfuse.models.model import load_model
-    from medfuse.train.evaluate import fusion_targets, test_cohort
+    from medfuse.train.evaluate import fusion_targets, test_cohort_for
 
     torch.set_num_threads(2)
     img = load_model(_single(args.config, "image_only", args.singles, args.epochs))
     txt = load_model(_single(args.config, "text_only", args.singles, args.epochs))
     fusion = load_model(args.fusion)
-    drawn = fusion.card.training_data["cohort"]
     t0 = time.perf_counter()
-    # the test cohort is drawn like the training one: same volume shape and report grammar
-    cohort = test_cohort(args.n, shape=tuple(drawn["shape"]), grammar=drawn.get("grammar", 2))
+    cohort = test_cohort_for(fusion, args.n)  # same shape and report grammar as in training
     res = fusion_targets(fusion, img, txt, cohort, n_boot=args.n_boot)
     res["seconds_eval"] = round(time.perf_counter() - t0, 1)
     res["training_seconds"] = {

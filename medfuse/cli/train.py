@@ -152,14 +152,13 @@ def evaluate_cmd(
     with too few positives is reported as not estimable. With --ablation (synthetic only),
     train and compare the fusion variants."""
     from ..models.model import load_model
-    from ..train.evaluate import TEST_SEED, evaluate_model, run_ablation, test_cohort
+    from ..train.evaluate import evaluate_model, run_ablation, test_cohort_for
 
     m = load_model(model)
     if manifest is not None:
         _evaluate_manifest(m, manifest, out, split, labels_from_reports, cache_dir, workers, n_boot)
         return
-    shape = tuple(m.card.training_data.get("cohort", {}).get("shape", (64, 64, 48)))
-    cohort = test_cohort(n, TEST_SEED if seed is None else seed, shape=shape)
+    cohort = test_cohort_for(m, n, seed)
     with progress_bar() as p:
         bars = PhaseBars(p)
         res = evaluate_model(

@@ -130,3 +130,20 @@ def test_hydrocephalus_enlarges_the_ventricles():
     assert (big == MR_CSF).sum() > (normal == MR_CSF).sum() + 200
     with pytest.raises(Exception, match="ventricle_scale"):
         HeadPhantom(g, ventricle_scale=5.0)
+
+
+def test_held_back_cohort_is_drawn_like_the_training_one(model):
+    """``medfuse evaluate MODEL`` (no manifest) draws its test cohort by the card: the brain MR
+    cohort in the grammar the model learned, the chest cohort in its shape and grammar."""
+    from medfuse.train.cohort import FusionCohort
+    from medfuse.train.evaluate import TEST_SEED, test_cohort_for
+    from medfuse.train.mr_cohort import MR_TEST_SEED, MRCohort
+
+    mr = test_cohort_for(model, 4)
+    assert isinstance(mr, MRCohort) and mr.config.seed == MR_TEST_SEED
+    assert mr.config.grammar == model.card.training_data["cohort"]["grammar"]
+    assert mr.config.label_noise == 0.0 and mr.config.report_missing == 0.0
+    chest = medfuse.load_model("chest_ct_demo")
+    c = test_cohort_for(chest, 4, seed=5)
+    assert isinstance(c, FusionCohort) and c.config.seed == 5 != TEST_SEED
+    assert list(c.config.shape) == chest.card.training_data["cohort"]["shape"]
