@@ -8,7 +8,9 @@ medfuse from ``--base-tree`` (``PYTHONPATH``), one from this working tree; the r
 (base, new, base, new, ...) after one warm-up each, so that both see the same machine load. Both
 use the same model folder (``--model``, default the base tree's ``chest_ct_demo``), so that a
 model re-shipped meanwhile cannot make them differ. Prints the median per stage and the ratio
-new / base of the median wall time (≤ 1: no slower).
+new / base of the median wall time (≤ 1: no slower), and of the median CPU time of the run
+(every thread of the worker: the work done, less sensitive than wall time to other jobs
+loading the machine).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +43,10 @@ def worker(model: str, cache: Path, size: int, slices: int) -> None:
     for line in sys.stdin:
         if line.strip() != "run":
             break
-        print(json.dumps(end_to_end.medfuse_run(study, work / "m")), flush=True)
+        cpu = time.process_time()
+        timings = end_to_end.medfuse_run(study, work / "m")
+        timings["process_cpu"] = time.process_time() - cpu  # every thread of the process
+        print(json.dumps(timings), flush=True)
 
 
 def main() -> None:
@@ -88,14 +94,16 @@ def main() -> None:
     def med(side: str, key: str) -> float:
         return statistics.median(r.get(key, 0.0) for r in rows[side])
 
-    keys = [k for k in rows["new"][0] if k not in ("wall", "process_wall")]
+    keys = [k for k in rows["new"][0] if k not in ("wall", "process_wall", "process_cpu")]
     print(f"\nmodel {model}; median of {args.repeats}, warm, alternating base / new")
     print(f"{'stage (s)':<24}{'base':>9}{'new':>9}")
-    for k in [*keys, "wall", "process_wall"]:
+    for k in [*keys, "wall", "process_wall", "process_cpu"]:
         print(f"{k:<24}{med('base', k):>9.3f}{med('new', k):>9.3f}")
     print("walls base:", [round(r["wall"], 2) for r in rows["base"]])
     print("walls new: ", [round(r["wall"], 2) for r in rows["new"]])
     print(f"\nnew / base (median wall) = {med('new', 'wall') / med('base', 'wall'):.3f}")
+    cpu = med("new", "process_cpu") / med("base", "process_cpu")
+    print(f"new / base (median CPU seconds, all threads) = {cpu:.3f}")
 
 
 if __name__ == "__main__":
