@@ -367,7 +367,10 @@ class CrossAttentionFusion(Fusion):
     encoder's pooled vector (as :class:`LateFusion`'s branches) added to the output. A missing image
     (or report) becomes a single learned token, so attention always has a valid key.
     Attention weights are returned per head: ``text_to_image`` [B, H, T, N] and
-    ``image_to_text`` [B, H, N, T].
+    ``image_to_text`` [B, H, N, T]. With a learned imputer (``missing="regression"`` /
+    ``"generative"``) and a sample of the batch missing one modality while it has the other, the
+    imputed ``tokens`` follow that modality's missing token (positions 1..K, valid only for the
+    imputed samples); batches without such a sample keep the token layout above.
     """
 
     name = "cross_attention"
