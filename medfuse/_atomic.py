@@ -40,10 +40,46 @@ def atomic_path(
         if fsync:
             with open(tmp_path, "rb+") as fh:
                 os.fsync(fh.fileno())
-        os.replace(tmp_path, target)
+        _replace(tmp_path, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    """Put ``tmp`` at ``target`` atomically. Over an existing regular file, on Linux, the two
+    names are exchanged (``renameat2(RENAME_EXCHANGE)``) and the old file, now under the
+    temporary name, is unlinked: ext4 starts writing back a file renamed *over* another at the
+    rename itself (``auto_da_alloc``), 0.06-0.15 s for a 157-262 MB NIfTI here, and the writes
+    that follow wait on that I/O; an exchange does not (docs/benchmarks.md). Either way a
+    reader sees the old file or the new one, never neither. Elsewhere, or when the exchange is
+    refused (a file system without it), ``os.replace``."""
+    import stat
+
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        os.replace(tmp, target)
+        return
+    if not stat.S_ISREG(st.st_mode) or not _exchange(tmp, target):
+        os.replace(tmp, target)
+        return
+    os.unlink(tmp)  # the previous version
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names ``a`` and ``b`` atomically (Linux ``renameat2``); False when unavailable."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a C library without renameat2 (glibc < 2.28, musl)
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
