@@ -38,7 +38,7 @@ model:
   tokenizer: {{code_markers: true}}
 data: {{manifest: train.csv, labels: [{labels}], val_fraction: 0.15, cache_dir: cache}}
 output: model
-seed: 0
+seed: {seed}
 num_threads: {threads}
 optim: {{epochs: {epochs}, batch_size: 32, lr: 0.005, warmup_epochs: 1}}
 early_stopping: {{patience: 6, monitor: auroc}}
@@ -105,6 +105,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / ".bench" / "own_cohort_reports")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (split, init, order)")
     ap.add_argument("--reuse", action="store_true", help="Reuse a trained model in --out.")
     args = ap.parse_args()
     if not (DATA / "iu_reports_train.csv").is_file():
@@ -116,7 +117,9 @@ def main() -> int:
     write_manifest(train, out / "train.csv")
     write_manifest(dev, out / "dev.csv")
     (out / "config.yaml").write_text(
-        CONFIG.format(labels=", ".join(CODES), epochs=args.epochs, threads=args.threads)
+        CONFIG.format(
+            labels=", ".join(CODES), epochs=args.epochs, threads=args.threads, seed=args.seed
+        )
     )
     medfuse = [sys.executable, "-m", "medfuse.cli.main"]
     t0, cpu0 = time.perf_counter(), _children_cpu()
