@@ -7,7 +7,9 @@
   embedding layer (``embed``), from the embedding of the padding token, summed over the
   embedding dimension into one score per token; for the ``findings`` encoder, plain integrated
   gradients on its finding-status vectors (one score per finding code). Scores are tied to the
-  tokens' character spans in the report.
+  tokens' character spans in the report. The image is encoded once per explanation (eval
+  mode, no gradient) and that encoding is reused by every interpolation step
+  (``MedfuseModel.forward_encoded``): only the report changes between the steps.
 
 Parameters are frozen during the computation (gradients are taken with respect to the inputs
 only); Captum is imported on first use.
@@ -115,6 +117,17 @@ def _embedding_layer(encoder: Any) -> torch.nn.Module | None:
     return None
 
 
+def _encode_image_once(ctx: ExplainContext) -> Any:
+    """The case's image encoding (``ImageEncoding`` of batch one, or None without an image),
+    computed in eval mode without gradients: exactly what ``forward`` computes for the image in
+    every pass of a text attribution (whose image input never requires a gradient, and whose
+    parameters are frozen), so it can be reused for all of them."""
+    if not ctx.has_image or not hasattr(ctx.model, "forward_encoded"):
+        return None
+    with eval_mode(ctx.model), torch.no_grad():
+        return ctx.model.encode_image(ctx.image)
+
+
 @explainers.register("integrated_gradients_text", needs="report")
 def integrated_gradients_text(
     ctx: ExplainContext,
@@ -131,13 +144,22 @@ def integrated_gradients_text(
         raise ConfigError("integrated gradients on the text need a report and a text encoder")
     enc = ctx.model.text_encoder
     batch = ctx.text
-    image = ctx.image if ctx.has_image else None
+    encoded = _encode_image_once(ctx)
+    image = ctx.image if ctx.has_image and encoded is None else None
     params: dict[str, Any] = {"n_steps": n_steps, "method": method, "score": "logit"}
 
     def run(text: Any, n: int) -> torch.Tensor:
-        img = repeat_batch(image, n) if image is not None else None
+        # only the report changes between the interpolation steps: the image encoding computed
+        # once above is repeated instead of re-running the image encoder on every step
         ctx.forward_count += n
-        return ctx.model(image=img, text=text).logits
+        if image is not None:  # a model without the encode/fuse split: the whole forward
+            out = ctx.model(image=repeat_batch(image, n), text=text)
+        else:
+            img = repeat_batch(encoded, n) if encoded is not None else None
+            out = ctx.model.forward_encoded(img, text, batch_size=n)
+        if out.logits is None:
+            raise ConfigError("explanations need a model with a diagnosis head")
+        return out.logits
 
     ids = getattr(batch, "input_ids", None)
     layer = _embedding_layer(enc)

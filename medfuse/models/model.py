@@ -222,12 +222,27 @@ class MedfuseModel(nn.Module):
         del records  # accepted so that ``model(**model.prepare(...))`` works
         if image is None and text is None:
             raise ConfigError("forward needs an image batch, a text batch or both")
-        img = txt = None
+        img = None
         if image is not None and self.image_encoder is not None:
             img = self.encode_image(image, image_present)
+        B = int(image.shape[0]) if image is not None else _text_batch_size(text)
+        return self.forward_encoded(img, text, batch_size=B, text_present=text_present)
+
+    def forward_encoded(
+        self,
+        img: ImageEncoding | None,
+        text: Any = None,
+        *,
+        batch_size: int,
+        text_present: Tensor | None = None,
+    ) -> ModelOutput:
+        """:meth:`forward` from an image encoding already computed by :meth:`encode_image`
+        (``img``, None without an image): text encoder, fusion and heads only. Explainers that
+        vary only the report reuse one image encoding across their passes through this."""
+        txt = None
         if text is not None and self.text_encoder is not None:
             txt = self.text_encoder(text)
-        B = int(image.shape[0]) if image is not None else _text_batch_size(text)
+        B = int(batch_size)
         device = next(self.parameters()).device
         mask = torch.zeros(B, 2, dtype=torch.bool, device=device)
         if img is not None:
