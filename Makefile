@@ -71,6 +71,7 @@ train-demo: $(STAMP)
 	cp out/train/chest_ct_demo/model/card.json out/train/chest_ct_demo/model/weights.safetensors \
 	   out/train/chest_ct_demo/model/tokenizer.json $(DEMO_MODEL)/
 	$(PY) benchmarks/fusion_targets.py --fusion $(DEMO_MODEL) --record-card --write-doc docs/model_card.md
+	$(PY) benchmarks/image_missing_auroc.py --record-card
 
 # Brain MR demo model (synthetic data only): the one trainer on configs/train/brain_mr_demo.yaml
 # (CPU, seeded, one torch thread), then the held-back MR test cohort and the sample case checked

@@ -175,11 +175,10 @@ class FusionCohortConfig(CohortParams):
     p_lesion: float = 0.4
     p_consolidation: float = 0.4
     p_infection: float = 0.45
-    #: report grammar (:data:`GRAMMAR_VERSIONS`): 3 has no label shortcuts
-    #: (``benchmarks/shortcut_audit.py``); 2, the default until the chest demo model is retrained
-    #: on 3, is the grammar the shipped ``chest_ct_demo`` learned (its card's numbers hold for
-    #: it: on grammar-3 reports its report-only AUROC for dyspnea falls from 1.000 to 0.797)
-    grammar: int = 2
+    #: report grammar (:data:`GRAMMAR_VERSIONS`): 3, the default and the grammar the shipped
+    #: ``chest_ct_demo`` learned, has no label shortcuts (``benchmarks/shortcut_audit.py``); 2
+    #: leaks labels through template words (the model trained on it learned them)
+    grammar: int = 3
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -70,12 +70,16 @@ def phi_study(tmp_path_factory) -> Path:
 
 
 def _workflow(folder: Path, **changes) -> Path:
-    """The shipped chest CT workflow (every explanation, every export) with one torch thread
-    (the test machines are shared) and ``changes`` (section -> keys)."""
+    """The shipped chest CT workflow (every explanation, every export; lung_lesion and
+    smoking_history explained) with one torch thread (the test machines are shared) and
+    ``changes`` (section -> keys)."""
     import yaml
 
     data = yaml.safe_load(WORKFLOW.read_text())
     data.setdefault("run", {})["threads"] = 1
+    # an image finding is always explained, so every format has something to write whatever the
+    # model calls positive on this phantom (report-only labels get no image map)
+    data["explain"]["labels"] = ["lung_lesion", "smoking_history"]
     for section, keys in changes.items():
         data.setdefault(section, {}).update(keys)
     path = folder / "workflow.yaml"
