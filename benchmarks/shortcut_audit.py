@@ -442,8 +442,6 @@ def sample_case_phrases(model_name: str, k: int = 3) -> list[tuple[str, str, lis
     from pathlib import Path
 
     import medfuse
-    from medfuse.explain.render import top_report_phrases
-
     root = Path(__file__).resolve().parents[1] / "sample_cases"
     model = medfuse.load_model(model_name)
     out = []
@@ -454,15 +452,14 @@ def sample_case_phrases(model_name: str, k: int = 3) -> list[tuple[str, str, lis
         pred = medfuse.predict(
             model,
             (study, report),
-            explain=["integrated_gradients_text"],
+            explain=["integrated_gradients_text", "modality_shapley"],
             labels="positive",
         )
         expl = pred.explanation
         for f in pred.positive:
-            tokens = expl.get_tokens(f.label) if expl is not None else None
-            if tokens is None:
+            if expl is None or expl.get_tokens(f.label) is None:
                 continue
-            phrases = [p.text for p in top_report_phrases(tokens, expl.report_text or "", k)]
+            phrases = [p.text for p in expl.report_phrases(f.label, k)]  # as the exports list them
             out.append((case, f.label, phrases, not any(map(is_shortcut_phrase, phrases))))
     return out
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..types import PreprocessingRecord, Volume
 
 __all__ = [
+    "MIN_REPORT_SHARE",
     "Explanation",
     "MethodRun",
     "ModalityContribution",
@@ -27,6 +28,10 @@ __all__ = [
     "TokenAttribution",
     "argmax_index",
 ]
+
+#: below this share of a label's output (modality contributions) the report's words are not
+#: listed as its evidence (:meth:`Explanation.report_phrases`)
+MIN_REPORT_SHARE = 0.10
 
 #: one figure is drawn at a time: matplotlib is not thread-safe (exporters run in threads)
 _FIGURE_LOCK = threading.Lock()
@@ -267,7 +272,7 @@ class Explanation:
         ``image_maps``; the modality contributions; the ``top_phrases`` report words and
         phrases with their sentence. Maps themselves are not included.
         """
-        from .render import saliency_peaks, top_report_phrases
+        from .render import saliency_peaks
 
         per_label: dict[str, Any] = {}
         for label in self.labels if labels is None else labels:
@@ -288,7 +293,7 @@ class Explanation:
             tokens = self.get_tokens(label)
             if tokens is not None and self.report_text:
                 entry["top_report_phrases"] = [
-                    p.to_dict() for p in top_report_phrases(tokens, self.report_text, top_phrases)
+                    p.to_dict() for p in self.report_phrases(label, top_phrases)
                 ]
                 entry["token_method"] = tokens.method
             per_label[label] = entry
@@ -297,6 +302,26 @@ class Explanation:
             "runtime_s": round(self.runtime_s, 4),
             "labels": per_label,
         }
+
+    def report_share(self, label: str) -> float | None:
+        """The report's share of ``label``'s output (modality contributions), None when they
+        were not computed or there is no report."""
+        c = self.modality.get(label)
+        return c.fractions()["report"] if c is not None and self.report_text else None
+
+    def report_phrases(self, label: str, k: int = 5) -> list[Any]:
+        """The ``k`` report phrases with the largest positive attribution for ``label``
+        (:func:`~medfuse.explain.render.top_report_phrases`), none when word attributions were
+        not computed or the report carries less than :data:`MIN_REPORT_SHARE` of the output:
+        the words of a report that hardly moves the output are not its evidence (their ranking
+        is noise: e.g. an image reference for an image finding)."""
+        from .render import top_report_phrases
+
+        tokens = self.get_tokens(label)
+        share = self.report_share(label)
+        if tokens is None or not self.report_text or (share is not None and share < MIN_REPORT_SHARE):
+            return []
+        return top_report_phrases(tokens, self.report_text, k)
 
     # -- pictures ---------------------------------------------------------------------------------
     def figure_png(self, label: str | None = None, method: str | None = None, **kw: Any) -> bytes:

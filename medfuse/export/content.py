@@ -265,12 +265,7 @@ def peak_lines(view: SaliencyView) -> list[str]:
 def top_phrases(expl: Explanation, text: str, label: str, k: int = 5) -> list[Any]:
     """The ``k`` report phrases (words summed over their tokens, adjacent words merged) with
     the largest positive attribution for ``label``, each with its sentence."""
-    from ..explain.render import top_report_phrases
-
-    tokens = expl.get_tokens(label)
-    if tokens is None or not text:
-        return []
-    return top_report_phrases(tokens, text, k)
+    return expl.report_phrases(label, k) if text else []
 
 
 def no_phrase_note(expl: Explanation, text: str, label: str) -> str:
@@ -282,6 +277,15 @@ def no_phrase_note(expl: Explanation, text: str, label: str) -> str:
     share = (
         f" (the report's share of this output: {100 * c.fractions()['report']:.0f} %)" if c else ""
     )
+    from ..explain.explanation import MIN_REPORT_SHARE
+
+    share = expl.report_share(label)
+    if share is not None and share < MIN_REPORT_SHARE:
+        return (
+            f"The report carries {100 * share:.0f} % of this output (below "
+            f"{100 * MIN_REPORT_SHARE:.0f} %): its words are not the evidence for this label, "
+            "so none is listed."
+        )
     if expl.get_tokens(label) is None:
         return (
             "Word attributions were not computed for this label: the explanation methods were "

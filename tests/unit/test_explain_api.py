@@ -167,3 +167,39 @@ def test_no_memory_growth_over_20_explanations():
     gc.collect()
     grown = (psutil.Process().memory_info().rss - rss0) / 2**20
     assert grown < 40, f"RSS grew {grown:.1f} MiB over 20 explanations"
+
+
+def test_report_phrases_only_where_the_report_carries_the_output():
+    """A report that moves a label's output by under MIN_REPORT_SHARE gives it no phrases (the
+    ranking of its words is noise), in the JSON view and in the exports' note; above it, the
+    top phrases are listed."""
+    from medfuse.explain.explanation import (
+        MIN_REPORT_SHARE,
+        ModalityContribution,
+        TokenAttribution,
+    )
+    from medfuse.export.content import no_phrase_note, top_phrases
+
+    text = "Smoker. Heart is enlarged."
+    expl = Explanation(
+        labels=["cardiomegaly", "smoking_history"],
+        methods=["integrated_gradients_text", "modality_shapley"],
+        probabilities={"cardiomegaly": 0.9, "smoking_history": 0.9},
+        logits={"cardiomegaly": 2.2, "smoking_history": 2.2},
+        report_text=text,
+    )
+    share = {"cardiomegaly": MIN_REPORT_SHARE / 2, "smoking_history": 0.8}
+    for label, r in share.items():
+        expl.modality[label] = ModalityContribution(label, 1 - r, r, 2.2, 1.2, 1.0, 1.0)
+        expl.tokens[label] = {
+            "integrated_gradients_text": TokenAttribution(
+                "integrated_gradients_text", label, ["Smoker", "enlarged"], [(0, 6), (17, 25)],
+                np.array([1.0, 0.5]),
+            )
+        }  # fmt: skip
+    view = expl.to_dict()["labels"]
+    assert view["cardiomegaly"]["top_report_phrases"] == []
+    assert [p["text"] for p in view["smoking_history"]["top_report_phrases"]][0] == "Smoker."
+    assert top_phrases(expl, text, "cardiomegaly") == []
+    assert "5 % of this output" in no_phrase_note(expl, text, "cardiomegaly")
+    assert no_phrase_note(expl, text, "smoking_history").startswith("Integrated gradients")
