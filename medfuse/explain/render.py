@@ -494,6 +494,7 @@ def saliency_figure_png(
     ):
         lo, hi = float(b.min()), float(b.max())
         g = (b - lo) / (hi - lo) if hi > lo else np.zeros_like(b)
+        g, s = _smooth_up(g, cell_w - 2 * margin), _smooth_up(s, cell_w - 2 * margin)
         place(
             1,
             col,
@@ -527,6 +528,18 @@ def saliency_figure_png(
     buf = io.BytesIO()
     Image.fromarray(canvas).save(buf, format="png")
     return buf.getvalue()
+
+
+def _smooth_up(img: np.ndarray, width: int) -> np.ndarray:
+    """A projection on the coarse model grid (a few mm per voxel) linearly interpolated up to
+    about ``width`` pixels across, so the panel shows a smooth picture instead of blocks (the
+    source-grid slices above stay pixel-exact)."""
+    from scipy.ndimage import zoom
+
+    factor = int(width // max(img.shape))
+    if factor < 2:
+        return img
+    return np.clip(zoom(img.astype(np.float32), factor, order=1, mode="nearest"), 0.0, 1.0)
 
 
 def _fit(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
