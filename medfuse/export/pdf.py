@@ -339,13 +339,14 @@ def prediction_pdf(
         p = expl.probabilities.get(label)
         block.append(Paragraph(t(label) + (f" (p = {p:.3f})" if p is not None else ""), h3))
         view = saliency_view(prediction, label, opts, context)
+        after: list[Any] = []  # the figure's caption may flow on to the next page
         if view.png is not None:
             from PIL import Image as PILImage
 
             w_px, h_px = PILImage.open(io.BytesIO(view.png)).size
-            img_w = min(frame_w, 100 * mm)
+            img_w = min(frame_w, 92 * mm)
             block.append(Image(io.BytesIO(view.png), width=img_w, height=img_w * h_px / w_px))
-            block.append(
+            after.append(
                 Paragraph(
                     t(
                         f"{view.method} hotspots (local maxima above half the maximum; LPS as in "
@@ -354,10 +355,11 @@ def prediction_pdf(
                     small,
                 )
             )
-            block.extend(Paragraph(t(line), small) for line in peak_lines(view))
+            after.extend(Paragraph(t(line), small) for line in peak_lines(view))
         if view.note:
             block.append(Paragraph(t(view.note), small))
         story.append(KeepTogether(block))
+        story.extend(after)
         c = expl.modality.get(label)
         if c is not None:
             fr = c.fractions()
