@@ -16,6 +16,7 @@ import pytest
 
 from medfuse.cli._convert import parse_convert_args
 from medfuse.cli.entry import main as light
+from medfuse.cli.main import COMMAND_MODULES
 from medfuse.cli.main import main as full
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,15 +35,7 @@ FORBIDDEN = {
     "pydantic",
 }
 # the other commands' modules
-OTHER_COMMANDS = {
-    "medfuse.cli.main",
-    "medfuse.cli.io",
-    "medfuse.cli.cohort",
-    "medfuse.cli.text",
-    "medfuse.cli.train",
-    "medfuse.cli.run",
-    "medfuse.cli.workflows",
-}
+OTHER_COMMANDS = {"medfuse.cli.main", *COMMAND_MODULES}
 
 
 def _run(fn, argv: list[str]) -> tuple[int, str, str]:
