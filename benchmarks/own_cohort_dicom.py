@@ -165,7 +165,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / ".bench" / "own_cohort_dicom")
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=None, help="Epochs (default 8, or the recipe's).")
-    ap.add_argument("--recipe", type=Path, default=None, help="A training YAML to train both sides.")
+    ap.add_argument(
+        "--recipe", type=Path, default=None, help="A training YAML to train both sides."
+    )
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: reproduce,build,rss")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -442,6 +442,7 @@ def sample_case_phrases(model_name: str, k: int = 3) -> list[tuple[str, str, lis
     from pathlib import Path
 
     import medfuse
+
     root = Path(__file__).resolve().parents[1] / "sample_cases"
     model = medfuse.load_model(model_name)
     out = []

@@ -246,7 +246,9 @@ def cohort_cmd(
     image_missing: float = typer.Option(0.05, "--image-missing", min=0.0, max=1.0),
     dicom: bool = typer.Option(False, "--dicom", help="Also write DICOM + report per case."),
     grammar: int = typer.Option(
-        2, "--grammar", help="Report grammar: 3 has no label shortcuts (benchmarks/shortcut_audit.py)."
+        2,
+        "--grammar",
+        help="Report grammar: 3 has no label shortcuts (benchmarks/shortcut_audit.py).",
     ),
 ) -> None:
     """Draw the synthetic fusion cohort (labels needing image, report or both; censored risk)."""

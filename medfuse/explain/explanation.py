@@ -319,7 +319,11 @@ class Explanation:
 
         tokens = self.get_tokens(label)
         share = self.report_share(label)
-        if tokens is None or not self.report_text or (share is not None and share < MIN_REPORT_SHARE):
+        if (
+            tokens is None
+            or not self.report_text
+            or (share is not None and share < MIN_REPORT_SHARE)
+        ):
             return []
         return top_report_phrases(tokens, self.report_text, k)
 

@@ -359,7 +359,6 @@ _COMPARISON = (
 )
 
 
-
 def _assemble_report(
     rng: np.random.Generator,
     history: str,
@@ -392,6 +391,7 @@ def _assemble_report(
             "",
         ]
     )
+
 
 def write_report(
     factors: dict[str, Any], rng: np.random.Generator, mention_rate: float, case_number: int

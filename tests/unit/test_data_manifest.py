@@ -88,7 +88,9 @@ def test_monai_datalist_json(tmp_path):
 def test_multiline_report_text_keeps_its_line_breaks(tmp_path):
     """A quoted report cell spanning lines is read as written: its sections stay on their own
     lines (they once ran together, "PreopCOMPARISON:", and the parser lost the sections)."""
-    text = "INDICATION: Preop\r\nCOMPARISON: None\nFINDINGS: Mild cardiomegaly.\nIMPRESSION: Stable."
+    text = (
+        "INDICATION: Preop\r\nCOMPARISON: None\nFINDINGS: Mild cardiomegaly.\nIMPRESSION: Stable."
+    )
     path = _csv(tmp_path / "m.csv", ["case_id", "report_text", "cardiomegaly"], [["a", text, 1]])
     man = read_manifest(path, ["cardiomegaly"])
     assert man.rows[0].report_text == text

@@ -199,7 +199,7 @@ def test_report_phrases_only_where_the_report_carries_the_output():
         }  # fmt: skip
     view = expl.to_dict()["labels"]
     assert view["cardiomegaly"]["top_report_phrases"] == []
-    assert [p["text"] for p in view["smoking_history"]["top_report_phrases"]][0] == "Smoker."
+    assert next(p["text"] for p in view["smoking_history"]["top_report_phrases"]) == "Smoker."
     assert top_phrases(expl, text, "cardiomegaly") == []
     assert "5 % of this output" in no_phrase_note(expl, text, "cardiomegaly")
     assert no_phrase_note(expl, text, "smoking_history").startswith("Integrated gradients")

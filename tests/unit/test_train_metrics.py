@@ -85,4 +85,6 @@ def test_c_index_without_a_comparable_pair_is_nan():
     from medfuse.train.metrics import c_index
 
     # the only event is the last time: no pair can be ordered
-    assert math.isnan(c_index(np.array([1.0, 2.0, 3.0]), np.array([0, 0, 1.0]), np.array([0.1, 0.2, 0.3])))
+    assert math.isnan(
+        c_index(np.array([1.0, 2.0, 3.0]), np.array([0, 0, 1.0]), np.array([0.1, 0.2, 0.3]))
+    )
