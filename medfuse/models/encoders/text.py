@@ -286,7 +286,7 @@ class ReportTokenizer:
         fold_digits: bool = True,
         markers: bool = True,
         code_markers: bool = False,
-        finding_features: bool = False,
+        finding_features: bool | Sequence[str] = False,
     ):
         if max_length < 2:
             raise ConfigError("max_length must be at least 2")
@@ -298,9 +298,23 @@ class ReportTokenizer:
         #: also a marker naming the finding code and its status, e.g. ``[POS:cardiomegaly]``
         #: (the parser's reading of each mention, as one token)
         self.code_markers = code_markers
-        #: also the parser's status of every finding code as one-hots (``TokenBatch.findings``;
-        #: the n-gram encoder's ``findings`` option reads them)
+        #: also the parser's status of these finding codes as one-hots (``TokenBatch.findings``;
+        #: the n-gram encoder's ``findings`` option reads them); ``True``: the lexicon's codes as
+        #: they are now, kept in the tokenizer's state so that a saved model reads the same ones
+        self.finding_codes: tuple[str, ...] = ()
         self.finding_features = finding_features
+
+    @property
+    def finding_features(self) -> bool:
+        return bool(self.finding_codes)
+
+    @finding_features.setter
+    def finding_features(self, value: bool | Sequence[str]) -> None:
+        if value is True:
+            from ...text.lexicon import FINDING_CODES
+
+            value = FINDING_CODES
+        self.finding_codes = tuple(value or ())
 
     # words ------------------------------------------------------------------------------------
     def normalize(self, word: str) -> str:
@@ -359,11 +373,7 @@ class ReportTokenizer:
             mask[b, : len(seq)] = True
             spans.append([sp for _, sp in seq] + [NO_SPAN] * (width - len(seq)))
         present = torch.tensor([r is not None for r in reps], dtype=torch.bool)
-        findings = None
-        if self.finding_features:
-            from ...text.lexicon import FINDING_CODES
-
-            findings = finding_status(reps, FINDING_CODES)[0]
+        findings = finding_status(reps, self.finding_codes)[0] if self.finding_codes else None
         return TokenBatch(ids, mask, spans, present, [[t for t, _ in s] for s in seqs], findings)
 
     # vocabulary ---------------------------------------------------------------------------------
@@ -409,7 +419,7 @@ class ReportTokenizer:
             "fold_digits": self.fold_digits,
             "markers": self.markers,
             "code_markers": self.code_markers,
-            "finding_features": self.finding_features,
+            "finding_features": list(self.finding_codes),
             "vocab": self.vocab.to_dict(),
         }
 
@@ -424,7 +434,7 @@ class ReportTokenizer:
             fold_digits=bool(data.get("fold_digits", True)),
             markers=bool(data.get("markers", True)),
             code_markers=bool(data.get("code_markers", False)),
-            finding_features=bool(data.get("finding_features", False)),
+            finding_features=data.get("finding_features") or False,
         )
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -648,10 +658,9 @@ class NgramTextEncoder(_TokenEncoder):
         }
         self.find_proj = self.ngram_norm = None
         if findings:
-            from ...text.lexicon import FINDING_CODES
-
-            self.tokenizer.finding_features = True
-            self.find_proj = nn.Linear(4 * len(FINDING_CODES), dim)
+            if not self.tokenizer.finding_features:
+                self.tokenizer.finding_features = True
+            self.find_proj = nn.Linear(4 * len(self.tokenizer.finding_codes), dim)
             # the n-gram vector is a sum over the report: normalised, so that it does not drown
             # the finding status in long reports
             self.ngram_norm = nn.LayerNorm(dim)
