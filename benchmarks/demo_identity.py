@@ -1,7 +1,9 @@
 """Are the outputs of ``make demo`` the same before and after a change? Byte for byte, except
 timestamps, UIDs and wall-clock timings.
 
-    python benchmarks/demo_identity.py [--base a8b2459] [--base-tree /work/wt_base] [--out DIR]
+    python benchmarks/demo_identity.py [--base REV] [--base-tree DIR] [--out DIR]
+
+(defaults: ``HEAD``, i.e. the uncommitted change, checked out at ``.bench/base_tree``)
 
 Runs the shipped demo workflows (the Makefile's ``demo`` target: ``chest_ct_triage`` on the
 three chest CT samples, ``brain_mr_research`` on the brain MR sample) twice, each in its own
@@ -234,8 +236,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--base", default="a8b2459", help="the commit to compare with")
-    ap.add_argument("--base-tree", type=Path, default=Path("/work/wt_base"))
+    ap.add_argument("--base", default="HEAD", help="the commit to compare with")
+    ap.add_argument("--base-tree", type=Path, default=REPO / ".bench" / "base_tree")
     ap.add_argument("--out", type=Path, default=REPO / ".bench" / "demo_identity")
     ap.add_argument("--compare-only", action="store_true", help="compare the last outputs")
     args = ap.parse_args()

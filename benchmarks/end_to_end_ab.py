@@ -1,6 +1,6 @@
 """The end-to-end benchmark's medfuse run, two versions of medfuse side by side in one run.
 
-    python benchmarks/end_to_end_ab.py --base-tree /work/wt_base [--repeats 5] [--model DIR]
+    python benchmarks/end_to_end_ab.py [--base-tree .bench/base_tree] [--repeats 5] [--model DIR]
 
 :func:`end_to_end.medfuse_run` (``run_workflow`` on one 512² × 300 CT study with a report:
 Grad-CAM + modality Shapley, all seven exports) in two warm worker processes, one importing
@@ -53,7 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--base-tree", type=Path, default=Path("/work/wt_base"))
+    ap.add_argument("--base-tree", type=Path, default=REPO / ".bench" / "base_tree")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--slices", type=int, default=300)
@@ -65,6 +65,11 @@ def main() -> None:
     if args.worker:
         worker(model, args.cache, args.size, args.slices)
         return
+    if not (args.base_tree / "medfuse").is_dir():
+        raise SystemExit(
+            f"{args.base_tree} holds no medfuse checkout: "
+            f"git worktree add {args.base_tree} <base commit>"
+        )
     sides = {"base": args.base_tree.resolve(), "new": REPO}
     procs = {}
     for side, root in sides.items():
