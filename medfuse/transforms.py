@@ -234,35 +234,6 @@ def _affine_np(img: Any) -> np.ndarray:
     return np.asarray(img.affine.detach().cpu().numpy(), dtype=np.float64)
 
 
-#: voxels per block of :func:`_c_order_copy` along the last three axes (512 KiB of float32):
-#: fewer, larger blocks than 32³ keep the copy quick when another thread holds the GIL between
-#: blocks (the export's prepare hook runs beside the model)
-_COPY_BLOCK = (64, 64, 32)
-
-
-def _c_order_copy(data: np.ndarray) -> np.ndarray:
-    """A C-ordered float32 copy of ``data`` (any layout, negative strides included), copied in
-    blocks of ``_COPY_BLOCK`` voxels along the last three axes: a transposing copy done whole
-    (numpy's or torch's ``contiguous``) walks one of the two arrays a cache line per element."""
-    import numpy as np
-
-    out = np.empty(data.shape, dtype=np.float32)
-    bx, by, bz = _COPY_BLOCK
-    if data.ndim < 3 or data.size < bx * by * bz:
-        out[...] = data
-        return out
-    *lead, nx, ny, nz = data.shape
-    for idx in np.ndindex(*lead):
-        src, dst = data[idx], out[idx]
-        for x in range(0, nx, bx):
-            for y in range(0, ny, by):
-                for z in range(0, nz, bz):
-                    dst[x : x + bx, y : y + by, z : z + bz] = src[
-                        x : x + bx, y : y + by, z : z + bz
-                    ]
-    return out
-
-
 def preprocess(
     volume: Volume, config: PreprocessingConfig | dict[str, Any] | None = None
 ) -> tuple[torch.Tensor, PreprocessingRecord]:
@@ -290,12 +261,8 @@ def preprocess(
     if not np.all(np.isfinite(data)):
         log.warning("volume has non-finite voxels; they are set to 0 before preprocessing")
         data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
-    if min(data.strides) < 0 or (cfg.spacing is not None and not data.flags.c_contiguous):
-        # MONAI's resampling makes the volume C-contiguous before sampling it (grid_sample); a
-        # DICOM volume is Fortran-ordered (i fastest), and torch's copy of that transposed
-        # layout takes ~1.3 s at 512² × 300 on 2 cores, a copy by cache-sized blocks ~0.5 s
-        # (benchmarks/cold_start.py). The same voxels either way: a copy is exact.
-        data = _c_order_copy(data)
+    if min(data.strides) < 0:  # torch takes any layout but negative strides
+        data = np.ascontiguousarray(data)
     img = MetaTensor(
         torch.from_numpy(data),
         affine=torch.as_tensor(volume.affine, dtype=torch.float64),

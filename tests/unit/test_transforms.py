@@ -94,30 +94,6 @@ def test_any_memory_layout_preprocesses_alike(layout):
     np.testing.assert_array_equal(got.numpy(), want.numpy())
 
 
-@pytest.mark.parametrize("layout", ["F", "flipped", "4D"])
-def test_blocked_copy_is_exact_and_preprocessing_unchanged(layout):
-    """The C-ordered copy made before resampling (by blocks, partial ones at the edges) holds the
-    same voxels, and a volume larger than one block preprocesses exactly as its C-ordered twin."""
-    from medfuse.transforms import _c_order_copy
-
-    rng = np.random.default_rng(1)
-    shape = (150, 70, 40, 2) if layout == "4D" else (150, 70, 40)
-    arr = rng.normal(0, 300, shape).astype(np.float32)
-    view = np.asfortranarray(arr) if layout != "flipped" else np.ascontiguousarray(arr[::-1])[::-1]
-    data = view[None] if view.ndim == 3 else np.moveaxis(view, 3, 0)
-    copy = _c_order_copy(data)
-    assert copy.flags.c_contiguous and copy.dtype == np.float32
-    np.testing.assert_array_equal(copy, data)
-    geo = make_geometry(shape[:3], (0.8, 0.9, 1.5))
-    cfg = PreprocessingConfig(spacing=(3.0, 3.0, 3.0), spatial_size=(16, 16, 16))
-    want, rec_want = preprocess(
-        Volume(np.ascontiguousarray(arr), geo.affine_ras, modality="CT"), cfg
-    )
-    got, rec_got = preprocess(Volume(view, geo.affine_ras, modality="CT"), cfg)
-    np.testing.assert_array_equal(got.numpy(), want.numpy())
-    assert rec_got.to_dict() == rec_want.to_dict()
-
-
 def test_ct_windows_are_channels_in_unit_range():
     geo = make_geometry((20, 20, 10), (1.0, 1.0, 2.0))
     arr = np.linspace(-1200, 1500, 20 * 20 * 10, dtype=np.float32).reshape(20, 20, 10)
