@@ -9,26 +9,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from _fusion_inputs import encodings as _encodings
 
 from medfuse.errors import ConfigError
-from medfuse.models.encoders.image import ImageEncoding
 from medfuse.models.encoders.text import TextEncoding
 from medfuse.models.fusion import fusion_from_config
 from medfuse.models.impute import embedding_diagnostics, frechet_distance, grad_reverse
 from medfuse.models.weights import load_weights, save_weights
 from medfuse.registry import fusion, imputers
-
-
-def _encodings(B: int = 4, di: int = 12, dt: int = 10, img_present=None, txt_present=None):
-    img_present = torch.tensor(img_present or [True] * B)
-    txt_present = torch.tensor(txt_present or [True] * B)
-    feats = torch.randn(B, di, 2, 2, 2, requires_grad=True)
-    img = ImageEncoding(feats, feats.mean((2, 3, 4)), img_present)
-    mask = torch.ones(B, 5, dtype=torch.bool)
-    mask[0, 3:] = False
-    tokens = torch.randn(B, 5, dt, requires_grad=True)
-    txt = TextEncoding(tokens, mask, tokens.mean(1), [[(-1, -1)] * 5] * B, txt_present)
-    return img, txt
 
 
 def test_registry_entries_carry_metadata():
@@ -73,7 +61,7 @@ def test_imputer_contract(fus, missing, align, tmp_path):
     )  # fmt: skip
     # rows: both, image missing, report missing, both
     img, txt = _encodings(
-        img_present=[True, False, True, True], txt_present=[True, True, False, True]
+        4, img_present=[True, False, True, True], txt_present=[True, True, False, True]
     )
     out = f(img, txt)
     assert out.embedding.shape == (4, 16)
@@ -149,7 +137,7 @@ def test_generator_samples_differ_with_noise_but_not_in_eval():
 def test_wgan_gp_loss_trains_discriminator_only_on_its_term():
     torch.manual_seed(0)
     imp = imputers.create("generative", image_dim=12, text_dim=10, loss="wgan_gp", hidden=16)
-    img, txt = _encodings()
+    img, txt = _encodings(4)
     res = imp.training_loss(img, txt)
     assert res is not None and torch.isfinite(res.loss)
     res.loss.backward()

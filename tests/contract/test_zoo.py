@@ -8,11 +8,11 @@ import json
 
 import pytest
 import torch
+from _fusion_inputs import encodings as _encodings
 
 from medfuse.errors import ConfigError, ModelError
 from medfuse.models.card import ModelCard
 from medfuse.models.encoders.image import ImageEncoding, image_encoder_from_config
-from medfuse.models.encoders.text import TextEncoding
 from medfuse.models.fusion import Fusion, FusionOutput, fusion_from_config, modality_mask
 from medfuse.models.heads import head_from_config
 from medfuse.models.model import create_model, load_model, preset_names, preset_spec, save_model
@@ -162,16 +162,6 @@ def test_resnet_pooling_options(pool):
 
 
 # -- fusion ----------------------------------------------------------------------------------------
-def _encodings(B: int = 3, di: int = 12, dt: int = 10, img_present=None, txt_present=None):
-    img_present = torch.tensor(img_present or [True] * B)
-    txt_present = torch.tensor(txt_present or [True] * B)
-    feats = torch.randn(B, di, 2, 2, 2, requires_grad=True)
-    img = ImageEncoding(feats, feats.mean((2, 3, 4)), img_present)
-    mask = torch.ones(B, 5, dtype=torch.bool)
-    mask[0, 3:] = False
-    tokens = torch.randn(B, 5, dt, requires_grad=True)
-    txt = TextEncoding(tokens, mask, tokens.mean(1), [[(-1, -1)] * 5] * B, txt_present)
-    return img, txt
 
 
 #: every registered fusion with its defaults, plus the options that add modules
