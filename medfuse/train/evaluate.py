@@ -63,18 +63,21 @@ def test_cohort(n: int = 500, seed: int = TEST_SEED, **params: Any):
     return make_fusion_cohort(n=n, seed=seed, **kw)
 
 
+#: the generator parameters a held-back test cohort does not take from the training cohort
+_TEST_OWN = ("n", "seed", "label_noise", "report_missing", "image_missing")
+
+
 def test_cohort_for(model: Any, n: int = 500, seed: int | None = None):
     """The held-back synthetic test cohort drawn like ``model``'s training cohort: the same kind
-    (chest fusion or brain MR), volume shape and report grammar, with clean labels and both
-    modalities present; the kind's held-back seed unless ``seed`` is given."""
-    drawn = model.card.training_data.get("cohort", {})
-    if model.card.training_data.get("cohort_kind") == "brain_mr":
+    (chest fusion or brain MR) and generator parameters (volume shape, report grammar, rates),
+    with clean labels and both modalities present; the kind's held-back seed unless ``seed`` is
+    given."""
+    drawn = model.card.training_data
+    params = {k: v for k, v in (drawn.get("cohort") or {}).items() if k not in _TEST_OWN}
+    if drawn.get("cohort_kind") == "brain_mr":
         from .mr_cohort import MR_TEST_SEED, mr_test_cohort
 
-        params = {k: drawn[k] for k in ("grammar",) if k in drawn}
         return mr_test_cohort(n, MR_TEST_SEED if seed is None else seed, **params)
-    params = {k: drawn[k] for k in ("shape", "grammar") if k in drawn}
-    params["shape"] = tuple(params.get("shape", (64, 64, 48)))
     return test_cohort(n, TEST_SEED if seed is None else seed, **params)
 
 
