@@ -45,16 +45,6 @@ AUROC_MIN = 0.90
 ECE_MAX = 0.05
 REPORT_HIDDEN_DROP = 0.03
 PEAK_MM = 25.0
-#: the generator parameters a test cohort does not take from the training cohort
-_TEST_OWN = ("n", "seed", "label_noise", "report_missing", "image_missing")
-
-
-def test_cohort_for(model: Any, n: int, seed: int):
-    """The held-back MR test cohort drawn with the model's training-cohort parameters."""
-    from medfuse.train.mr_cohort import mr_test_cohort
-
-    params = dict(model.card.training_data.get("cohort") or {})
-    return mr_test_cohort(n, seed, **{k: v for k, v in params.items() if k not in _TEST_OWN})
 
 
 def _strip(res: dict[str, Any]) -> dict[str, Any]:
@@ -87,9 +77,7 @@ def sample_case(model: Any) -> dict[str, Any]:
     )
     frac = summary["labels"]["focal_lesion"]["modality_contribution"]["fractions"]
     phrases: dict[str, list[str]] = {}
-    expl = medfuse.predict(
-        model, (study, report), explain=["integrated_gradients_text"], labels="positive"
-    ).explanation
+    expl = pred.explanation  # the default methods include integrated_gradients_text
     for f in pred.positive:
         tokens = expl.get_tokens(f.label) if expl is not None else None
         if tokens is not None:
@@ -143,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from medfuse.models.model import load_model
-    from medfuse.train.evaluate import evaluate_model
-    from medfuse.train.mr_cohort import MR_LABEL_SOURCES, MR_TEST_SEED
+    from medfuse.train.evaluate import evaluate_model, test_cohort_for
+    from medfuse.train.mr_cohort import MR_LABEL_SOURCES
 
     torch.set_num_threads(1)
     model = load_model(args.model)
     t0 = time.perf_counter()
-    cohort = test_cohort_for(model, args.n, MR_TEST_SEED if args.seed is None else args.seed)
+    cohort = test_cohort_for(model, args.n, args.seed)
     res = evaluate_model(model, cohort, n_boot=args.n_boot, seed=0)
     no_rep = evaluate_model(model, cohort, n_boot=args.n_boot, seed=0, drop_report=True)
     secs = time.perf_counter() - t0
