@@ -273,10 +273,6 @@ def no_phrase_note(expl: Explanation, text: str, label: str) -> str:
     report)."""
     if not text:
         return ""
-    c = expl.modality.get(label)
-    share = (
-        f" (the report's share of this output: {100 * c.fractions()['report']:.0f} %)" if c else ""
-    )
     from ..explain.explanation import MIN_REPORT_SHARE
 
     share = expl.report_share(label)
@@ -286,14 +282,15 @@ def no_phrase_note(expl: Explanation, text: str, label: str) -> str:
             f"{100 * MIN_REPORT_SHARE:.0f} %): its words are not the evidence for this label, "
             "so none is listed."
         )
+    said = "" if share is None else f" (the report's share of this output: {100 * share:.0f} %)"
     if expl.get_tokens(label) is None:
         return (
             "Word attributions were not computed for this label: the explanation methods were "
-            f"{', '.join(expl.methods)} (add integrated_gradients_text){share}."
+            f"{', '.join(expl.methods)} (add integrated_gradients_text){said}."
         )
     return (
         "Integrated gradients give no report word a positive attribution for this label"
-        f"{share}: the report's contribution is not carried by single words."
+        f"{said}: the report's contribution is not carried by single words."
     )
 
 

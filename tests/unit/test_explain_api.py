@@ -202,4 +202,6 @@ def test_report_phrases_only_where_the_report_carries_the_output():
     assert next(p["text"] for p in view["smoking_history"]["top_report_phrases"]) == "Smoker."
     assert top_phrases(expl, text, "cardiomegaly") == []
     assert "5 % of this output" in no_phrase_note(expl, text, "cardiomegaly")
-    assert no_phrase_note(expl, text, "smoking_history").startswith("Integrated gradients")
+    note = no_phrase_note(expl, text, "smoking_history")
+    assert note.startswith("Integrated gradients")
+    assert "(the report's share of this output: 80 %):" in note
