@@ -265,18 +265,52 @@ def pca_logreg(
 
 
 # -- Grad-CAM on correctly classified positives -----------------------------------------------------
+#: (label, explanation method, its parameters) compared on each aneurysm
+SALIENCY_MAPS = (
+    ("Grad-CAM, last stage (4³)", "gradcam", {}),
+    ("Grad-CAM, stage 2 (7³)", "gradcam", {"layer": "net.layer2"}),
+    ("integrated gradients", "integrated_gradients", {"n_steps": 32}),
+)
+#: a shape voxel is "sac" where its local thickness is at least this share of the shape's largest
+SAC_SHARE = 0.6
+
+
+def local_thickness(shape: np.ndarray) -> np.ndarray:
+    """Per voxel of the boolean ``shape``: the radius of the largest ball inside the shape that
+    contains it (0 outside). An aneurysm sac is the thick part of the segment (large balls fit),
+    the parent vessel the thin part."""
+    from scipy import ndimage
+
+    edt = ndimage.distance_transform_edt(shape)
+    out = np.zeros(shape.shape, np.float32)
+    centres = np.argwhere(shape)
+    radii = edt[shape]
+    for c, r in zip(centres, radii, strict=True):
+        k = int(np.ceil(r))
+        lo, hi = np.maximum(c - k, 0), np.minimum(c + k + 1, shape.shape)
+        box = tuple(slice(int(x), int(y)) for x, y in zip(lo, hi, strict=True))
+        d2 = sum((g - x) ** 2 for g, x in zip(np.ogrid[box], c, strict=True))
+        ball = (d2 < r * r) & shape[box]
+        out[box][ball] = np.maximum(out[box][ball], r)
+    return out
+
+
 def gradcam_check(folder: Path, k: int) -> dict[str, Any]:
-    """Grad-CAM (``medfuse.explain``, the path ``medfuse run`` takes) of the first ``k`` val cases
-    in file order that are positive and called positive by seed 0's model: a figure
-    (``gradcam.png``: per case, maximum-intensity projections of the shape along each axis with
-    the map's projection over it and its peak marked) and ``gradcam.json``. The numbers give a
-    check beside the eye: where the map peaks and how thick the shape is there (distance to the
-    shape's surface, as a percentile of the whole shape's: an aneurysm sac is the shape's
-    thickest part, the parent vessel is thinner)."""
+    """Where the saliency of the first ``k`` val cases in file order that are positive and
+    called positive by seed 0's model lies: on the aneurysm sac or on the parent vessel.
+
+    The sac is the shape's thick part (:func:`local_thickness` ≥ :data:`SAC_SHARE` of its
+    largest), the vessel the rest. For each map of :data:`SALIENCY_MAPS` (``medfuse.explain``,
+    the path ``medfuse run`` takes): where its peak is (the positive part smoothed with a
+    1-voxel Gaussian: sac, vessel or outside the shape) and its enrichment (mean positive value
+    per sac voxel ÷ per vessel voxel). ``gradcam.png`` shows, per case, the shape's projection
+    (sac red, vessel blue) and each map's projection over it with the peak marked;
+    ``gradcam.json`` has the numbers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
     from scipy import ndimage
 
     import medfuse
@@ -287,70 +321,76 @@ def gradcam_check(folder: Path, k: int) -> dict[str, Any]:
     model = load_model(folder / "model")
     with (folder / "eval" / "predictions.csv").open(encoding="utf-8") as fh:
         rows = [r for r in csv.DictReader(fh) if r[LABEL] == "1" and r[f"{LABEL}_positive"] == "1"]
-    cases = []
-    fig, axes = plt.subplots(
-        max(1, min(k, len(rows))), 3, figsize=(9, 3 * max(1, min(k, len(rows))))
-    )
+    rows = rows[:k]
+    ncol = 1 + len(SALIENCY_MAPS)
+    fig, axes = plt.subplots(max(1, len(rows)), ncol, figsize=(2.6 * ncol, 2.8 * max(1, len(rows))))
     axes = np.atleast_2d(axes)
-    for n, row in enumerate(rows[:k]):
+    regions = ListedColormap(["black", "#4477cc", "#dd3333"])
+    cases = []
+    for n, row in enumerate(rows):
         vol = read_nifti(folder / "images" / f"{row['case_id']}.nii.gz")
-        expl = medfuse.explain(model, Case(volume=vol), labels=[LABEL], methods=["gradcam"])
-        sal = expl.saliency[LABEL]["gradcam"]
-        cam = np.asarray(sal.original.array, dtype=np.float32)
         shape = np.asarray(vol.array) > 127
-        edt = ndimage.distance_transform_edt(shape)
-        peak = tuple(int(v) for v in np.unravel_index(int(np.argmax(cam)), cam.shape))
-        # thickness near the peak: the largest surface distance of shape voxels within 2 voxels
-        lo = [max(0, c - 2) for c in peak]
-        hi = [c + 3 for c in peak]
-        near = edt[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-        thick = float(near.max()) if near.size else 0.0
-        inside = edt[shape]
-        cases.append(
-            {
-                "case_id": row["case_id"],
-                "probability": float(row[f"{LABEL}_p"]),
-                "peak_voxel": list(peak),
-                "peak_in_shape": bool(shape[peak]),
-                "thickness_at_peak_vox": round(thick, 2),
-                "thickness_percentile_in_shape": round(float((inside < thick).mean() * 100), 1),
-                "shape_max_thickness_vox": round(float(inside.max()), 2),
-                "cam_on_model_grid": list(sal.model.shape),
-            }
-        )
-        for ax_i in range(3):
-            ax = axes[n, ax_i]
-            # the shape's projection in grey with a cyan outline; the map's projection where it
-            # is above half its maximum, yellow (half) to red (peak)
-            mip = shape.max(axis=ax_i).T.astype(np.float32)
-            cm = cam.max(axis=ax_i).T
-            cm = cm / (float(cm.max()) or 1.0)
-            ax.imshow(mip, cmap="gray", origin="lower", vmin=0, vmax=1.6)
-            ax.imshow(
-                np.ma.masked_less(cm, 0.5), cmap="autumn_r", alpha=0.6, origin="lower", vmin=0.5,
-                vmax=1.0,
+        thick = local_thickness(shape)
+        sac = shape & (thick >= SAC_SHARE * float(thick.max()))
+        vessel = shape & ~sac
+        view = int(np.argmax([shape.max(axis=a).sum() for a in range(3)]))  # the widest view
+        region = (vessel.max(axis=view) * 1 + sac.max(axis=view) * 1).clip(0, 1)
+        region = np.where(sac.max(axis=view), 2, region).T
+        ax = axes[n, 0]
+        ax.imshow(region, cmap=regions, origin="lower", vmin=0, vmax=2, interpolation="nearest")
+        ax.set_title(f"{row['case_id']} p={float(row[f'{LABEL}_p']):.2f}\nsac red, vessel blue",
+                     fontsize=8)  # fmt: skip
+        maps = []
+        for col, (title, method, params) in enumerate(SALIENCY_MAPS, start=1):
+            expl = medfuse.explain(
+                model, Case(volume=vol), labels=[LABEL], methods=[method],
+                params={method: params} if params else None,
             )  # fmt: skip
-            ax.contour(mip, levels=[0.5], colors="cyan", linewidths=0.8, origin="lower")
-            p2 = [c for j, c in enumerate(peak) if j != ax_i]
-            ax.plot(p2[0], p2[1], "w+", markersize=14, markeredgewidth=2)
+            sal = expl.saliency[LABEL][method]
+            val = np.clip(np.asarray(sal.original.array, dtype=np.float32), 0, None)
+            smooth = ndimage.gaussian_filter(val, 1.0)
+            peak = tuple(int(v) for v in np.unravel_index(int(np.argmax(smooth)), smooth.shape))
+            where = "sac" if sac[peak] else "vessel" if vessel[peak] else "outside"
+            enrich = (
+                float(val[sac].mean() / max(float(val[vessel].mean()), 1e-12))
+                if vessel.any()
+                else None
+            )
+            maps.append({"map": title, "method": method, "params": params, "peak_voxel": list(peak),
+                         "peak_on": where, "sac_vs_vessel_enrichment": None if enrich is None else round(enrich, 2),
+                         "feature_grid": list(sal.model.shape)})  # fmt: skip
+            ax = axes[n, col]
+            proj = smooth.max(axis=view).T
+            proj = proj / (float(proj.max()) or 1.0)
+            ax.imshow(shape.max(axis=view).T, cmap="gray", origin="lower", vmin=0, vmax=1.6)
+            ax.imshow(np.ma.masked_less(proj, 0.5), cmap="autumn_r", alpha=0.65, origin="lower",
+                      vmin=0.5, vmax=1.0)  # fmt: skip
+            ax.contour(
+                sac.max(axis=view).T.astype(float), levels=[0.5], colors="red", linewidths=0.8
+            )
+            p2 = [c for j, c in enumerate(peak) if j != view]
+            ax.plot(p2[0], p2[1], "c+", markersize=14, markeredgewidth=2)
+            ax.set_title(f"{title}\npeak on {where}", fontsize=8)
+        for ax in axes[n]:
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(
-                f"{row['case_id']} p={float(row[f'{LABEL}_p']):.2f} MIP axis {ax_i}", fontsize=8
-            )
+        cases.append({
+            "case_id": row["case_id"], "probability": float(row[f"{LABEL}_p"]),
+            "projection_axis": view, "shape_voxels": int(shape.sum()), "sac_voxels": int(sac.sum()),
+            "max_local_thickness_vox": round(float(thick.max()), 2), "maps": maps,
+        })  # fmt: skip
+    fig.suptitle("VesselMNIST3D aneurysms (val): maximum projections; map above half its "
+                 "maximum, yellow → red; + = peak", fontsize=9)  # fmt: skip
     fig.tight_layout()
     fig.savefig(folder / "gradcam.png", dpi=110)
     plt.close(fig)
-    out = {"cases": cases, "figure": str(folder / "gradcam.png")}
+    out = {"sac_share": SAC_SHARE, "cases": cases, "figure": str(folder / "gradcam.png")}
     (folder / "gradcam.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     for c in cases:
-        _log(
-            f"{folder.name}: Grad-CAM {c['case_id']} (p={c['probability']:.3f}): peak {c['peak_voxel']}"
-            f" {'inside' if c['peak_in_shape'] else 'outside'} the shape; thickness there "
-            f"{c['thickness_at_peak_vox']} vox (percentile {c['thickness_percentile_in_shape']} of "
-            f"the shape, max {c['shape_max_thickness_vox']})"
-        )
-    _log(f"{folder.name}: Grad-CAM figure {folder / 'gradcam.png'}")
+        for m in c["maps"]:
+            _log(f"{folder.name}: {c['case_id']} (p={c['probability']:.3f}) {m['map']}: peak on "
+                 f"{m['peak_on']}, sac ÷ vessel {m['sac_vs_vessel_enrichment']}")  # fmt: skip
+    _log(f"{folder.name}: saliency figure {folder / 'gradcam.png'}")
     return out
 
 

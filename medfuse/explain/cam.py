@@ -1,9 +1,9 @@
-"""3D Grad-CAM and Grad-CAM++ at the image encoder's last stage.
+"""3D Grad-CAM and Grad-CAM++ at the image encoder's last stage (or a named earlier one).
 
-The gradient is taken with :func:`torch.autograd.grad` with respect to the last-stage feature
+The gradient is taken with :func:`torch.autograd.grad` with respect to the stage's feature
 map only, with every parameter frozen (``requires_grad`` False for the duration), so no
-parameter ``.grad`` is ever populated and the backward pass runs through the pooling, fusion
-and heads only — not through the encoder. The feature map is captured by a forward hook that
+parameter ``.grad`` is ever populated and the backward pass runs through the later stages (none
+for the last one), the pooling, fusion and heads only — not through the earlier encoder. The feature map is captured by a forward hook that
 re-roots it as a leaf tensor; :class:`CamHooks` is a context manager that always removes its
 hook and restores the parameters' flags, also when an exception is raised inside.
 
@@ -29,12 +29,23 @@ __all__ = ["CamHooks", "cam_target_layer", "grad_cam", "grad_cam_maps", "grad_ca
 log = logging.getLogger(__name__)
 
 
-def cam_target_layer(encoder: nn.Module) -> nn.Module:
-    """The module whose output is the encoder's last feature map.
+def cam_target_layer(encoder: nn.Module, name: str | None = None) -> nn.Module:
+    """The module whose output is the encoder's last feature map, or the encoder's submodule
+    called ``name`` (a name of ``encoder.named_modules()``, e.g. ``"net.layer2"``: an earlier
+    stage gives a finer map, useful for small inputs whose last grid is a few cells wide).
 
-    An encoder may name it with a ``cam_layer`` attribute; the built-in ResNets use
+    An encoder may name its last stage with a ``cam_layer`` attribute; the built-in ResNets use
     ``net.layer4`` and the U-Net encoder ``net.down_4``.
     """
+    if name is not None:
+        modules = dict(encoder.named_modules())
+        if not name or name not in modules:
+            stages = [n for n in modules if n.count(".") == 1 and n.startswith("net.")]
+            raise ConfigError(
+                f"the image encoder {type(encoder).__name__} has no module {name!r}",
+                hint=f"name one of its stages, e.g. {stages}",
+            )
+        return modules[name]
     layer = getattr(encoder, "cam_layer", None)
     if isinstance(layer, nn.Module):
         return layer
@@ -112,16 +123,22 @@ def _cam_from(acts: Tensor, grads: Tensor, plus_plus: bool) -> Tensor:
 
 
 def grad_cam_maps(
-    ctx: ExplainContext, labels: list[int], *, plus_plus: bool = False, upsample: bool = True
+    ctx: ExplainContext,
+    labels: list[int],
+    *,
+    plus_plus: bool = False,
+    upsample: bool = True,
+    layer: str | None = None,
 ) -> tuple[list[np.ndarray], int]:
     """Grad-CAM (or ++) maps for ``labels`` on the model grid (or the feature grid with
-    ``upsample=False``), and the number of forward passes (1)."""
+    ``upsample=False``), and the number of forward passes (1). ``layer``: see
+    :func:`cam_target_layer` (default: the last stage)."""
     if not ctx.has_image:
         raise ConfigError("Grad-CAM needs an image and an image encoder")
     model = ctx.model
-    layer = cam_target_layer(model.image_encoder)
+    target = cam_target_layer(model.image_encoder, layer)
     maps: list[np.ndarray] = []
-    with eval_mode(model), CamHooks(model, layer) as hooks, torch.enable_grad():
+    with eval_mode(model), CamHooks(model, target) as hooks, torch.enable_grad():
         logits = ctx.logits(ctx.image)
         acts = hooks.activations
         if acts is None:
@@ -144,10 +161,12 @@ def grad_cam_maps(
     return maps, 1
 
 
-def _run(ctx: ExplainContext, labels: list[int], plus_plus: bool) -> list[MethodResult]:
-    maps, passes = grad_cam_maps(ctx, labels, plus_plus=plus_plus)
-    layer = cam_target_layer(ctx.model.image_encoder)
-    name = next((n for n, m in ctx.model.named_modules() if m is layer), type(layer).__name__)
+def _run(
+    ctx: ExplainContext, labels: list[int], plus_plus: bool, layer: str | None
+) -> list[MethodResult]:
+    maps, passes = grad_cam_maps(ctx, labels, plus_plus=plus_plus, layer=layer)
+    target = cam_target_layer(ctx.model.image_encoder, layer)
+    name = next((n for n, m in ctx.model.named_modules() if m is target), type(target).__name__)
     params = {"layer": name, "score": "logit", "upsample": "trilinear"}
     return [
         MethodResult(k, saliency=m, params=params, forward_passes=passes)
@@ -156,12 +175,17 @@ def _run(ctx: ExplainContext, labels: list[int], plus_plus: bool) -> list[Method
 
 
 @explainers.register("gradcam", needs="image")
-def grad_cam(ctx: ExplainContext, labels: list[int]) -> list[MethodResult]:
-    """3D Grad-CAM at the last encoder stage (gradient of the label's logit)."""
-    return _run(ctx, labels, plus_plus=False)
+def grad_cam(
+    ctx: ExplainContext, labels: list[int], layer: str | None = None
+) -> list[MethodResult]:
+    """3D Grad-CAM at the last encoder stage, or at the image encoder's submodule ``layer``
+    (gradient of the label's logit)."""
+    return _run(ctx, labels, plus_plus=False, layer=layer)
 
 
 @explainers.register("gradcam++", needs="image")
-def grad_cam_pp(ctx: ExplainContext, labels: list[int]) -> list[MethodResult]:
-    """3D Grad-CAM++ at the last encoder stage."""
-    return _run(ctx, labels, plus_plus=True)
+def grad_cam_pp(
+    ctx: ExplainContext, labels: list[int], layer: str | None = None
+) -> list[MethodResult]:
+    """3D Grad-CAM++ at the last encoder stage, or at the image encoder's submodule ``layer``."""
+    return _run(ctx, labels, plus_plus=True, layer=layer)

@@ -676,7 +676,9 @@ def _frozen(cfg: TrainConfig, model: Any) -> list[Any]:
     return parts
 
 
-def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def cohort_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (train, val) case indices of an ``n``-case synthetic cohort for a training seed (what
+    :func:`train` uses when the data is a cohort rather than a manifest)."""
     perm = np.random.default_rng([seed, 0x5B1]).permutation(n)
     n_val = max(1, round(n * val_fraction))
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
@@ -721,7 +723,7 @@ def train(
             _barrier()
             if rank != 0:
                 cohort = make_synthetic_cohort(cfg, cfg.data.cache_dir)
-        train_idx, val_idx = _split(len(cohort), cfg.data.val_fraction, cfg.seed)
+        train_idx, val_idx = cohort_split(len(cohort), cfg.data.val_fraction, cfg.seed)
     torch.manual_seed(cfg.seed)
     model = build_model_for(cfg, cohort, train_idx).to(device)
     frozen = _frozen(cfg, model)

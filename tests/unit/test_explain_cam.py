@@ -84,3 +84,25 @@ def test_unet_encoder_target_layer():
     expl = medfuse.explain(model, case, labels="lung_lesion", methods=["gradcam"])
     assert expl.saliency["lung_lesion"]["gradcam"].params["layer"].endswith("down_4")
     assert _hook_count(model) == 0
+
+
+def test_gradcam_at_an_earlier_stage_gives_a_finer_map():
+    from medfuse.errors import ConfigError
+    from medfuse.explain.api import prepare_context
+    from medfuse.explain.cam import grad_cam_maps
+
+    model = tiny_model()
+    case, _, _ = phantom_case()
+    ctx = prepare_context(model, case)
+    (last,), _ = grad_cam_maps(ctx, [0], upsample=False)
+    (early,), _ = grad_cam_maps(ctx, [0], upsample=False, layer="net.layer2")
+    assert all(e > c for e, c in zip(early.shape, last.shape, strict=True))
+    expl = medfuse.explain(
+        model, case, labels="lung_lesion", methods=["gradcam"],
+        params={"gradcam": {"layer": "net.layer2"}},
+    )  # fmt: skip
+    sal = expl.saliency["lung_lesion"]["gradcam"]
+    assert sal.model.shape == (32, 32, 32) and sal.params["layer"].endswith("net.layer2")
+    assert _hook_count(model) == 0
+    with pytest.raises(ConfigError, match="no module 'net.layer9'"):
+        grad_cam_maps(ctx, [0], layer="net.layer9")
