@@ -129,3 +129,28 @@ def test_example_workflow_on_a_folder_of_nifti_volumes(bench, tmp_path):
     html = (study / "report.html").read_text(encoding="utf-8")
     assert "<img" in html and "abnormal" in html
     assert (study / "saliency" / "saliency.nii.gz").is_file()
+
+
+def test_saliency_check_places_each_maps_peak_on_sac_vessel_or_outside(bench):
+    check = json.loads((bench / SET / "gradcam.json").read_text(encoding="utf-8"))
+    assert (bench / SET / "gradcam.png").is_file() and check["sac_share"] == 0.6
+    for case in check["cases"]:  # the tiny model may call no aneurysm positive
+        assert 0 < case["sac_voxels"] <= case["shape_voxels"]
+        assert [m["method"] for m in case["maps"]] == [
+            "gradcam", "gradcam", "integrated_gradients"
+        ]  # fmt: skip
+        assert case["maps"][1]["params"] == {"layer": "net.layer2"}
+        for m in case["maps"]:
+            assert m["peak_on"] in ("sac", "vessel", "outside")
+
+
+def test_local_thickness_is_large_in_a_ball_and_small_in_a_rod():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from medmnist3d import local_thickness
+
+    g = np.indices((28, 28, 28)) - np.array([8, 14, 14])[:, None, None, None]
+    ball = (g**2).sum(0) <= 25  # radius 5 at x = 8
+    rod = (abs(g[1]) <= 1) & (abs(g[2]) <= 1) & (g[0] >= 0) & (g[0] <= 18)
+    lt = local_thickness(ball | rod)
+    assert lt[8, 14, 14] >= 4.5 and lt[6, 14, 17] >= 4.5  # the whole ball, its rim too
+    assert lt[24, 14, 14] <= 2.0 and lt[0, 0, 0] == 0.0  # the rod; outside
