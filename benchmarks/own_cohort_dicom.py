@@ -2,8 +2,10 @@
 
 1. ``medfuse train-cohort --dicom`` writes N synthetic studies (DICOM + report + manifest.csv);
    the same fusion config is trained once from the in-memory cohort and once through the
-   manifest (``medfuse train``), and both are evaluated on the same held-back synthetic test
-   cohort: the manifest model should reproduce the in-memory AUROCs within their CIs.
+   manifest (``medfuse train``; its ``split`` column holds the in-memory trainer's split, so
+   only the data's path differs), and both are evaluated on the same held-back synthetic test
+   cohort: the manifest model should reproduce the in-memory AUROCs within their CIs (the
+   largest difference of a test probability is printed too).
 2. ``medfuse dataset build`` twice: the second build (cache hit) vs the first.
 3. Peak RSS of ``medfuse train`` (one epoch) on 500 vs 2,000 cases (small NIfTI volumes +
    reports): training streams from the per-case cache, so it should not grow with N.
