@@ -241,24 +241,34 @@ def cohort_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Cohort folder (cohort.json)."),
     n: int = typer.Option(1000, "--n", min=1, help="Number of cases."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed."),
-    label_noise: float = typer.Option(0.02, "--label-noise", min=0.0, max=1.0),
-    report_missing: float = typer.Option(0.1, "--report-missing", min=0.0, max=1.0),
-    image_missing: float = typer.Option(0.05, "--image-missing", min=0.0, max=1.0),
+    label_noise: float | None = typer.Option(
+        None, "--label-noise", min=0.0, max=1.0, help="Label flip rate (default 0.02)."
+    ),
+    report_missing: float | None = typer.Option(
+        None, "--report-missing", min=0.0, max=1.0, help="Share without a report (default 0.1)."
+    ),
+    image_missing: float | None = typer.Option(
+        None, "--image-missing", min=0.0, max=1.0, help="Share without an image (default 0.05)."
+    ),
     dicom: bool = typer.Option(False, "--dicom", help="Also write DICOM + report per case."),
-    grammar: int = typer.Option(
-        2,
+    grammar: int | None = typer.Option(
+        None,
         "--grammar",
-        help="Report grammar: 3 has no label shortcuts (benchmarks/shortcut_audit.py).",
+        help="Report grammar (default 3, which has no label shortcuts: "
+        "benchmarks/shortcut_audit.py; 2 is the earlier one).",
     ),
 ) -> None:
     """Draw the synthetic fusion cohort (labels needing image, report or both; censored risk)."""
     from ..train.cohort import make_fusion_cohort
 
+    # options left out take FusionCohortConfig's defaults (the one place they are set)
+    given = {"label_noise": label_noise, "report_missing": report_missing,
+             "image_missing": image_missing, "grammar": grammar}  # fmt: skip
     with progress_bar() as p:
         bars = PhaseBars(p)
         c = make_fusion_cohort(
-            out_dir=out, n=n, seed=seed, label_noise=label_noise, report_missing=report_missing,
-            image_missing=image_missing, grammar=grammar, write_dicom=dicom,
+            out_dir=out, n=n, seed=seed, write_dicom=dicom,
+            **{k: v for k, v in given.items() if v is not None},
             progress=lambda d, t: bars("DICOM", d, t),
         )  # fmt: skip
     if dicom:

@@ -89,6 +89,43 @@ def test_cohort_on_disk_trains_and_evaluates(trained, capsys):
 
 
 @pytest.mark.slow
+def test_manifest_with_the_in_memory_split_trains_the_same_model(cohort_on_disk, tmp_path):
+    """Same split, seed and config: the DICOM studies, report files and labels CSV give the
+    model the in-memory cohort's inputs bit for bit (benchmarks/own_cohort_dicom.py at scale)."""
+    from medfuse.models.model import load_model
+    from medfuse.train.cohort import FUSION_LABELS
+    from medfuse.train.evaluate import test_cohort as held_back
+    from medfuse.train.trainer import cohort_split, predict_cohort
+
+    rows = list(csv.DictReader((cohort_on_disk / "manifest.csv").open(newline="")))
+    _, val = cohort_split(len(rows), 0.2, 0)
+    for i, row in enumerate(rows):
+        row["split"] = "val" if i in set(val.tolist()) else "train"
+    manifest = cohort_on_disk / "manifest_same_split.csv"
+    with manifest.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    common = {"model": TINY_MODEL, "optim": {"epochs": 1, "batch_size": 8}, "num_threads": 1,
+              "seed": 0, "eval_n_boot": 10, "resume": False}  # fmt: skip
+    cfgs = {
+        "in_memory": {**common, "data": {"cohort": {"n": 30, "seed": 5}},
+                      "out_dir": str(tmp_path / "mem")},
+        "manifest": {**common, "output": str(tmp_path / "man"),
+                     "data": {"manifest": str(manifest), "labels": list(FUSION_LABELS),
+                              "cache_dir": str(tmp_path / "cache")}},
+    }  # fmt: skip
+    for name, cfg in cfgs.items():
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        assert main(["train", str(tmp_path / f"{name}.yaml")]) == 0
+    test = held_back(12, seed=99)
+    p_mem = predict_cohort(load_model(tmp_path / "mem" / "model"), test)["probs"]
+    p_man = predict_cohort(load_model(tmp_path / "man"), test)["probs"]
+    assert p_mem.shape == (12, len(FUSION_LABELS))
+    assert (p_mem == p_man).all()
+
+
+@pytest.mark.slow
 def test_fine_tune_on_a_new_label_set(trained):
     folder = trained
     cfg = _config(

@@ -148,3 +148,14 @@ def test_bad_configs_are_refused(tmp_path):
     evil = tmp_path / "evil.yaml"
     evil.write_text("seed: !!python/object/apply:os.system ['echo hi']\n")
     assert main(["train", str(evil)]) == 2
+
+
+def test_train_cohort_help_states_the_generators_defaults(capsys):
+    """train-cohort leaves the cohort's parameters to FusionCohortConfig; its help quotes them."""
+    from medfuse.train.cohort import FusionCohortConfig
+
+    assert main(["train-cohort", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    d = FusionCohortConfig(n=1).to_dict()
+    for key in ("label_noise", "report_missing", "image_missing", "grammar"):
+        assert f"(default {d[key]}" in text, key
