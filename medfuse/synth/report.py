@@ -17,7 +17,50 @@ __all__ = [
     "mr_brain_report",
     "mr_lesion_impression",
     "mr_lesion_sentence",
+    "pick",
+    "report_text",
 ]
+
+
+def pick(rng: np.random.Generator, options: Sequence[str]) -> str:
+    """One of ``options``, drawn with ``rng`` (one integer draw)."""
+    return options[int(rng.integers(len(options)))]
+
+
+def report_text(
+    *,
+    exam: str,
+    history: str,
+    technique: str,
+    comparison: str,
+    findings: Sequence[str],
+    impression: Sequence[str],
+    footer: str,
+) -> str:
+    """The sections every synthetic report has, in order: EXAMINATION, CLINICAL HISTORY,
+    TECHNIQUE, COMPARISON, FINDINGS (``findings``, one line each), IMPRESSION (numbered) and a
+    last line saying the report is synthetic (``footer``)."""
+    return "\n".join(
+        [
+            f"EXAMINATION: {exam}",
+            "",
+            f"CLINICAL HISTORY: {history}",
+            "",
+            f"TECHNIQUE: {technique}",
+            "",
+            f"COMPARISON: {comparison}",
+            "",
+            "FINDINGS:",
+            *findings,
+            "",
+            "IMPRESSION:",
+            *(f"{i}. {item}" for i, item in enumerate(impression, 1)),
+            "",
+            footer,
+            "",
+        ]
+    )
+
 
 _HISTORIES_CT = (
     "Cough for three weeks.",
@@ -60,7 +103,7 @@ def chest_ct_report(
     ``lesions`` are ground-truth lesion records (``kind``, ``diameter_mm``, ``location``,
     ``series_number``, ``instance_number``).
     """
-    history = _HISTORIES_CT[int(rng.integers(len(_HISTORIES_CT)))]
+    history = pick(rng, _HISTORIES_CT)
     lungs: list[str] = []
     impression: list[str] = []
     for les in lesions:
@@ -101,29 +144,20 @@ def chest_ct_report(
     if not impression:
         impression.append("No acute cardiopulmonary abnormality. No focal lesion.")
 
-    text = "\n".join(
-        [
-            "EXAMINATION: CT CHEST WITHOUT CONTRAST",
-            "",
-            f"CLINICAL HISTORY: {history}",
-            "",
-            f"TECHNIQUE: Axial CT images of the chest were obtained without intravenous contrast "
-            f"and reconstructed at {_mm(slice_thickness)} mm.",
-            "",
-            "COMPARISON: None.",
-            "",
-            "FINDINGS:",
+    text = report_text(
+        exam="CT CHEST WITHOUT CONTRAST",
+        history=history,
+        technique="Axial CT images of the chest were obtained without intravenous contrast and "
+        f"reconstructed at {_mm(slice_thickness)} mm.",
+        comparison="None.",
+        findings=[
             f"Lungs and airways: {' '.join(lungs)} The central airways are patent.",
             f"Pleura: {pleura}",
             f"Heart and mediastinum: {heart} No mediastinal lymphadenopathy.",
             "Bones and soft tissues: No acute osseous abnormality.",
-            "",
-            "IMPRESSION:",
-            *(f"{i}. {item}" for i, item in enumerate(impression, 1)),
-            "",
-            f"Synthetic report for medfuse synthetic case {case_number:04d}; not a real patient.",
-            "",
-        ]
+        ],
+        impression=impression,
+        footer=f"Synthetic report for medfuse synthetic case {case_number:04d}; not a real patient.",
     )
     return text, impression
 
@@ -148,7 +182,7 @@ def mr_brain_report(
     *, rng: np.random.Generator, case_number: int, slice_thickness: float, lesions: Sequence[dict]
 ) -> tuple[str, list[str]]:
     """Report text and impression items for a sagittal T1 brain MR."""
-    history = HISTORIES_MR[int(rng.integers(len(HISTORIES_MR)))]
+    history = pick(rng, HISTORIES_MR)
     findings: list[str] = []
     impression: list[str] = []
     for les in lesions:
@@ -158,25 +192,14 @@ def mr_brain_report(
         findings.append("No focal lesion.")
         impression.append("No acute intracranial abnormality. No focal lesion.")
     findings.append("The ventricles are normal in size. No midline shift. No hydrocephalus.")
-    text = "\n".join(
-        [
-            "EXAMINATION: MRI BRAIN WITHOUT CONTRAST",
-            "",
-            f"CLINICAL HISTORY: {history}",
-            "",
-            f"TECHNIQUE: Sagittal T1-weighted spin echo images, {_mm(slice_thickness)} mm slices.",
-            "",
-            "COMPARISON: None.",
-            "",
-            "FINDINGS:",
-            " ".join(findings),
-            "",
-            "IMPRESSION:",
-            *(f"{i}. {item}" for i, item in enumerate(impression, 1)),
-            "",
-            f"Synthetic report for medfuse synthetic case {case_number:04d}; not a real patient.",
-            "",
-        ]
+    text = report_text(
+        exam="MRI BRAIN WITHOUT CONTRAST",
+        history=history,
+        technique=f"Sagittal T1-weighted spin echo images, {_mm(slice_thickness)} mm slices.",
+        comparison="None.",
+        findings=[" ".join(findings)],
+        impression=impression,
+        footer=f"Synthetic report for medfuse synthetic case {case_number:04d}; not a real patient.",
     )
     return text, impression
 

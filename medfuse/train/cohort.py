@@ -89,6 +89,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..models.labels import CHEST_CT_LABEL_SOURCES, CHEST_CT_LABELS
+from ..synth.report import pick as _pick
+from ..synth.report import report_text
 
 __all__ = [
     "FUSION_LABELS",
@@ -131,15 +133,27 @@ _GRID_CENTER = (0.0, 0.0, -180.0)
 
 
 class CohortParams:
-    """What the cohort configs share: rate checks, construction from a mapping, fingerprint."""
+    """What the cohort configs share: checks of the common parameters, construction from a
+    mapping, fingerprint."""
 
     _kind = "cohort"
     #: the rates every cohort config has
     _SHARED_RATES = ("label_noise", "report_missing", "image_missing", "mention_rate", "p_lesion")
 
-    def _check_rates(self, own: Sequence[str]) -> None:
-        """Each shared rate and each of ``own`` a probability in [0, 1] (stored as float); the
-        two missing-modality rates together at most 1."""
+    def _check(self, grammars: Sequence[int], own: Sequence[str]) -> None:
+        """``n`` a positive and ``seed`` a non-negative integer, ``grammar`` one of ``grammars``,
+        each shared rate and each of ``own`` a probability in [0, 1] (stored as float); the two
+        missing-modality rates together at most 1."""
+        n, seed = self.n, self.seed  # type: ignore[attr-defined]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"n must be a positive integer, got {n!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+        if self.grammar not in grammars:  # type: ignore[attr-defined]
+            raise ConfigError(
+                f"unknown report grammar {self.grammar!r}",  # type: ignore[attr-defined]
+                hint=f"choose from {tuple(grammars)}",
+            )
         for name in (*self._SHARED_RATES, *own):
             v = float(getattr(self, name))
             if not 0.0 <= v <= 1.0:
@@ -185,13 +199,7 @@ class FusionCohortConfig(CohortParams):
         self.shape = tuple(int(s) for s in self.shape)  # type: ignore[assignment]
         if len(self.shape) != 3 or min(self.shape) < 16:
             raise ConfigError(f"shape must be three sizes >= 16, got {self.shape}")
-        if self.grammar not in GRAMMAR_VERSIONS:
-            raise ConfigError(
-                f"unknown report grammar {self.grammar!r}", hint=f"choose from {GRAMMAR_VERSIONS}"
-            )
-        if not isinstance(self.n, int) or self.n < 1:
-            raise ConfigError(f"n must be a positive integer, got {self.n!r}")
-        self._check_rates(("p_consolidation", "p_infection"))
+        self._check(GRAMMAR_VERSIONS, ("p_consolidation", "p_infection"))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -299,10 +307,6 @@ def draw_case(config: FusionCohortConfig, index: int) -> dict[str, Any]:
 
 
 # -- report grammar --------------------------------------------------------------------------------
-def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
-    return options[int(rng.integers(len(options)))]
-
-
 _FEVER_POS = (
     "Fever and productive cough for {d} days.",
     "Febrile to 38.{t} C with cough productive of purulent sputum.",
@@ -371,25 +375,15 @@ def _assemble_report(
     comparison = _pick(rng, _COMPARISON).format(
         y=int(rng.integers(2, 24)), yr=int(rng.integers(2015, 2024))
     )
-    return "\n".join(
-        [
-            "EXAMINATION: CT CHEST WITHOUT CONTRAST",
-            "",
-            f"CLINICAL HISTORY: {history}",
-            "",
-            "TECHNIQUE: Axial CT images of the chest without intravenous contrast.",
-            "",
-            f"COMPARISON: {comparison}",
-            "",
-            "FINDINGS:",
-            *findings,
-            "",
-            "IMPRESSION:",
-            *(f"{i}. {item}" for i, item in enumerate(impression, 1)),
-            "",
-            f"Synthetic report for medfuse fusion cohort case {case_number:05d}; not a real patient.",
-            "",
-        ]
+    return report_text(
+        exam="CT CHEST WITHOUT CONTRAST",
+        history=history,
+        technique="Axial CT images of the chest without intravenous contrast.",
+        comparison=comparison,
+        findings=findings,
+        impression=impression,
+        footer=f"Synthetic report for medfuse fusion cohort case {case_number:05d}; not a real "
+        "patient.",
     )
 
 

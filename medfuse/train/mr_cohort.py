@@ -75,6 +75,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..synth.report import pick as _pick
+from ..synth.report import report_text
 from .cohort import CohortCases, CohortParams
 
 __all__ = [
@@ -139,16 +141,7 @@ class MRCohortConfig(CohortParams):
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
-            raise ConfigError(f"n must be a positive integer, got {self.n!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
-        self._check_rates(("p_hydrocephalus", "p_headache", "p_oblique", "bias_max"))
-        if self.grammar not in MR_GRAMMAR_VERSIONS:
-            raise ConfigError(
-                f"unknown report grammar {self.grammar!r}",
-                hint=f"choose from {MR_GRAMMAR_VERSIONS}",
-            )
+        self._check(MR_GRAMMAR_VERSIONS, ("p_hydrocephalus", "p_headache", "p_oblique", "bias_max"))
         probs = tuple(float(p) for p in self.orientation_probs)
         if len(probs) != 3 or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
             raise ConfigError(
@@ -343,10 +336,6 @@ def _place_lesion(
 
 
 # -- report grammar --------------------------------------------------------------------------------
-def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
-    return options[int(rng.integers(len(options)))]
-
-
 _HEADACHE_POS = (
     "Headache.",
     "Headache.",
@@ -378,6 +367,14 @@ _IMPRESSION_NEUTRAL = (
     "See findings.",
 )
 _COMPARISON = ("None.", "None.", "None available.", "MRI from {m} months ago, not available.")
+_HYDROCEPHALUS = (
+    "The lateral ventricles are enlarged, consistent with hydrocephalus.",
+    "There is ventriculomegaly, consistent with hydrocephalus.",
+)
+
+
+def _who(factors: dict[str, Any]) -> str:
+    return f"{factors['age']}-year-old {'man' if factors['sex'] == 'M' else 'woman'}."
 
 
 def _assemble_report(
@@ -394,26 +391,17 @@ def _assemble_report(
     technique = (
         f"{plane} T1-weighted {_pick(rng, _SEQUENCE)} images, {acq['spacing'][2]:g} mm slices."
     )
-    return "\n".join(
-        [
-            f"EXAMINATION: {_pick(rng, _EXAM)}",
-            "",
-            f"CLINICAL HISTORY: {history}",
-            "",
-            f"TECHNIQUE: {technique}",
-            "",
-            f"COMPARISON: {_pick(rng, _COMPARISON).format(m=int(rng.integers(3, 25)))}",
-            "",
-            "FINDINGS:",
-            " ".join(findings),
-            "",
-            "IMPRESSION:",
-            *(f"{i}. {item}" for i, item in enumerate(impression, 1)),
-            "",
-            f"Synthetic report for medfuse brain MR cohort case {case_number:05d}; not a real "
-            "patient.",
-            "",
-        ]
+    exam = _pick(rng, _EXAM)
+    comparison = _pick(rng, _COMPARISON).format(m=int(rng.integers(3, 25)))
+    return report_text(
+        exam=exam,
+        history=history,
+        technique=technique,
+        comparison=comparison,
+        findings=[" ".join(findings)],
+        impression=impression,
+        footer=f"Synthetic report for medfuse brain MR cohort case {case_number:05d}; not a real "
+        "patient.",
     )
 
 
@@ -436,8 +424,7 @@ def write_mr_report(
         hist.append(_pick(rng, ("Follow-up.", "Routine examination.")))
     rng.shuffle(hist)
     if rng.random() < 0.5:
-        who = f"{f['age']}-year-old {'man' if f['sex'] == 'M' else 'woman'}."
-        hist.insert(0, who)
+        hist.insert(0, _who(f))
     history = " ".join(hist)
 
     findings: list[str] = []
@@ -451,15 +438,7 @@ def write_mr_report(
             findings.append("No focal lesion.")
     if rng.random() < mention_rate:
         if f["hydrocephalus"]:
-            findings.append(
-                _pick(
-                    rng,
-                    (
-                        "The lateral ventricles are enlarged, consistent with hydrocephalus.",
-                        "There is ventriculomegaly, consistent with hydrocephalus.",
-                    ),
-                )
-            )
+            findings.append(_pick(rng, _HYDROCEPHALUS))
             impression.append("Hydrocephalus.")
         else:
             findings.append("The ventricles are normal in size. No hydrocephalus.")
@@ -515,7 +494,7 @@ def write_mr_report_v3(
         hist.append(_pick(rng, ("Follow-up.", "Routine examination.")))
     rng.shuffle(hist)
     if rng.random() < 0.5:
-        hist.insert(0, f"{f['age']}-year-old {'man' if f['sex'] == 'M' else 'woman'}.")
+        hist.insert(0, _who(f))
     history = " ".join(hist)
 
     findings: list[str] = []
@@ -531,15 +510,7 @@ def write_mr_report_v3(
             impression.append("No focal lesion.")
     if rng.random() < mention_rate:
         if f["hydrocephalus"]:
-            findings.append(
-                _pick(
-                    rng,
-                    (
-                        "The lateral ventricles are enlarged, consistent with hydrocephalus.",
-                        "There is ventriculomegaly, consistent with hydrocephalus.",
-                    ),
-                )
-            )
+            findings.append(_pick(rng, _HYDROCEPHALUS))
             impression.append("Hydrocephalus.")
         else:
             findings.append("The ventricles are normal in size. No hydrocephalus.")
