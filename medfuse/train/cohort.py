@@ -208,6 +208,14 @@ class FusionCohortConfig(CohortParams):
 
 
 # -- drawing ---------------------------------------------------------------------------------------
+def draw_presence(rng: np.random.Generator, cfg: CohortParams) -> tuple[bool, bool]:
+    """Whether a case has its report and its image (one uniform draw: the report is missing
+    with probability ``report_missing``, else the image with ``image_missing``)."""
+    u = rng.random()
+    rm, im = cfg.report_missing, cfg.image_missing  # type: ignore[attr-defined]
+    return bool(not u < rm), bool(not rm <= u < rm + im)
+
+
 def _case_rng(seed: int, index: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(index), 0xF05E, stream]))
 
@@ -283,9 +291,7 @@ def draw_case(config: FusionCohortConfig, index: int) -> dict[str, Any]:
     )
     t_event = float(rng.exponential(1.0 / (0.004 * math.exp(2.0 * eta))))
     t_censor = float(rng.uniform(2.0, 10.0))
-    u = rng.random()
-    report_present = not (u < cfg.report_missing)
-    image_present = not (cfg.report_missing <= u < cfg.report_missing + cfg.image_missing)
+    report_present, image_present = draw_presence(rng, cfg)
     flips.update({k: bool(rng.random() < cfg.label_noise) for k in _ADDED_LABELS})
     noisy = {k: int(v ^ flips[k]) for k, v in clean.items()}
     writer = write_report_v3 if cfg.grammar == 3 else write_report
@@ -821,12 +827,23 @@ def _paint_consolidation(
 # -- the cohort ------------------------------------------------------------------------------------
 class CohortCases:
     """What every cohort derives from its list of drawn cases (``self.cases``: dicts with
-    ``image_present``, ``report_present`` and ``report``)."""
+    ``image_present``, ``report_present``, ``report``, ``labels`` and ``labels_clean``)."""
 
     cases: list[dict[str, Any]]
 
     def __len__(self) -> int:
         return len(self.cases)
+
+    @property
+    def labels(self) -> list[str]:
+        raise NotImplementedError
+
+    def label_matrix(self, clean: bool = False, names: Sequence[str] | None = None) -> np.ndarray:
+        """[cases, labels] 0/1, columns in the order of ``names`` (default :attr:`labels`):
+        pass a model's labels so that columns match its outputs."""
+        key = "labels_clean" if clean else "labels"
+        cols = tuple(names) if names is not None else tuple(self.labels)
+        return np.asarray([[c[key][k] for k in cols] for c in self.cases], np.float32)
 
     def image_present(self) -> np.ndarray:
         return np.asarray([c["image_present"] for c in self.cases], dtype=bool)
@@ -857,13 +874,6 @@ class FusionCohort(CohortCases):
     @property
     def labels(self) -> list[str]:
         return list(FUSION_LABELS)
-
-    def label_matrix(self, clean: bool = False, names: Sequence[str] | None = None) -> np.ndarray:
-        """[cases, labels] 0/1, columns in the order of ``names`` (default :data:`FUSION_LABELS`):
-        pass a model's labels so that columns match its outputs."""
-        key = "labels_clean" if clean else "labels"
-        cols = tuple(names) if names is not None else FUSION_LABELS
-        return np.asarray([[c[key][k] for k in cols] for c in self.cases], np.float32)
 
     @property
     def times(self) -> np.ndarray:

@@ -77,7 +77,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..synth.report import pick as _pick
 from ..synth.report import report_text
-from .cohort import CohortCases, CohortParams
+from .cohort import CohortCases, CohortParams, draw_presence
 
 __all__ = [
     "MR_LABELS",
@@ -286,9 +286,7 @@ def draw_mr_case(config: MRCohortConfig, index: int) -> dict[str, Any]:
         if case["factors"]["lesion"] is None:  # no room in this field of view (rare)
             labels_clean["focal_lesion"] = 0
     flips = {k: bool(rng.random() < cfg.label_noise) for k in MR_LABELS}
-    u = rng.random()
-    report_present = not (u < cfg.report_missing)
-    image_present = not (cfg.report_missing <= u < cfg.report_missing + cfg.image_missing)
+    report_present, image_present = draw_presence(rng, cfg)
     case.update(
         labels={k: int(v ^ flips[k]) for k, v in labels_clean.items()},
         labels_clean=labels_clean,
@@ -573,12 +571,6 @@ class MRCohort(CohortCases):
 
     #: no survival target: a model trained on it gets no risk head
     has_survival = False
-
-    def label_matrix(self, clean: bool = False, names: Sequence[str] | None = None) -> np.ndarray:
-        """[cases, labels] 0/1, columns in the order of ``names`` (default :data:`MR_LABELS`)."""
-        key = "labels_clean" if clean else "labels"
-        cols = tuple(names) if names is not None else MR_LABELS
-        return np.asarray([[c[key][k] for k in cols] for c in self.cases], np.float32)
 
     @property
     def times(self) -> np.ndarray:
