@@ -403,12 +403,43 @@ def _assemble_report(
     )
 
 
+def _mentions(
+    rng: np.random.Generator, f: dict[str, Any], mention_rate: float, *, grammar: int
+) -> tuple[list[str], list[str]]:
+    """FINDINGS sentences and IMPRESSION items of the lesion and the ventricles, each mentioned
+    with probability ``mention_rate``. Grammar 3 also gives a mentioned absent finding an
+    impression item, and keeps the lesion item's recommendation 30 % of the time only."""
+    from ..synth.report import mr_lesion_impression, mr_lesion_sentence
+
+    findings: list[str] = []
+    impression: list[str] = []
+    les = f["lesion"]
+    if rng.random() < mention_rate:
+        if les is not None:
+            findings.append(mr_lesion_sentence(les, image_ref=bool(rng.random() < 0.6)))
+            item = mr_lesion_impression(les)
+            if grammar == 3 and not rng.random() < 0.3:
+                item = item.split(". ")[0] + "."
+            impression.append(item)
+        else:
+            findings.append("No focal lesion.")
+            if grammar == 3:
+                impression.append("No focal lesion.")
+    if rng.random() < mention_rate:
+        if f["hydrocephalus"]:
+            findings.append(_pick(rng, _HYDROCEPHALUS))
+            impression.append("Hydrocephalus.")
+        else:
+            findings.append("The ventricles are normal in size. No hydrocephalus.")
+            if grammar == 3:
+                impression.append("No hydrocephalus.")
+    return findings, impression
+
+
 def write_mr_report(
     case: dict[str, Any], rng: np.random.Generator, mention_rate: float, case_number: int
 ) -> str:
     """A brain MR report for ``case`` (see the module docstring)."""
-    from ..synth.report import mr_lesion_impression, mr_lesion_sentence
-
     f, acq = case["factors"], case["acquisition"]
     hist: list[str] = []
     if f["headache"]:
@@ -425,21 +456,7 @@ def write_mr_report(
         hist.insert(0, _who(f))
     history = " ".join(hist)
 
-    findings: list[str] = []
-    impression: list[str] = []
-    les = f["lesion"]
-    if rng.random() < mention_rate:
-        if les is not None:
-            findings.append(mr_lesion_sentence(les, image_ref=bool(rng.random() < 0.6)))
-            impression.append(mr_lesion_impression(les))
-        else:
-            findings.append("No focal lesion.")
-    if rng.random() < mention_rate:
-        if f["hydrocephalus"]:
-            findings.append(_pick(rng, _HYDROCEPHALUS))
-            impression.append("Hydrocephalus.")
-        else:
-            findings.append("The ventricles are normal in size. No hydrocephalus.")
+    findings, impression = _mentions(rng, f, mention_rate, grammar=2)
     k = int(rng.integers(1, 4))
     findings.extend(str(s) for s in rng.choice(_NEUTRAL, size=k, replace=False))
     if not impression:
@@ -480,8 +497,6 @@ def write_mr_report_v3(
     negative cases alike, image references follow neutral sentences as often as lesion ones, an
     absent finding that is mentioned gets an impression item as a present one does, and the
     filler sentences do not depend on the labels."""
-    from ..synth.report import mr_lesion_impression, mr_lesion_sentence
-
     f, acq = case["factors"], case["acquisition"]
     w = int(rng.integers(2, 9))
     hist = [_pick(rng, _V3_HEADACHE_POS if f["headache"] else _V3_HEADACHE_NEG).format(w=w)]
@@ -495,24 +510,7 @@ def write_mr_report_v3(
         hist.insert(0, _who(f))
     history = " ".join(hist)
 
-    findings: list[str] = []
-    impression: list[str] = []
-    les = f["lesion"]
-    if rng.random() < mention_rate:
-        if les is not None:
-            findings.append(mr_lesion_sentence(les, image_ref=bool(rng.random() < 0.6)))
-            item = mr_lesion_impression(les)  # its recommendation only half the time
-            impression.append(item if rng.random() < 0.3 else item.split(". ")[0] + ".")
-        else:
-            findings.append("No focal lesion.")
-            impression.append("No focal lesion.")
-    if rng.random() < mention_rate:
-        if f["hydrocephalus"]:
-            findings.append(_pick(rng, _HYDROCEPHALUS))
-            impression.append("Hydrocephalus.")
-        else:
-            findings.append("The ventricles are normal in size. No hydrocephalus.")
-            impression.append("No hydrocephalus.")
+    findings, impression = _mentions(rng, f, mention_rate, grammar=3)
     k = int(rng.integers(1, 4))
     neutral = [str(x) for x in rng.choice(_NEUTRAL, size=k, replace=False)]
     neutral = [
