@@ -33,6 +33,7 @@ __all__ = [
     "explained_labels",
     "finding_notes",
     "header_fields",
+    "imputed_note",
     "modalities_line",
     "model_fields",
     "no_phrase_note",
@@ -146,13 +147,26 @@ def header_fields(prediction: Prediction, options: ExportOptions) -> list[tuple[
 
 
 def modalities_line(prediction: Prediction) -> str:
-    """``image + report``, ``image only (no report)``, ..."""
+    """``image + report``, ``image only (no report)``, ..., and which missing modality the
+    model imputed (its embedding guessed from the other one: nothing was read)."""
     used = prediction.modalities_used
     if used == ("image",):
-        return "image only (no report): image-only prediction"
-    if used == ("report",):
-        return "report only (no image): report-only prediction"
-    return " + ".join(used) or "none"
+        line = "image only (no report): image-only prediction"
+    elif used == ("report",):
+        line = "report only (no image): report-only prediction"
+    else:
+        line = " + ".join(used) or "none"
+    return line + imputed_note(prediction)
+
+
+def imputed_note(prediction: Prediction) -> str:
+    """``"; the report was imputed from the image (not read)"`` when the model imputed a
+    missing modality's embedding, else ``""``."""
+    notes = [
+        f"the {m} was imputed from the {'image' if m == 'report' else 'report'} (not read)"
+        for m in prediction.modalities_imputed
+    ]
+    return "".join(f"; {n}" for n in notes)
 
 
 def explained_labels(prediction: Prediction, options: ExportOptions) -> list[str]:

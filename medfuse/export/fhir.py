@@ -64,6 +64,7 @@ from .codes import (
     Code,
     finding_code,
 )
+from .content import imputed_note
 from .context import ExportContext
 
 if TYPE_CHECKING:
@@ -301,7 +302,10 @@ def _conclusion(prediction: Prediction) -> str:
     parts = [f"Positive: {', '.join(pos)}." if pos else "No finding at or above its threshold."]
     if prediction.risk is not None:
         parts.append(f"Risk score ({prediction.risk.kind}): {prediction.risk.score:+.3f}.")
-    parts.append(f"Inputs used: {' + '.join(prediction.modalities_used) or 'none'}.")
+    parts.append(
+        f"Inputs used: {' + '.join(prediction.modalities_used) or 'none'}"
+        f"{imputed_note(prediction)}."
+    )
     parts.append(_disclaimer(prediction))
     return " ".join(parts)
 

@@ -86,3 +86,14 @@ def test_saved_model_keeps_its_imputer_and_prediction_says_imputed(trained):
     # both present: nothing imputed
     both = predict(model, Case(volume=cohort.volume(i), report=cohort.reports()[i] or "Normal."))
     assert both.modalities_imputed == () and both.modalities_used == ("image", "report")
+    # every human-readable output says what was imputed (HTML, PDF text, SR, FHIR narrative)
+    from medfuse.export import ExportOptions
+    from medfuse.export.content import modalities_line
+    from medfuse.export.dicom_sr import disclaimer_text
+    from medfuse.export.fhir import build_bundle
+
+    note = "the report was imputed from the image (not read)"
+    assert modalities_line(pred) == f"image only (no report): image-only prediction; {note}"
+    assert note in disclaimer_text(pred)
+    assert note in build_bundle(pred, ExportOptions()).model_dump_json()
+    assert "imputed" not in modalities_line(both)
