@@ -12,6 +12,11 @@ diversity ratio, Fréchet distance) and the training time.
 
     nice python benchmarks/imputation.py                       # n 500, 6 epochs, print
     nice python benchmarks/imputation.py --write-doc           # and the table in docs/models.md
+    nice python benchmarks/imputation.py --manifest M.csv --labels a,b --needs a=image,b=both
+
+With ``--manifest`` the six models train on the manifest's train / val rows and are tested on its
+test rows (its ``split`` column, else ``--test-fraction`` of the cases drawn by patient); the
+label groups are the medfuse cohort's for its label names, or ``--needs``.
 
 All in one run, one torch thread. The issue's default rule — ``generative`` ships as the
 default only where, on the needs-both labels with the report missing, its gain over ``token``
@@ -57,11 +62,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from medfuse.models.model import load_model
     from medfuse.train.cohort import LABEL_SOURCES
     from medfuse.train.evaluate import test_cohort
-    from medfuse.train.trainer import TrainConfig, _Data, predict_cohort, train
+    from medfuse.train.trainer import TrainConfig, _Data, load_dataset, predict_cohort, train
 
     torch.set_num_threads(1)
     out = Path(args.out)
-    cohort_params = {"n": args.n, "seed": args.seed, "grammar": args.grammar}
+    if args.manifest:
+        # a user's cohort: train / val / test from its split column (or drawn: test_fraction)
+        labels_arg = _manifest_labels(args)
+        data_cfg: dict[str, Any] = {
+            "manifest": str(Path(args.manifest).resolve()), "labels": labels_arg,
+            "cache_dir": str(out / "cache"), "test_fraction": args.test_fraction,
+        }  # fmt: skip
+    else:
+        data_cfg = {
+            "cohort": {"n": args.n, "seed": args.seed, "grammar": args.grammar},
+            "cache_dir": str(out / "cohort"),
+        }
+    cfgs: dict[str, Any] = {}
     models: dict[str, Any] = {}
     info: dict[str, Any] = {}
     for missing, align in VARIANTS:
@@ -77,11 +94,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "eval_n_boot": 50,
             "model": {"preset": args.preset, "name": f"imputation_{name}",
                       "overrides": {"fusion_kwargs": fk}},
-            "data": {"cohort": cohort_params, "cache_dir": str(out / "cohort")},
+            "data": data_cfg,
             "optim": {"epochs": args.epochs, "batch_size": 16},
             "early_stopping": {"patience": args.epochs},
             "imputation": {"stage": args.stage},
         })  # fmt: skip
+        cfgs[name] = cfg
+    test: Any = None
+    if args.manifest:  # built once here (the trainings reuse its per-case cache)
+        test = load_dataset(next(iter(cfgs.values())))
+        indices = test.split_indices()["test"]
+        if not indices.size:
+            raise SystemExit(
+                f"{args.manifest}: no test rows (give the manifest a split column with 'test' "
+                "rows, or, without a split column, --test-fraction > 0)"
+            )
+    for name, cfg in cfgs.items():
         t0 = time.perf_counter()
         summary = train(cfg)
         model = load_model(summary["model_dir"]).eval()
@@ -93,12 +121,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         log.info("%s trained in %.0f s: %s", name, info[name]["seconds_train"], info[name])
 
-    test = test_cohort(n=args.test_n, grammar=args.grammar)
     first = next(iter(models.values()))
-    data = _Data(first, test)
     labels = list(first.labels)
-    cols = {g: [j for j, lab in enumerate(labels) if LABEL_SOURCES.get(lab) == g] for g in GROUPS}
-    y = data.labels
+    needs = {**LABEL_SOURCES, **_parse_needs(args.needs)}
+    if test is None:
+        test = test_cohort(n=args.test_n, grammar=args.grammar)
+        indices = np.arange(len(test))
+    cols = {g: [j for j, lab in enumerate(labels) if needs.get(lab) == g] for g in GROUPS}
+    unplaced = [lab for lab in labels if needs.get(lab) not in GROUPS]
+    if unplaced:
+        log.warning("labels in no group (say which modality they need: --needs): %s", unplaced)
+    data = _Data(first, test)
+    y = data.labels[indices]
     scores: dict[str, dict[str, np.ndarray]] = {}
     for name, model in models.items():
         data.text = model.tokenize(test.reports())
@@ -107,6 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 model,
                 test,
                 data=data,
+                indices=indices,
                 drop_report=cond == "report_missing",
                 drop_image=cond == "image_missing",
             )["logits"]
@@ -141,8 +176,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "config": {
             "preset": args.preset,
-            "n_train_cohort": args.n,
-            "test_n": args.test_n,
+            "manifest": args.manifest,
+            "n_train_cohort": args.n if not args.manifest else None,
+            "test_n": len(indices),
             "epochs": args.epochs,
             "grammar": args.grammar,
             "stage": args.stage,
@@ -154,6 +190,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "models": info,
         "default_rule": default_rule(table),
     }
+
+
+def _parse_needs(text: str | None) -> dict[str, str]:
+    """``"a=image,b=report"`` -> {"a": "image", "b": "report"}."""
+    out = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        label, _, need = part.partition("=")
+        if need not in GROUPS:
+            raise SystemExit(f"--needs {part!r}: the modality must be one of {GROUPS}")
+        out[label.strip()] = need
+    return out
+
+
+def _manifest_labels(args: argparse.Namespace) -> list[str]:
+    """``--labels``, or the manifest's columns that are medfuse fusion cohort labels."""
+    if args.labels:
+        return [x.strip() for x in args.labels.split(",") if x.strip()]
+    import csv
+
+    from medfuse.train.cohort import LABEL_SOURCES
+
+    with open(args.manifest, newline="", encoding="utf-8") as fh:
+        header = next(csv.reader(fh))
+    found = [c for c in header if c in LABEL_SOURCES]
+    if not found:
+        raise SystemExit(f"{args.manifest}: name the label columns with --labels")
+    return found
 
 
 def default_rule(table: dict[str, Any], cand: str = "generative") -> dict[str, Any]:
@@ -171,11 +234,16 @@ def default_rule(table: dict[str, Any], cand: str = "generative") -> dict[str, A
 
 def markdown(res: dict[str, Any]) -> str:
     c = res["config"]
+    data = (
+        f"manifest `{c['manifest']}` (train / val rows; test: its {c['test_n']} test rows)"
+        if c.get("manifest")
+        else f"synthetic cohort n {c['n_train_cohort']} (grammar {c['grammar']}, 80/20 split); "
+        f"test cohort n {c['test_n']} (seed TEST_SEED, clean labels)"
+    )
     lines = [
         DOC_START,
-        f"Preset `{c['preset']}`, synthetic cohort n {c['n_train_cohort']} (grammar "
-        f"{c['grammar']}, 80/20 split), {c['epochs']} epochs, imputer stage `{c['stage']}`; "
-        f"test cohort n {c['test_n']} (seed TEST_SEED, clean labels); macro AUROC per label "
+        f"Preset `{c['preset']}`, {data}, {c['epochs']} epochs, imputer stage `{c['stage']}`; "
+        "macro AUROC per label "
         f"group [95 % bootstrap CI, {c['n_boot']} resamples]; Δ = paired difference to `token` "
         "(align off) [95 % CI]. Produced by `benchmarks/imputation.py --write-doc`.",
         "",
@@ -235,6 +303,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--stage", choices=("joint", "second"), default="joint")
     ap.add_argument("--n-boot", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--manifest", help="a manifest CSV to train and test on instead")
+    ap.add_argument("--labels", help="manifest: comma-separated label columns")
+    ap.add_argument(
+        "--needs",
+        help="manifest: the modality each label needs, e.g. 'a=image,b=report,c=both' "
+        "(default: the medfuse cohort's for its label names)",
+    )
+    ap.add_argument(
+        "--test-fraction", type=float, default=0.2,
+        help="manifest without a split column: the share of cases held out for the test",
+    )  # fmt: skip
     ap.add_argument("--out", default="out/bench_imputation")
     ap.add_argument("--write-doc", action="store_true", help="replace the table in docs/models.md")
     args = ap.parse_args(argv)
