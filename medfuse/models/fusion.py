@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..registry import fusion as fusion_registry
 from ..registry import imputers as imputer_registry
+from .masks import padding_attn_mask
 
 __all__ = [
     "ConcatFusion",
@@ -516,14 +517,16 @@ class CrossAttentionFusion(Fusion):
         tt, vt = self._text_tokens(text, mask, imp)
         q_t, kv_i = self.norm_q_t(tt), self.norm_kv_i(ti)
         a_t, w_t2i = self.t2i(
-            q_t, kv_i, kv_i, key_padding_mask=~vi, need_weights=True, average_attn_weights=False
-        )
+            q_t, kv_i, kv_i, attn_mask=padding_attn_mask(~vi, self.t2i.num_heads, q_t.shape[1]),
+            need_weights=True, average_attn_weights=False,
+        )  # fmt: skip
         ht = tt + a_t
         ht = ht + self.ff_t(ht)
         q_i, kv_t = self.norm_q_i(ti), self.norm_kv_t(tt)
         a_i, w_i2t = self.i2t(
-            q_i, kv_t, kv_t, key_padding_mask=~vt, need_weights=True, average_attn_weights=False
-        )
+            q_i, kv_t, kv_t, attn_mask=padding_attn_mask(~vt, self.i2t.num_heads, q_i.shape[1]),
+            need_weights=True, average_attn_weights=False,
+        )  # fmt: skip
         hi = ti + a_i
         hi = hi + self.ff_i(hi)
         pt, pi = self._pool(ht, vt), self._pool(hi, vi, self.image_pool)

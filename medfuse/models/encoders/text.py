@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from ...errors import ConfigError, ModelError
 from ...registry import text_encoders
 from ...types import FindingStatus, Report
+from ..masks import padding_attn_mask
 
 __all__ = [
     "MARKERS",
@@ -555,7 +556,8 @@ class TransformerTextEncoder(_TokenEncoder):
         ids, mask = batch.input_ids, batch.mask
         pos = torch.arange(ids.shape[1], device=ids.device)
         x = self.embed(ids) + self.position(pos)[None]
-        x = self.norm(self.encoder(x, src_key_padding_mask=~mask))
+        heads = self._init_kwargs["heads"]
+        x = self.norm(self.encoder(x, mask=padding_attn_mask(~mask, heads, ids.shape[1])))
         pooled = x[:, 0] if self.pooling == "cls" else _masked_mean(x, mask)
         return self._finish(x, mask, pooled, batch.spans, batch.present)
 
