@@ -3,9 +3,10 @@
 The gradient is taken with :func:`torch.autograd.grad` with respect to the stage's feature
 map only, with every parameter frozen (``requires_grad`` False for the duration), so no
 parameter ``.grad`` is ever populated and the backward pass runs through the later stages (none
-for the last one), the pooling, fusion and heads only — not through the earlier encoder. The feature map is captured by a forward hook that
-re-roots it as a leaf tensor; :class:`CamHooks` is a context manager that always removes its
-hook and restores the parameters' flags, also when an exception is raised inside.
+for the last one), the pooling, fusion and heads only — not through the earlier encoder. The
+feature map is captured by a forward hook that re-roots it as a leaf tensor; :class:`CamHooks`
+is a context manager that always removes its hook and restores the parameters' flags, also when
+an exception is raised inside.
 
 One forward pass serves every label (one cheap backward per label).
 """
