@@ -403,6 +403,21 @@ def _assemble_report(
     )
 
 
+def _history(rng: np.random.Generator, f: dict[str, Any], hist: list[str], *, grammar: int) -> str:
+    """CLINICAL HISTORY: ``hist`` (the headache sentence, if any) with the other symptoms, a
+    follow-up reason (grammar 2: only when nothing else is said; 3: 30 % of the time),
+    shuffled, half the time after the patient's age and sex."""
+    for key, options in _OTHER.items():
+        if f[key]:
+            hist.append(_pick(rng, options))
+    if (not hist) if grammar == 2 else rng.random() < 0.3:
+        hist.append(_pick(rng, ("Follow-up.", "Routine examination.")))
+    rng.shuffle(hist)
+    if rng.random() < 0.5:
+        hist.insert(0, _who(f))
+    return " ".join(hist)
+
+
 def _mentions(
     rng: np.random.Generator, f: dict[str, Any], mention_rate: float, *, grammar: int
 ) -> tuple[list[str], list[str]]:
@@ -446,15 +461,7 @@ def write_mr_report(
         hist.append(_pick(rng, _HEADACHE_POS).format(w=int(rng.integers(2, 9))))
     elif rng.random() < 0.3:
         hist.append(_pick(rng, _HEADACHE_NEG))
-    for key, options in _OTHER.items():
-        if f[key]:
-            hist.append(_pick(rng, options))
-    if not hist:
-        hist.append(_pick(rng, ("Follow-up.", "Routine examination.")))
-    rng.shuffle(hist)
-    if rng.random() < 0.5:
-        hist.insert(0, _who(f))
-    history = " ".join(hist)
+    history = _history(rng, f, hist, grammar=2)
 
     findings, impression = _mentions(rng, f, mention_rate, grammar=2)
     k = int(rng.integers(1, 4))
@@ -500,15 +507,7 @@ def write_mr_report_v3(
     f, acq = case["factors"], case["acquisition"]
     w = int(rng.integers(2, 9))
     hist = [_pick(rng, _V3_HEADACHE_POS if f["headache"] else _V3_HEADACHE_NEG).format(w=w)]
-    for key, options in _OTHER.items():
-        if f[key]:
-            hist.append(_pick(rng, options))
-    if rng.random() < 0.3:
-        hist.append(_pick(rng, ("Follow-up.", "Routine examination.")))
-    rng.shuffle(hist)
-    if rng.random() < 0.5:
-        hist.insert(0, _who(f))
-    history = " ".join(hist)
+    history = _history(rng, f, hist, grammar=3)
 
     findings, impression = _mentions(rng, f, mention_rate, grammar=3)
     k = int(rng.integers(1, 4))
