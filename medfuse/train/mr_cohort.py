@@ -334,8 +334,7 @@ def _place_lesion(
 
 
 # -- report grammar --------------------------------------------------------------------------------
-_HEADACHE_POS = (
-    "Headache.",
+_V3_HEADACHE_POS = (
     "Headache.",
     "Headaches for {w} weeks.",
     "Severe headache.",
@@ -343,6 +342,8 @@ _HEADACHE_POS = (
     "Chronic headaches, worse in the morning.",
     "Worsening headache over {w} days.",
 )
+#: grammar 2 says the plain "Headache." twice as often
+_HEADACHE_POS = ("Headache.", *_V3_HEADACHE_POS)
 _HEADACHE_NEG = ("No headache.", "Denies headache.")
 _OTHER = {
     "dizziness": ("Dizziness.", "Vertigo.", "Episodes of dizziness."),
@@ -471,14 +472,6 @@ def write_mr_report(
     return _assemble_report(rng, acq, history, findings, impression, case_number)
 
 
-_V3_HEADACHE_POS = (
-    "Headache.",
-    "Headaches for {w} weeks.",
-    "Severe headache.",
-    "New-onset headache.",
-    "Chronic headaches, worse in the morning.",
-    "Worsening headache over {w} days.",
-)
 _V3_HEADACHE_NEG = (
     "No headache.",
     "Denies headache.",
