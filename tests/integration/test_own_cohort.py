@@ -98,9 +98,9 @@ def test_manifest_with_the_in_memory_split_trains_the_same_model(cohort_on_disk,
     from medfuse.train.trainer import cohort_split, predict_cohort
 
     rows = list(csv.DictReader((cohort_on_disk / "manifest.csv").open(newline="")))
-    _, val = cohort_split(len(rows), 0.2, 0)
+    val = set(cohort_split(len(rows), 0.2, 0)[1].tolist())
     for i, row in enumerate(rows):
-        row["split"] = "val" if i in set(val.tolist()) else "train"
+        row["split"] = "val" if i in val else "train"
     manifest = cohort_on_disk / "manifest_same_split.csv"
     with manifest.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
