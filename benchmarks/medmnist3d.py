@@ -267,8 +267,8 @@ def pca_logreg(
 # -- Grad-CAM on correctly classified positives -----------------------------------------------------
 #: (label, explanation method, its parameters) compared on each aneurysm
 SALIENCY_MAPS = (
-    ("Grad-CAM, last stage (4³)", "gradcam", {}),
-    ("Grad-CAM, stage 2 (7³)", "gradcam", {"layer": "net.layer2"}),
+    ("Grad-CAM, last stage", "gradcam", {}),
+    ("Grad-CAM, stage 2", "gradcam", {"layer": "net.layer2"}),
     ("integrated gradients", "integrated_gradients", {"n_steps": 32}),
 )
 #: a shape voxel is "sac" where its local thickness is at least this share of the shape's largest
@@ -295,6 +295,24 @@ def local_thickness(shape: np.ndarray) -> np.ndarray:
     return out
 
 
+def _feature_grid(model: Any, layer: str | None) -> list[int]:
+    """The spatial size of the Grad-CAM layer's output for the model's input size."""
+    import torch
+
+    from medfuse.explain.cam import cam_target_layer
+
+    shape: list[int] = []
+    target = cam_target_layer(model.image_encoder, layer)
+    hook = target.register_forward_hook(lambda m, i, o: shape.extend(o.shape[2:]))
+    try:
+        size = model.preprocessing.spatial_size
+        with torch.no_grad():
+            model.eval()(image=torch.zeros(1, 1, *size))
+    finally:
+        hook.remove()
+    return [int(v) for v in shape]
+
+
 def gradcam_check(folder: Path, k: int) -> dict[str, Any]:
     """Where the saliency of the first ``k`` val cases in file order that are positive and
     called positive by seed 0's model lies: on the aneurysm sac or on the parent vessel.
@@ -319,6 +337,8 @@ def gradcam_check(folder: Path, k: int) -> dict[str, Any]:
     from medfuse.types import Case
 
     model = load_model(folder / "model")
+    grids = {title: _feature_grid(model, params.get("layer")) for title, method, params in
+             SALIENCY_MAPS if method == "gradcam"}  # fmt: skip
     with (folder / "eval" / "predictions.csv").open(encoding="utf-8") as fh:
         rows = [r for r in csv.DictReader(fh) if r[LABEL] == "1" and r[f"{LABEL}_positive"] == "1"]
     rows = rows[:k]
@@ -358,7 +378,7 @@ def gradcam_check(folder: Path, k: int) -> dict[str, Any]:
             )
             maps.append({"map": title, "method": method, "params": params, "peak_voxel": list(peak),
                          "peak_on": where, "sac_vs_vessel_enrichment": None if enrich is None else round(enrich, 2),
-                         "feature_grid": list(sal.model.shape)})  # fmt: skip
+                         "feature_grid": grids.get(title)})  # fmt: skip
             ax = axes[n, col]
             proj = smooth.max(axis=view).T
             proj = proj / (float(proj.max()) or 1.0)
@@ -370,7 +390,8 @@ def gradcam_check(folder: Path, k: int) -> dict[str, Any]:
             )
             p2 = [c for j, c in enumerate(peak) if j != view]
             ax.plot(p2[0], p2[1], "c+", markersize=14, markeredgewidth=2)
-            ax.set_title(f"{title}\npeak on {where}", fontsize=8)
+            grid = f" ({'×'.join(map(str, grids[title]))})" if title in grids else ""
+            ax.set_title(f"{title}{grid}\npeak on {where}", fontsize=8)
         for ax in axes[n]:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -388,8 +409,9 @@ def gradcam_check(folder: Path, k: int) -> dict[str, Any]:
     (folder / "gradcam.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     for c in cases:
         for m in c["maps"]:
-            _log(f"{folder.name}: {c['case_id']} (p={c['probability']:.3f}) {m['map']}: peak on "
-                 f"{m['peak_on']}, sac ÷ vessel {m['sac_vs_vessel_enrichment']}")  # fmt: skip
+            grid = f" ({'×'.join(map(str, m['feature_grid']))})" if m["feature_grid"] else ""
+            _log(f"{folder.name}: {c['case_id']} (p={c['probability']:.3f}) {m['map']}{grid}: "
+                 f"peak on {m['peak_on']}, sac ÷ vessel {m['sac_vs_vessel_enrichment']}")  # fmt: skip
     _log(f"{folder.name}: saliency figure {folder / 'gradcam.png'}")
     return out
 
