@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, InputError, ModelError
-from .types import Case, PreprocessingRecord
+from .types import MODALITIES, Case, PreprocessingRecord, modality_names
 
 if TYPE_CHECKING:
     from .explain.explanation import Explanation
@@ -309,9 +309,6 @@ def _risk_event(card: Any) -> str:
     return "the event of the model's training data (its card does not name it)"
 
 
-_MODALITIES = ("image", "report")
-
-
 def _condition_auroc(card: Any, label: str, missing: str) -> float | None:
     """The card's test AUROC of ``label`` with ``missing`` ("image" / "report") absent: the
     chest card's ``metrics.test.auroc_<missing>_missing``, the MR card's
@@ -342,13 +339,13 @@ def assess(
     """
     thresholds = list(getattr(card, "thresholds", None) or [0.5] * len(probabilities))
     sources = (getattr(card, "training_data", None) or {}).get("label_sources", {}) or {}
-    missing = [m for m in _MODALITIES if m not in used]
+    missing = [m for m in MODALITIES if m not in used]
     out = []
     for lab, p, t in zip(labels, probabilities, thresholds, strict=True):
         src = sources.get(lab)
         src = src if src in ("image", "report", "both") else None
         p, t = float(p), float(t)
-        if src in _MODALITIES and src in missing:
+        if src in MODALITIES and src in missing:
             reason = (
                 f"the model card says {lab} needs the {src}, and this study has no {src}; "
                 f"the model's output without it ({p:.3f}) is not a finding"
@@ -451,13 +448,9 @@ def predict(
         )
         probs = head.probabilities(out.logits)[0].float().cpu().tolist()
         risk = _risk(model, out)
-        used = tuple(m for m, u in zip(("image", "report"), out.mask[0].tolist(), strict=True) if u)
+        used = modality_names(out.mask[0])
         imp = out.fusion.imputed
-        imputed = (
-            tuple(m for m, u in zip(("image", "report"), imp[0].tolist(), strict=True) if u)
-            if imp is not None
-            else ()
-        )
+        imputed = modality_names(imp[0]) if imp is not None else ()
     timings["forward"] = time.perf_counter() - t0
 
     card = getattr(model, "card", None)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # keep `import medfuse` light
     import numpy as np
 
 __all__ = [
+    "MODALITIES",
     "Case",
     "Finding",
     "FindingStatus",
@@ -25,7 +26,19 @@ __all__ = [
     "Series",
     "Study",
     "Volume",
+    "modality_names",
 ]
+
+#: the two modalities, in the column order of every ``[B, 2]`` modality mask of the models
+#: (``FusionOutput.mask``, ``FusionOutput.imputed``)
+MODALITIES: tuple[str, str] = ("image", "report")
+
+
+def modality_names(row: Any) -> tuple[str, ...]:
+    """The :data:`MODALITIES` flagged in one row (``[2]``, a tensor or a sequence) of a modality
+    mask."""
+    flags = row.tolist() if hasattr(row, "tolist") else list(row)
+    return tuple(m for m, on in zip(MODALITIES, flags, strict=True) if on)
 
 
 def axcodes(affine) -> str:

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ConfigError
 from ..registry import explainers
-from ..types import Case, Report
+from ..types import Case, Report, modality_names
 from .context import ExplainContext, MethodResult, eval_mode
 from .explanation import Explanation, MethodRun, Saliency, TokenAttribution
 from .methods import DEFAULT_METHODS, method_needs, saliency_methods
@@ -119,7 +119,7 @@ def explain(
         )
         logits = out.logits[0].float()
         probs = model.diagnosis_head.probabilities(out.logits)[0].float()
-        used = tuple(m for m, u in zip(("image", "report"), out.mask[0].tolist(), strict=True) if u)
+        used = modality_names(out.mask[0])
     expl = Explanation(
         labels=names,
         methods=methods,
