@@ -45,7 +45,6 @@ __all__ = [
     "saliency_view",
     "step_rows",
     "study_label",
-    "top_phrases",
 ]
 
 #: Shown prominently at the top of the HTML page and on every PDF page.
@@ -274,12 +273,6 @@ def peak_lines(view: SaliencyView) -> list[str]:
         f"{n}: {p.text()}, {100 * p.fraction:.0f} % of the maximum"
         for n, p in enumerate(view.peaks, start=1)
     ]
-
-
-def top_phrases(expl: Explanation, text: str, label: str, k: int = 5) -> list[Any]:
-    """The ``k`` report phrases (words summed over their tokens, adjacent words merged) with
-    the largest positive attribution for ``label``, each with its sentence."""
-    return expl.report_phrases(label, k) if text else []
 
 
 def no_phrase_note(expl: Explanation, text: str, label: str) -> str:

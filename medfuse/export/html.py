@@ -41,7 +41,6 @@ from .content import (
     saliency_view,
     step_rows,
     study_label,
-    top_phrases,
 )
 
 if TYPE_CHECKING:
@@ -212,7 +211,7 @@ def _explanations_html(
         if view.note:
             out.append(f"<p class='small'>{esc(view.note)}</p>")
         out.append(_modality_html(expl, label))
-        phrases = top_phrases(expl, text, label)
+        phrases = expl.report_phrases(label)
         if phrases:
             items = "".join(
                 f"<li>“{esc(p.text)}” <span class='small'>{p.score:+.3f}</span>"

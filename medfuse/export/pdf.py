@@ -43,7 +43,6 @@ from .content import (
     saliency_view,
     step_rows,
     study_label,
-    top_phrases,
 )
 
 if TYPE_CHECKING:
@@ -379,7 +378,7 @@ def prediction_pdf(
                 TableStyle([*grid, ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#f2f2f2"))])
             )
             story.append(mt)
-        phrases = top_phrases(expl, text, label)
+        phrases = expl.report_phrases(label)
         if phrases:
             story.append(Paragraph("Top report words and phrases", h3))
             for i, p in enumerate(phrases, start=1):

@@ -178,7 +178,7 @@ def test_report_phrases_only_where_the_report_carries_the_output():
         ModalityContribution,
         TokenAttribution,
     )
-    from medfuse.export.content import no_phrase_note, top_phrases
+    from medfuse.export.content import no_phrase_note
 
     text = "Smoker. Heart is enlarged."
     expl = Explanation(
@@ -200,7 +200,7 @@ def test_report_phrases_only_where_the_report_carries_the_output():
     view = expl.to_dict()["labels"]
     assert view["cardiomegaly"]["top_report_phrases"] == []
     assert next(p["text"] for p in view["smoking_history"]["top_report_phrases"]) == "Smoker."
-    assert top_phrases(expl, text, "cardiomegaly") == []
+    assert expl.report_phrases("cardiomegaly") == []
     assert "5 % of this output" in no_phrase_note(expl, text, "cardiomegaly")
     note = no_phrase_note(expl, text, "smoking_history")
     assert note.startswith("Integrated gradients")
