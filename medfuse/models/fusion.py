@@ -12,9 +12,9 @@ called as ``fusion(image, text, mask)``:
 A missing modality is replaced by a *learned* missing-modality token (vector, or token sequence
 for attention), never by zeros, or, with ``missing="regression"`` / ``"generative"`` (every
 fusion takes ``missing``, ``missing_kwargs``, ``align`` and ``align_weight``), by an embedding
-imputed from the modality that is present (:mod:`medfuse.models.impute`). The result is a :class:`FusionOutput` with the fused embedding
-``[B, dim]`` and, where the fusion has them, attention weights, gate weights and per-modality
-embeddings.
+imputed from the modality that is present (:mod:`medfuse.models.impute`). The result is a
+:class:`FusionOutput` with the fused embedding ``[B, dim]`` and, where the fusion has them,
+attention weights, gate weights and per-modality embeddings.
 
 =================  ==============================================================================
 ``concat``         concatenate pooled vectors, MLP
