@@ -143,8 +143,10 @@ class Fusion(nn.Module):
                 f"unknown missing-modality imputer {missing!r}",
                 hint=f"use one of {', '.join(imputer_registry.names())}",
             )
-        if align not in (None, "adversarial"):
-            raise ConfigError(f"align must be None or 'adversarial', got {align!r}")
+        from .impute import ALIGN_CHOICES, ModalityDiscriminator
+
+        if align not in ALIGN_CHOICES:
+            raise ConfigError(f"align must be one of {ALIGN_CHOICES}, got {align!r}")
         kw = dict(missing_kwargs or {})
         self.imputer = imputer_registry.create(
             missing, image_dim=self.image_dim, text_dim=self.text_dim, **kw
@@ -154,8 +156,6 @@ class Fusion(nn.Module):
             if self.imputer._kwargs:
                 self._init_kwargs["missing_kwargs"] = dict(self.imputer._kwargs)
         if align == "adversarial":
-            from .impute import ModalityDiscriminator
-
             if self.name == "concat":
                 raise ConfigError(
                     "align='adversarial' needs a fusion with a shared per-modality space "
