@@ -22,10 +22,13 @@ Only the public path is used, as a researcher with their own volumes would:
    AUROC difference (medfuse - baseline) on the val cases.
 
 Prints one row per set and seed, then the mean and spread (sample SD, min-max) over seeds, and
-writes ``DIR/results.json``. For the vessel set, ``--gradcam N`` (default 3) draws the Grad-CAM of
-the first N correctly classified aneurysm cases of the val split (``DIR/vesselmnist3d/
-gradcam.png`` and ``gradcam.json``; ``--gradcam-only`` redoes just that). ``--limit N`` keeps N cases per split (stratified, at least 5 of each
-class; the test suite's tiny run), ``--epochs`` overrides the config's epoch budget.
+writes ``DIR/results.json``. For the vessel set, ``--gradcam N`` (default 3) draws the class
+activation maps (Grad-CAM at the last stage and at stage 1, HiResCAM and LayerCAM at stage 1) and
+integrated gradients of the first N correctly classified aneurysm cases of the val split, and
+says where each map's peak lies: sac, parent vessel or outside (``DIR/vesselmnist3d/
+gradcam.png`` and ``gradcam.json``; ``--gradcam-only`` redoes just that). ``--limit N`` keeps N
+cases per split (stratified, at least 5 of each class; the test suite's tiny run), ``--epochs``
+overrides the config's epoch budget.
 
 Data: MedMNIST v2 (Yang J. et al., "MedMNIST v2 - A large-scale lightweight benchmark for 2D and
 3D biomedical image classification", Scientific Data 10:41, 2023; doi:10.1038/s41597-022-01721-8),
@@ -268,7 +271,9 @@ def pca_logreg(
 #: (label, explanation method, its parameters) compared on each aneurysm
 SALIENCY_MAPS = (
     ("Grad-CAM, last stage", "gradcam", {}),
-    ("Grad-CAM, stage 2", "gradcam", {"layer": "net.layer2"}),
+    ("Grad-CAM, stage 1", "gradcam", {"layer": "net.layer1"}),
+    ("HiResCAM, stage 1", "hirescam", {"layer": "net.layer1"}),
+    ("LayerCAM, stage 1", "layercam", {"layer": "net.layer1"}),
     ("integrated gradients", "integrated_gradients", {"n_steps": 32}),
 )
 #: a shape voxel is "sac" where its local thickness is at least this share of the shape's largest
@@ -332,18 +337,19 @@ def gradcam_check(folder: Path, k: int) -> dict[str, Any]:
     from scipy import ndimage
 
     import medfuse
+    from medfuse.explain.cam import WEIGHTINGS
     from medfuse.io.volumes import read_nifti
     from medfuse.models.model import load_model
     from medfuse.types import Case
 
     model = load_model(folder / "model")
     grids = {title: _feature_grid(model, params.get("layer")) for title, method, params in
-             SALIENCY_MAPS if method == "gradcam"}  # fmt: skip
+             SALIENCY_MAPS if method in WEIGHTINGS}  # fmt: skip
     with (folder / "eval" / "predictions.csv").open(encoding="utf-8") as fh:
         rows = [r for r in csv.DictReader(fh) if r[LABEL] == "1" and r[f"{LABEL}_positive"] == "1"]
     rows = rows[:k]
     ncol = 1 + len(SALIENCY_MAPS)
-    fig, axes = plt.subplots(max(1, len(rows)), ncol, figsize=(2.6 * ncol, 2.8 * max(1, len(rows))))
+    fig, axes = plt.subplots(max(1, len(rows)), ncol, figsize=(2.6 * ncol, 3.0 * max(1, len(rows))))
     axes = np.atleast_2d(axes)
     regions = ListedColormap(["black", "#4477cc", "#dd3333"])
     cases = []

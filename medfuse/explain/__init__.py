@@ -9,7 +9,7 @@ modality mattered — with measured faithfulness.
     open("cam.png", "wb").write(expl.figure_png("lung_lesion"))
 
 Methods (registry :data:`medfuse.registry.explainers`, each entry with what it ``needs``):
-``gradcam``, ``gradcam++``, ``occlusion``, ``integrated_gradients``,
+``gradcam``, ``gradcam++``, ``hirescam``, ``layercam``, ``occlusion``, ``integrated_gradients``,
 ``integrated_gradients_text``, ``attention``, ``modality_shapley``; the default ones are
 :data:`~medfuse.explain.methods.DEFAULT_METHODS`. See ``docs/explain.md``.
 

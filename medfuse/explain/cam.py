@@ -1,4 +1,17 @@
-"""3D Grad-CAM and Grad-CAM++ at the image encoder's last stage (or a named earlier one).
+"""3D class activation maps at the image encoder's last stage (or a named earlier one): Grad-CAM,
+Grad-CAM++, HiResCAM and LayerCAM. They differ only in how the stage's gradient weights its
+activations:
+
+* ``gradcam`` (Selvaraju et al., ICCV 2017): one weight per channel, the gradient's mean;
+* ``gradcam++`` (Chattopadhay et al., WACV 2018): per channel, positive gradients weighted by
+  higher-order terms;
+* ``hirescam`` (Draelos & Carin, 2020, arXiv:2011.08891): the gradient itself, voxel by voxel;
+  for a model that average-pools its last map this sums to the logit's own decomposition;
+* ``layercam`` (Jiang et al., IEEE TIP 30, 2021): the gradient's positive part, voxel by voxel.
+
+Channel-mean weights blur a map over every place the channel fires; voxel-wise weights keep it
+where the score depends on the activation, which matters at an earlier, finer stage (a thin
+structure in a 28³ volume: MedMNIST3D in docs/benchmarks.md).
 
 The gradient is taken with :func:`torch.autograd.grad` with respect to the stage's feature
 map only, with every parameter frozen (``requires_grad`` False for the duration), so no
@@ -25,7 +38,16 @@ from ..errors import ConfigError
 from ..registry import explainers
 from .context import ExplainContext, MethodResult, eval_mode, frozen
 
-__all__ = ["CamHooks", "cam_target_layer", "grad_cam", "grad_cam_maps", "grad_cam_pp"]
+__all__ = [
+    "WEIGHTINGS",
+    "CamHooks",
+    "cam_target_layer",
+    "grad_cam",
+    "grad_cam_maps",
+    "grad_cam_pp",
+    "hires_cam",
+    "layer_cam",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,29 +132,42 @@ class CamHooks:
             self.activations = None
 
 
-def _cam_from(acts: Tensor, grads: Tensor, plus_plus: bool) -> Tensor:
+#: how each method weights the activations: its explainer name -> weighting
+WEIGHTINGS = {
+    "gradcam": "channel_mean",
+    "gradcam++": "channel_plus_plus",
+    "hirescam": "voxel",
+    "layercam": "voxel_positive",
+}
+
+
+def _cam_from(acts: Tensor, grads: Tensor, weighting: str) -> Tensor:
     """[D, x, y, z] activations and gradients -> [x, y, z] non-negative map."""
-    if plus_plus:
+    if weighting == "voxel":
+        weights = grads
+    elif weighting == "voxel_positive":
+        weights = F.relu(grads)
+    elif weighting == "channel_plus_plus":
         g2, g3 = grads.pow(2), grads.pow(3)
         sum_a = acts.sum(dim=(1, 2, 3), keepdim=True)
         denom = 2 * g2 + sum_a * g3
         alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, 1.0), 0.0)
-        weights = (alpha * F.relu(grads)).sum(dim=(1, 2, 3))
+        weights = (alpha * F.relu(grads)).sum(dim=(1, 2, 3))[:, None, None, None]
     else:
-        weights = grads.mean(dim=(1, 2, 3))
-    return F.relu((weights[:, None, None, None] * acts).sum(0))
+        weights = grads.mean(dim=(1, 2, 3))[:, None, None, None]
+    return F.relu((weights * acts).sum(0))
 
 
 def grad_cam_maps(
     ctx: ExplainContext,
     labels: list[int],
     *,
-    plus_plus: bool = False,
+    method: str = "gradcam",
     upsample: bool = True,
     layer: str | None = None,
 ) -> tuple[list[np.ndarray], int]:
-    """Grad-CAM (or ++) maps for ``labels`` on the model grid (or the feature grid with
-    ``upsample=False``), and the number of forward passes (1). ``layer``: see
+    """``method``'s maps (a key of :data:`WEIGHTINGS`) for ``labels`` on the model grid (or the
+    feature grid with ``upsample=False``), and the number of forward passes (1). ``layer``: see
     :func:`cam_target_layer` (default: the last stage)."""
     if not ctx.has_image:
         raise ConfigError("Grad-CAM needs an image and an image encoder")
@@ -150,7 +185,7 @@ def grad_cam_maps(
             )
             if grads is None:
                 grads = torch.zeros_like(acts)
-            cam = _cam_from(acts[0].detach(), grads[0], plus_plus)
+            cam = _cam_from(acts[0].detach(), grads[0], WEIGHTINGS[method])
             if upsample:
                 cam = F.interpolate(
                     cam[None, None],
@@ -163,12 +198,17 @@ def grad_cam_maps(
 
 
 def _run(
-    ctx: ExplainContext, labels: list[int], plus_plus: bool, layer: str | None
+    ctx: ExplainContext, labels: list[int], method: str, layer: str | None
 ) -> list[MethodResult]:
-    maps, passes = grad_cam_maps(ctx, labels, plus_plus=plus_plus, layer=layer)
+    maps, passes = grad_cam_maps(ctx, labels, method=method, layer=layer)
     target = cam_target_layer(ctx.model.image_encoder, layer)
     name = next((n for n, m in ctx.model.named_modules() if m is target), type(target).__name__)
-    params = {"layer": name, "score": "logit", "upsample": "trilinear"}
+    params = {
+        "layer": name,
+        "score": "logit",
+        "weighting": WEIGHTINGS[method],
+        "upsample": "trilinear",
+    }
     return [
         MethodResult(k, saliency=m, params=params, forward_passes=passes)
         for k, m in zip(labels, maps, strict=True)
@@ -181,7 +221,7 @@ def grad_cam(
 ) -> list[MethodResult]:
     """3D Grad-CAM at the last encoder stage, or at the image encoder's submodule ``layer``
     (gradient of the label's logit)."""
-    return _run(ctx, labels, plus_plus=False, layer=layer)
+    return _run(ctx, labels, "gradcam", layer)
 
 
 @explainers.register("gradcam++", needs="image")
@@ -189,4 +229,22 @@ def grad_cam_pp(
     ctx: ExplainContext, labels: list[int], layer: str | None = None
 ) -> list[MethodResult]:
     """3D Grad-CAM++ at the last encoder stage, or at the image encoder's submodule ``layer``."""
-    return _run(ctx, labels, plus_plus=True, layer=layer)
+    return _run(ctx, labels, "gradcam++", layer)
+
+
+@explainers.register("hirescam", needs="image")
+def hires_cam(
+    ctx: ExplainContext, labels: list[int], layer: str | None = None
+) -> list[MethodResult]:
+    """3D HiResCAM: activations times the label logit's gradient voxel by voxel, summed over
+    channels, at the last encoder stage or the image encoder's submodule ``layer``."""
+    return _run(ctx, labels, "hirescam", layer)
+
+
+@explainers.register("layercam", needs="image")
+def layer_cam(
+    ctx: ExplainContext, labels: list[int], layer: str | None = None
+) -> list[MethodResult]:
+    """3D LayerCAM: activations times the positive part of the label logit's gradient voxel by
+    voxel, at the last encoder stage or the image encoder's submodule ``layer``."""
+    return _run(ctx, labels, "layercam", layer)

@@ -134,6 +134,10 @@ class OptimSection(_Strict):
     min_lr_ratio: float = Field(0.02, ge=0, le=1)
     grad_clip: float | None = 1.0
     risk_weight: float = Field(0.5, ge=0)
+    #: keep an exponential moving average of the weights (and batch-norm statistics) with this
+    #: decay per optimiser step; validation, early stopping and the saved model use the average.
+    #: None: the weights as trained.
+    ema_decay: float | None = Field(None, gt=0, lt=1)
 
 
 class DropoutSection(_Strict):
@@ -411,7 +415,19 @@ def predict_cohort(
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
-def _save_checkpoint(folder: Path, model: Any, opt: Any, state: dict[str, Any]) -> None:
+def _weight_average(model: Any, decay: float | None) -> Any:
+    """torch's :class:`~torch.optim.swa_utils.AveragedModel` keeping an exponential moving
+    average of ``model``'s parameters and buffers, or None without a decay."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _save_checkpoint(
+    folder: Path, model: Any, opt: Any, state: dict[str, Any], ema: Any = None
+) -> None:
     import torch
     from safetensors.torch import save_file
 
@@ -420,6 +436,8 @@ def _save_checkpoint(folder: Path, model: Any, opt: Any, state: dict[str, Any]) 
 
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(model, folder / "model.safetensors")
+    if ema is not None:
+        save_weights(ema, folder / "average.safetensors")
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     for pid, st in sd["state"].items():
@@ -434,13 +452,15 @@ def _save_checkpoint(folder: Path, model: Any, opt: Any, state: dict[str, Any]) 
     )
 
 
-def _load_checkpoint(folder: Path, model: Any, opt: Any) -> dict[str, Any]:
+def _load_checkpoint(folder: Path, model: Any, opt: Any, ema: Any = None) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     from ..models.weights import load_weights
 
     state = json.loads((folder / "state.json").read_text())
     load_weights(model, folder / "model.safetensors")
+    if ema is not None:
+        load_weights(ema, folder / "average.safetensors")
     flat = load_file(str(folder / "optimizer.safetensors"))
     opt_state: dict[int, dict[str, Any]] = {}
     for key, t in flat.items():
@@ -770,6 +790,9 @@ def train(
         weight_decay=cfg.optim.weight_decay,
     )
     o = cfg.optim
+    ema = _weight_average(model, o.ema_decay)
+    #: the weights validated, kept as best and saved: the moving average when there is one
+    scored = ema.module if ema is not None else model
     per_rank = len(train_idx) // world
     micro_per_epoch = max(1, math.ceil(per_rank / o.batch_size))
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / o.grad_accum))
@@ -798,7 +821,7 @@ def train(
         "history": [],
     }
     if cfg.resume and (ckpt / "last" / "state.json").is_file():
-        state = _load_checkpoint(ckpt / "last", model, opt)
+        state = _load_checkpoint(ckpt / "last", model, opt, ema)
         log.info("resumed from epoch %d", state["epoch"])
 
     use_amp = cfg.amp and device.type == "cuda"
@@ -844,7 +867,7 @@ def train(
         from .metrics import auroc, c_index
 
         pred = predict_cohort(
-            model, cohort, data=data, indices=val_idx, batch_size=cfg.eval_batch_size
+            scored, cohort, data=data, indices=val_idx, batch_size=cfg.eval_batch_size
         )
         lg = torch.from_numpy(pred["logits"])
         yv = data.labels[val_idx]
@@ -918,6 +941,8 @@ def train(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update_parameters(model)
                 step += 1
             if progress is not None and rank == 0:
                 progress(f"epoch {epoch + 1}/{o.epochs}", micro + 1, micro_per_epoch)
@@ -948,8 +973,8 @@ def train(
                 from ..models.weights import save_weights
 
                 ckpt.mkdir(parents=True, exist_ok=True)
-                save_weights(model, ckpt / "best.safetensors")
-            _save_checkpoint(ckpt / "last", model, opt, state)
+                save_weights(scored, ckpt / "best.safetensors")
+            _save_checkpoint(ckpt / "last", model, opt, state, ema)
         if world > 1:
             import torch.distributed as dist
 

@@ -1,7 +1,7 @@
 """The MedMNIST3D benchmark, tiny: 20 real cases per split, 1 epoch, one seed, through the public
 path (NIfTI + manifest -> ``medfuse train`` -> ``medfuse evaluate``, PCA + LR beside it), then
 the example workflow (configs/examples/medmnist3d_nifti.yaml) on one of the written volumes:
-JSON + HTML with the Grad-CAM figure + the saliency NIfTI. Skips when the data is absent."""
+JSON + HTML with the HiResCAM figure + the saliency NIfTI. Skips when the data is absent."""
 
 from __future__ import annotations
 
@@ -137,9 +137,9 @@ def test_saliency_check_places_each_maps_peak_on_sac_vessel_or_outside(bench):
     for case in check["cases"]:  # the tiny model may call no aneurysm positive
         assert 0 < case["sac_voxels"] <= case["shape_voxels"]
         assert [m["method"] for m in case["maps"]] == [
-            "gradcam", "gradcam", "integrated_gradients"
+            "gradcam", "gradcam", "hirescam", "layercam", "integrated_gradients"
         ]  # fmt: skip
-        assert case["maps"][1]["params"] == {"layer": "net.layer2"}
+        assert [m["params"] for m in case["maps"][1:4]] == [{"layer": "net.layer1"}] * 3
         for m in case["maps"]:
             assert m["peak_on"] in ("sac", "vessel", "outside")
 

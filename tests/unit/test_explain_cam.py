@@ -1,4 +1,5 @@
-"""Grad-CAM / Grad-CAM++: frozen weights, hooks always removed, saliency where the model looks."""
+"""Grad-CAM, Grad-CAM++, HiResCAM, LayerCAM: frozen weights, hooks always removed, saliency where
+the model looks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from _explain_common import octant_case, octant_model, octant_share, phantom_case, tiny_model
 
 import medfuse
-from medfuse.explain.cam import CamHooks, cam_target_layer
+from medfuse.explain.cam import WEIGHTINGS, CamHooks, _cam_from, cam_target_layer
 from medfuse.explain.context import ExplainContext
 
 
@@ -22,12 +23,12 @@ def test_gradcam_populates_no_parameter_grad_and_restores_flags():
     flags = [p.requires_grad for p in model.parameters()]
     assert all(p.grad is None for p in model.parameters())
     expl = medfuse.explain(
-        model, case, labels=["lung_lesion", "pleural_effusion"], methods=["gradcam", "gradcam++"]
+        model, case, labels=["lung_lesion", "pleural_effusion"], methods=list(WEIGHTINGS)
     )
     assert all(p.grad is None for p in model.parameters())
     assert [p.requires_grad for p in model.parameters()] == flags
     assert _hook_count(model) == 0
-    for method in ("gradcam", "gradcam++"):
+    for method in WEIGHTINGS:
         sal = expl.saliency["lung_lesion"][method]
         assert sal.model.shape == (32, 32, 32)
         assert np.isfinite(sal.model).all() and (sal.model >= 0).all()
@@ -68,7 +69,7 @@ def test_training_mode_restored():
         model.eval()
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+@pytest.mark.parametrize("method", list(WEIGHTINGS))
 def test_octant_model_saliency_in_its_octant(method):
     expl = medfuse.explain(octant_model(), octant_case(), methods=[method])
     sal = expl.saliency["finding"][method]
@@ -106,3 +107,24 @@ def test_gradcam_at_an_earlier_stage_gives_a_finer_map():
     assert _hook_count(model) == 0
     with pytest.raises(ConfigError, match="no module 'net.layer9'"):
         grad_cam_maps(ctx, [0], layer="net.layer9")
+
+
+def test_voxel_weightings_keep_the_map_where_the_gradient_is():
+    """One channel active everywhere, its gradient non-zero at one voxel: Grad-CAM's channel
+    mean spreads the weight over the whole grid, HiResCAM and LayerCAM keep it at the voxel;
+    where the gradient is the same everywhere, HiResCAM is Grad-CAM."""
+    acts = torch.ones(1, 4, 4, 4)
+    grads = torch.zeros(1, 4, 4, 4)
+    grads[0, 1, 2, 3] = 2.0
+    grads[0, 3, 0, 0] = -1.0
+    flat = _cam_from(acts, grads, WEIGHTINGS["gradcam"])
+    assert torch.allclose(flat, torch.full((4, 4, 4), 1.0 / 64))
+    for method in ("hirescam", "layercam"):
+        cam = _cam_from(acts, grads, WEIGHTINGS[method])
+        assert cam[1, 2, 3] == 2.0 and int((cam > 0).sum()) == 1
+    uniform = torch.full((1, 4, 4, 4), 0.5)
+    acts = torch.rand(1, 4, 4, 4)
+    assert torch.allclose(
+        _cam_from(acts, uniform, WEIGHTINGS["hirescam"]),
+        _cam_from(acts, uniform, WEIGHTINGS["gradcam"]),
+    )

@@ -49,6 +49,8 @@ def test_builtin_explainers_registered():
     assert {
         "gradcam",
         "gradcam++",
+        "hirescam",
+        "layercam",
         "occlusion",
         "integrated_gradients",
         "integrated_gradients_text",
