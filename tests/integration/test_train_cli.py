@@ -159,3 +159,28 @@ def test_train_cohort_help_states_the_generators_defaults(capsys):
     d = FusionCohortConfig(n=1).to_dict()
     for key in ("label_noise", "report_missing", "image_missing", "grammar"):
         assert f"(default {d[key]}" in text, key
+
+
+def test_weight_average_is_validated_saved_and_resumed(tmp_path):
+    """``optim.ema_decay``: the checkpoint keeps the moving average beside the raw weights, the
+    best weights are the average's (not the raw ones), and a resumed run continues it."""
+    from safetensors.torch import load_file
+
+    optim = {**TINY["optim"], "ema_decay": 0.5}
+    cfg = tiny_config(tmp_path, optim=optim)
+    assert main(["train", str(cfg)]) == 0
+    ckpt = tmp_path / "run" / "checkpoints"
+    raw = load_file(ckpt / "last" / "model.safetensors")
+    avg = load_file(ckpt / "last" / "average.safetensors")
+    best = load_file(ckpt / "best.safetensors")
+    assert (
+        int(avg.pop("n_averaged")) == json.loads((ckpt / "last" / "state.json").read_text())["step"]
+    )
+    avg = {k.removeprefix("module."): v for k, v in avg.items()}
+    assert avg.keys() == raw.keys() == best.keys()
+    assert all(bool((avg[k] == best[k]).all()) for k in best)
+    assert any(not bool((raw[k] == best[k]).all()) for k in best if best[k].is_floating_point())
+    assert main(["train", str(cfg), "--epochs", "2"]) == 0
+    state = json.loads((ckpt / "last" / "state.json").read_text())
+    assert state["epoch"] == 2
+    assert int(load_file(ckpt / "last" / "average.safetensors")["n_averaged"]) == state["step"]
