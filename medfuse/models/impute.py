@@ -13,8 +13,9 @@ keyword argument, so the choice is saved in the model's config and its card's ``
                   fusion attends to them), one per direction (image→report, report→image),
                   trained with a reconstruction loss only: the ablation of ``generative``.
 ``generative``    the same network plus a conditional discriminator on (condition, embedding) per
-                  direction; G is trained with reconstruction + ``adv_weight`` × the adversarial
-                  loss (``loss``: ``"nonsaturating"`` or ``"wgan_gp"``).
+                  direction; G is trained with reconstruction (of its noise-free output) +
+                  ``adv_weight`` × the adversarial loss (of its sampled outputs; ``loss``:
+                  ``"nonsaturating"`` or ``"wgan_gp"``).
 ================  ================================================================================
 
 Both learned imputers are trained from pairs the trainer's modality dropout provides: a dropped
@@ -319,7 +320,11 @@ class NetImputer(Imputer):
         for direction, (cond, real, real_tok) in targets.items():
             real_tok = real_tok[both].detach().to(dtype)
             fake, fake_tok = self.generate(direction, cond)
-            recon = F.mse_loss(fake, real) + F.mse_loss(fake_tok, real_tok)
+            if self.adversarial:  # reconstruct the noise-free output only (see the class)
+                fake_mean, tok_mean = self.generate(direction, cond, sample=False)
+            else:
+                fake_mean, tok_mean = fake, fake_tok
+            recon = F.mse_loss(fake_mean, real) + F.mse_loss(tok_mean, real_tok)
             total = total + self.weight * recon
             diag[f"recon_{direction}"] = float(recon.detach())
             disc = self.disc_image if direction == "image" else self.disc_text
@@ -337,7 +342,13 @@ class RegressionImputer(NetImputer):
 
 
 class GenerativeImputer(NetImputer):
-    """:class:`NetImputer` trained with reconstruction + adversarial loss."""
+    """:class:`NetImputer` trained with reconstruction + adversarial loss.
+
+    The reconstruction loss acts on the noise-free output G(c, 0), the one a prediction uses,
+    and the adversarial loss on G(c, z) with sampled noise. A reconstruction loss on the sampled
+    outputs would pull every sample towards the one real target of its condition, teaching the
+    generator to ignore its noise: the generated embeddings then spread less than real ones (a
+    diversity ratio of 0.38 at n 1500, docs/models.md)."""
 
     name = "generative"
     adversarial = True
