@@ -4,9 +4,11 @@ back within one voxel), CT windows, MR normalisation, foreground crop, records, 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
+import torch
 
 from medfuse.errors import ConfigError
 from medfuse.synth.geometry import make_geometry
@@ -178,3 +180,22 @@ def test_batch_with_missing_image():
     assert x.shape == (2, 1, 8, 8, 8) and present.tolist() == [True, False] and recs[1] is None
     with pytest.raises(ConfigError):
         preprocess_batch([vol], PreprocessingConfig())
+
+
+def test_fortran_ordered_volume_is_copied_once_to_c_order_with_the_same_result():
+    """A DICOM volume is a transposed view of its slice stack. Preprocessing copies it to C order
+    slab by slab (so MONAI's resampling need not copy the whole grid again); the tensor and the
+    record are those of the same volume given in C order, bit for bit."""
+    from medfuse.transforms import _float32_c_order
+
+    rng = np.random.default_rng(3)
+    stack = rng.integers(-1000, 400, size=(37, 48, 40), dtype=np.int16)  # (slices, rows, cols)
+    fortran = stack.transpose(2, 1, 0)
+    c = _float32_c_order(fortran)
+    assert c.flags.c_contiguous and c.dtype == np.float32
+    np.testing.assert_array_equal(c, fortran)
+    affine = np.diag([-0.7, -0.7, 1.25, 1.0])
+    cfg = PreprocessingConfig(spacing=(2.0, 2.0, 2.0), spatial_size=(24, 24, 24))
+    a, rec_a = preprocess(Volume(fortran, affine, modality="CT"), cfg)
+    b, rec_b = preprocess(Volume(np.ascontiguousarray(fortran), affine, modality="CT"), cfg)
+    assert torch.equal(a, b) and asdict(rec_a) == asdict(rec_b)
