@@ -1,7 +1,7 @@
 """Real 3D data through the own-cohort path: AdrenalMNIST3D and VesselMNIST3D, medfuse vs PCA + LR.
 
     python benchmarks/medmnist3d.py --out DIR [--seeds N] [--sets adrenalmnist3d,vesselmnist3d]
-                                    [--epochs E] [--limit N] [--threads T]
+                                    [--epochs E] [--patience P] [--limit N] [--threads T]
                                     [--config configs/train/medmnist3d.yaml]
 
 Only the public path is used, as a researcher with their own volumes would:
@@ -28,7 +28,7 @@ integrated gradients of the first N correctly classified aneurysm cases of the v
 says where each map's peak lies: sac, parent vessel or outside (``DIR/vesselmnist3d/
 gradcam.png`` and ``gradcam.json``; ``--gradcam-only`` redoes just that). ``--limit N`` keeps N
 cases per split (stratified, at least 5 of each class; the test suite's tiny run), ``--epochs``
-overrides the config's epoch budget.
+and ``--patience`` override the config's epoch budget and early-stopping patience.
 
 Data: MedMNIST v2 (Yang J. et al., "MedMNIST v2 - A large-scale lightweight benchmark for 2D and
 3D biomedical image classification", Scientific Data 10:41, 2023; doi:10.1038/s41597-022-01721-8),
@@ -166,6 +166,7 @@ def train_config(
     seed: int,
     epochs: int | None,
     threads: int,
+    patience: int | None = None,
 ) -> dict[str, Any]:
     cfg = copy.deepcopy(template)
     cfg["seed"] = seed
@@ -177,6 +178,8 @@ def train_config(
     data["cache_dir"] = str(manifest.parent / "cache")
     if epochs is not None:
         cfg.setdefault("optim", {})["epochs"] = epochs
+    if patience is not None:
+        cfg.setdefault("early_stopping", {})["patience"] = patience
     model = cfg.setdefault("model", {})
     model["name"] = f"medmnist3d_{name}"
     model["description"] = (
@@ -197,7 +200,9 @@ def train_and_evaluate(
     run_dir = folder if seed == 0 else folder / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     model_dir = run_dir / "model"
-    cfg = train_config(template, name, manifest, model_dir, seed, args.epochs, args.threads)
+    cfg = train_config(
+        template, name, manifest, model_dir, seed, args.epochs, args.threads, args.patience
+    )
     cfg_path = run_dir / f"train_seed{seed}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     env = dict(os.environ)
@@ -526,6 +531,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     p.add_argument("--sets", default=",".join(SETS), help="comma-separated sets")
     p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
+    p.add_argument(
+        "--patience", type=int, default=None, help="override the config's early-stopping patience"
+    )
     p.add_argument("--limit", type=int, default=None, help="cases per split (tiny run)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads of medfuse train")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
@@ -561,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     _log(
         f"medmnist3d benchmark: sets {sets}, seeds 0..{args.seeds - 1}, config {args.config}, "
-        f"epochs {args.epochs or 'from config'}, limit {args.limit or 'none'}, "
+        f"epochs {args.epochs or 'from config'}, patience {args.patience or 'from config'}, "
+        f"limit {args.limit or 'none'}, "
         f"{args.threads} thread(s), {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs"
     )
