@@ -6,7 +6,8 @@ activations:
 * ``gradcam++`` (Chattopadhay et al., WACV 2018): per channel, positive gradients weighted by
   higher-order terms;
 * ``hirescam`` (Draelos & Carin, 2020, arXiv:2011.08891): the gradient itself, voxel by voxel;
-  for a model that average-pools its last map this sums to the logit's own decomposition;
+  where the last map is average-pooled into a linear head, the map (before its ReLU) sums to the
+  logit less the bias, and equals Grad-CAM's;
 * ``layercam`` (Jiang et al., IEEE TIP 30, 2021): the gradient's positive part, voxel by voxel.
 
 Channel-mean weights blur a map over every place the channel fires; voxel-wise weights keep it
