@@ -479,9 +479,11 @@ def saliency_figure_png(
         smap = orig.frames(k, k + 1)[0] / scale  # [j, i]
         if saliency.signed:
             smap = np.maximum(smap, 0)
-        number = f"image {pk.instance_number}" if pk.instance_number is not None else "image ?"
+        where = f"slice {k + 1}/{n_k}"  # a NIfTI volume has no DICOM instance numbers
+        if pk.instance_number is not None:
+            where = f"image {pk.instance_number} ({where})"
         name = (
-            f"{col + 1}: {number} (slice {k + 1}/{n_k}), {100 * pk.fraction:.0f} % of max\n"
+            f"{col + 1}: {where}, {100 * pk.fraction:.0f} % of max\n"
             f"LPS ({pk.lps_mm[0]:.0f}, {pk.lps_mm[1]:.0f}, {pk.lps_mm[2]:.0f}) mm"
         )
         place(0, col, _overlay(grey, smap, colors, alpha), name, slice_letters, (i, j))
