@@ -10,11 +10,19 @@ are unchanged.
 
 from __future__ import annotations
 
+import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``medfuse`` command; returns its exit status."""
+    # numpy asks the kernel for transparent huge pages for large arrays (madvise). With THP
+    # defrag on "madvise", as here, the first touch of such an array can stall in direct
+    # compaction: a 315 MB volume's first allocation in a process took 4.2-4.5 s against 0.5 s
+    # with 4 KiB pages, and `medfuse convert` 1.9-3.1 s of wall against 0.6-1.8 s
+    # (docs/benchmarks.md). The command owns its process, so it turns them off unless the user
+    # set NUMPY_MADVISE_HUGEPAGE; read by numpy when it is first imported, below.
+    os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["convert"]:
         rc = _convert(args[1:])
@@ -33,13 +41,7 @@ def _convert(args: list[str]) -> int | None:
     if parsed is None:
         return None
     import logging
-    import os
 
-    # numpy asks the kernel for transparent huge pages for large arrays; for the one volume of a
-    # conversion, written once and thrown away, their allocation (compaction, zeroing 2 MiB at
-    # a time) cost 0.1-0.7 s of system time at 512² × 300-500 on a loaded machine, 4 KiB
-    # pages a steady ~0.2 s (docs/benchmarks.md). Read by numpy when it is first imported.
-    os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
     from ..errors import MedfuseError
     from ._convert import convert_study
 
