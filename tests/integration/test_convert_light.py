@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,27 @@ def test_console_script_and_python_dash_m_take_the_light_path(tmp_path):
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stderr.split()[-2:] == ["0", "False"], res.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("user", "expected"), [(None, "False"), ("1", "True")])
+def test_the_command_turns_numpys_huge_page_advice_off_unless_the_user_set_it(user, expected):
+    """numpy's transparent-huge-page advice stalled a volume's first allocation for seconds
+    (docs/benchmarks.md): every ``medfuse`` command turns it off for its own process, before
+    numpy is imported, and leaves a user's NUMPY_MADVISE_HUGEPAGE as it is."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from medfuse.cli.entry import main\n"
+        "assert 'numpy' not in sys.modules\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['convert', '--help'])\n"
+        "import numpy\n"
+        "print(numpy.core.multiarray._get_madvise_hugepage())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    if user is not None:
+        env["NUMPY_MADVISE_HUGEPAGE"] = user
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == expected
