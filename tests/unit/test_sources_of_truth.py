@@ -52,7 +52,14 @@ def test_one_default_list_of_explanation_methods():
 
 
 def test_registry_entries_carry_their_metadata():
-    assert saliency_methods() == {"gradcam", "gradcam++", "occlusion", "integrated_gradients"}
+    assert saliency_methods() == {
+        "gradcam",
+        "gradcam++",
+        "hirescam",
+        "layercam",
+        "occlusion",
+        "integrated_gradients",
+    }
     assert method_needs("integrated_gradients_text") == "report"
     assert method_needs("modality_shapley") is None
     for name in image_encoders.names():
