@@ -345,7 +345,7 @@ def assess(
         src = sources.get(lab)
         src = src if src in ("image", "report", "both") else None
         p, t = float(p), float(t)
-        if src in MODALITIES and src in missing:
+        if src in missing:
             reason = (
                 f"the model card says {lab} needs the {src}, and this study has no {src}; "
                 f"the model's output without it ({p:.3f}) is not a finding"
