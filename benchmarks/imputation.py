@@ -320,12 +320,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     ap.add_argument("--out", default="out/bench_imputation")
     ap.add_argument("--write-doc", action="store_true", help="replace the table in docs/models.md")
+    names = [_name(m, a) for m, a in VARIANTS]
     ap.add_argument(
-        "--variants", default=",".join(_name(m, a) for m, a in VARIANTS),
+        "--variants", default=",".join(names),
         help="comma-separated models to train (token is the reference: always trained)",
     )  # fmt: skip
     args = ap.parse_args(argv)
-    names = [_name(m, a) for m, a in VARIANTS]
     args.variants = {v.strip() for v in args.variants.split(",") if v.strip()} | {"token"}
     if args.variants - set(names):
         ap.error(f"--variants: unknown {sorted(args.variants - set(names))}; choose from {names}")
