@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._pages import small_pages
 from .errors import ConfigError, InputError, ModelError
 from .types import MODALITIES, Case, PreprocessingRecord, modality_names
 
@@ -367,6 +368,7 @@ def assess(
     return out
 
 
+@small_pages()
 def predict(
     model: Any,
     case: Any,

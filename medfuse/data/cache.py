@@ -110,7 +110,7 @@ class ImageCache:
 
     def build_one(self, image: str | os.PathLike, key: str | None = None) -> dict[str, Any]:
         """Read, preprocess and store one image; returns its facts (``key`` included)."""
-        from .._atomic import atomic_path, atomic_write_text
+        from .._atomic import atomic_open, atomic_write_text
         from ..io.study import read_volume
         from ..transforms import preprocess
 
@@ -133,7 +133,7 @@ class ImageCache:
         }
         path = self.array_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        with atomic_open(path) as fh:
             np.save(fh, arr)
         atomic_write_text(path.with_suffix(".json"), json.dumps(meta) + "\n")
         return meta

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._pages import small_pages
 from ..errors import ConfigError, ExportError, MedfuseError
 from ..registry import exporters
 from .context import ExportContext
@@ -254,6 +255,7 @@ def export(
     return result.written
 
 
+@small_pages()
 def export_each(
     prediction: Prediction,
     out_dir: str | os.PathLike,

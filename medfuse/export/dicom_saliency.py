@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._atomic import atomic_path
+from .._atomic import atomic_open
 from ..disclaimer import NOT_FOR_CLINICAL_USE
 from ..errors import ExportError
 from . import deid, source
@@ -594,7 +594,7 @@ def export_dicom_saliency(
         if options.deidentify:
             out = deid.deidentify(pm, ctx.uids, deid.pseudonym(prediction))
         path = output_path(out_dir, name)
-        with atomic_path(path) as tmp:
-            out.save_as(tmp, enforce_file_format=True)
+        with atomic_open(path) as fh:
+            out.save_as(fh, enforce_file_format=True)
         written.append(path)
     return written

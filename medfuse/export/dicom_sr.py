@@ -54,7 +54,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._atomic import atomic_path
+from .._atomic import atomic_open
 from ..registry import exporters
 from . import deid, source
 from .base import ExportOptions, output_path
@@ -423,6 +423,6 @@ def export_dicom_sr(
     if options.deidentify:
         sr = deid.deidentify(sr, ctx.uids, deid.pseudonym(prediction))
     path = output_path(out_dir, FILENAME)
-    with atomic_path(path) as tmp:
-        sr.save_as(tmp, enforce_file_format=True)
+    with atomic_open(path) as fh:
+        sr.save_as(fh, enforce_file_format=True)
     return [path]

@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+from .._pages import small_pages
 from ..errors import DicomError, GeometryError, InputError
 from ..types import Series, Study, Volume
 from .select import DEFAULT_MODALITIES, select_series
@@ -108,6 +109,7 @@ def _hint(skipped: list[tuple[str, str]]) -> str | None:
     return None
 
 
+@small_pages()
 def load_series(
     series: Series,
     *,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_path
+from .._atomic import atomic_open
 from ..errors import ExportError, VolumeError
 from ..types import Volume
 from .geometry import LPS_TO_RAS
@@ -334,7 +334,7 @@ def _nifti_path(path: str | os.PathLike) -> Path:
 
 def _write_blocks(path: Path, blocks) -> str:
     try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        with atomic_open(path) as fh:
             for data in _gzip_members(blocks) if str(path).endswith(".gz") else blocks:
                 fh.write(data)
     except OSError as exc:

@@ -986,13 +986,13 @@ class FusionCohort(CohortCases):
             if progress is not None:
                 progress(i + 1, len(self))
         assert xs is not None
-        from .._atomic import atomic_path
+        from .._atomic import atomic_open
 
         for k, path, arr in ((key, x_path, xs), (mkey, m_path, ms)):
             if k is None or arr is None:
                 continue
             if path is not None and not path.is_file():
-                with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                with atomic_open(path) as fh:
                     np.save(fh, arr)
             self._inputs.setdefault(k, arr)
         return self._inputs[key], self._inputs.get(mkey) if mkey else None

@@ -40,7 +40,7 @@ LAZY_CYCLES: dict[tuple[str, str, str], str] = {
 
 #: Rooms from the bottom up: a room may import the rooms of its own and lower layers.
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(("errors", "_version", "_lazy", "_atomic", "disclaimer"), 0),
+    **dict.fromkeys(("errors", "_version", "_lazy", "_atomic", "_pages", "disclaimer"), 0),
     **dict.fromkeys(("types", "registry"), 1),
     **dict.fromkeys(("io", "text", "regrid", "transforms", "synth"), 2),
     **dict.fromkeys(("models", "data"), 3),
