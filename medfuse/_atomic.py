@@ -1,11 +1,16 @@
 """Atomic file writing: write to a temporary file in the same folder, fsync, then rename.
 
 Writers hand the kernel at most :data:`WRITE_PIECE` bytes per ``write()`` (:func:`atomic_open`).
-Linux's ext4 (6.x) caches one ``write()`` of 2 MiB or more in 2 MiB folios, and on a virtual
-machine that reports its free memory to the host (free page reporting, as on the machines this
-project is measured on) each such folio is faulted back from the host: 256 MiB written as 8 MiB
-pieces took 2.7-3.4 s (80-98 MB/s), as 1 MiB pieces 0.06-0.08 s (3.6-4.5 GB/s), with ``dd`` to a
-new file (docs/benchmarks.md). Elsewhere 1 MiB pieces cost as much as larger ones.
+Linux's ext4 (6.x) caches a ``write()`` of 2 MiB or more in 2 MiB folios. On a virtual machine
+that returns free memory to its host in 8 MiB blocks (free page reporting, the machines this
+project is measured on), such folios are taken from memory the host must fault back in, at
+80-100 MB/s, while smaller pieces are served from free memory the guest still holds for as long
+as it lasts: 256 MiB to a new file took 0.06-0.19 s as 1 MiB pieces against 2.4-2.9 s as 8 MiB
+pieces in that state, and both ran at ~100 MB/s once it was used up (``dd``;
+``benchmarks/memory_pages.py``). ``medfuse convert`` of a 512² series writing over its previous
+output (``benchmarks/convert_ab.py``, median of 12 in one run): 0.74 × the time with 8 MiB
+pieces at 500 slices, 0.88 × at 300, and no run above 1.1 s against up to 2.95 s. On other
+machines 1 MiB pieces cost about as much as larger ones.
 """
 
 from __future__ import annotations
