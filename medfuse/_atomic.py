@@ -5,7 +5,7 @@ Linux's ext4 (6.x) caches a ``write()`` of 2 MiB or more in 2 MiB folios. On a v
 that returns free memory to its host in 8 MiB blocks (free page reporting, the machines this
 project is measured on), such folios are taken from memory the host must fault back in, at
 80-100 MB/s, while smaller pieces are served from free memory the guest still holds for as long
-as it lasts: 256 MiB to a new file took 0.06-0.19 s as 1 MiB pieces against 2.4-2.9 s as 8 MiB
+as it lasts: 256 MiB to a new file took 0.06-0.19 s as 1 MiB pieces against 2.4-3.2 s as 8 MiB
 pieces in that state, and both ran at ~100 MB/s once it was used up (``dd``;
 ``benchmarks/memory_pages.py``). ``medfuse convert`` of a 512² series writing over its previous
 output (``benchmarks/convert_ab.py``, median of 12 in one run): 0.74 × the time with 8 MiB

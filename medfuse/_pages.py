@@ -2,10 +2,12 @@
 
 numpy asks the kernel for transparent huge pages (``madvise``) for every array of 4 MiB or more.
 Where the kernel's THP defrag setting is ``madvise``, and more so on a virtual machine that
-reports its free memory to the host (the machines this project is measured on), the first touch
-of such an array can stall in direct compaction: a 315 MB volume's first allocation in a process
-took 4.2-4.5 s against 0.5 s with 4 KiB pages, and a warm 512² × 300 study in
-``benchmarks/end_to_end.py`` 5.92 s against 3.76 s (docs/benchmarks.md).
+returns free memory to its host (the machines this project is measured on), the first touch of
+such an array either finds huge pages free or stalls in direct compaction: the first 315 MB
+array of a process took 0.04-0.08 s in 9 of 17 runs and 1.4-1.5 s in 4, against 0.14-0.46 s
+with 4 KiB pages (``benchmarks/memory_pages.py``); a warm 512² × 300 study in
+``benchmarks/end_to_end.py`` took 5.92 s against 3.76 s (docs/benchmarks.md). medfuse takes the
+steady case.
 
 The ``medfuse`` command owns its process and sets ``NUMPY_MADVISE_HUGEPAGE=0`` before numpy is
 imported (:mod:`medfuse.cli.entry`). In a process it does not own (a notebook, a script),
