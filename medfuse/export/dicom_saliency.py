@@ -275,6 +275,24 @@ def _highdicom_map(
     _one_frame_of_reference(sources)
     geom = plane_geometry(affine, slices)
     thickness = sources[0].get("SliceThickness")
+    geometry = (
+        {}  # highdicom takes each frame's geometry from its source instance
+        if _frames_on_sources(sources, geom, stored.shape[1:])
+        else {
+            "pixel_measures": hd.PixelMeasuresSequence(
+                pixel_spacing=geom["pixel_spacing"],
+                slice_thickness=float(thickness) if thickness else geom["slice_step"],
+                spacing_between_slices=geom["slice_step"],
+            ),
+            "plane_orientation": hd.PlaneOrientationSequence(
+                coordinate_system="PATIENT", image_orientation=geom["orientation"]
+            ),
+            "plane_positions": [
+                hd.PlanePositionSequence(coordinate_system="PATIENT", image_position=p)
+                for p in geom["positions"]
+            ],
+        }
+    )
     pm = hd.pm.ParametricMap(
         source_images=sources,
         pixel_array=stored,
@@ -289,18 +307,6 @@ def _highdicom_map(
         contains_recognizable_visual_features=False,
         content_label="SALIENCY",
         content_qualification=hd.ContentQualificationValues.RESEARCH,
-        pixel_measures=hd.PixelMeasuresSequence(
-            pixel_spacing=geom["pixel_spacing"],
-            slice_thickness=float(thickness) if thickness else geom["slice_step"],
-            spacing_between_slices=geom["slice_step"],
-        ),
-        plane_orientation=hd.PlaneOrientationSequence(
-            coordinate_system="PATIENT", image_orientation=geom["orientation"]
-        ),
-        plane_positions=[
-            hd.PlanePositionSequence(coordinate_system="PATIENT", image_position=p)
-            for p in geom["positions"]
-        ],
         series_description=f"medfuse saliency, {source.NOT_FOR_CLINICAL_USE}"[:64],
         voi_lut_transformations=[
             hd.VOILUTTransformation(
@@ -311,12 +317,51 @@ def _highdicom_map(
                 voi_lut_function="LINEAR_EXACT",
             )
         ],
+        **geometry,
         **values,
     )
     _add_anatomy(pm, sources[0])
     if options.dicom_saliency_compression == JPEG_LS:
         pm.file_meta.TransferSyntaxUID = JPEG_LS_LOSSLESS
     return pm
+
+
+def _frames_on_sources(sources: list[Any], geom: dict[str, Any], frame_shape: tuple) -> bool:
+    """Whether the map's frames lie on the single-frame source instances, one on each: the
+    sources' positions are the frames' (each within 1e-4 mm, in any order), and their
+    orientation, pixel spacing and size are the map's.
+
+    highdicom then takes the planes' geometry from the sources itself. Given the positions
+    instead, it matches every frame against every source and, finding them all, puts the
+    sources' own geometry in their place: the same dataset, but the matching is quadratic
+    (0.96-1.0 s against 0.57-0.64 s to build the map at 512² × 300, docs/benchmarks.md). The
+    tolerances are tighter than highdicom's (1e-3 mm for positions, 1e-5 for the direction
+    cosines, a relative 1e-4 for the spacing), so a grid that passes here would have matched
+    there too."""
+    import numpy as np
+
+    planes = np.asarray(geom["positions"], dtype=np.float64)
+    if len(sources) != len(planes):
+        return False
+    try:
+        if any(
+            int(ds.get("NumberOfFrames") or 1) != 1
+            or (int(ds.Rows), int(ds.Columns)) != tuple(frame_shape)
+            or not np.allclose(
+                [float(v) for v in ds.ImageOrientationPatient], geom["orientation"], rtol=0, atol=1e-6
+            )
+            or not np.allclose(
+                [float(v) for v in ds.PixelSpacing], geom["pixel_spacing"], rtol=1e-6, atol=0
+            )
+            for ds in sources
+        ):
+            return False
+        positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in sources])
+    except (AttributeError, TypeError, ValueError):  # a source without plane geometry
+        return False
+    normal = np.array(geom["slice_step_vector"], dtype=np.float64)
+    ours, theirs = planes[np.argsort(planes @ normal)], positions[np.argsort(positions @ normal)]
+    return bool(np.abs(ours - theirs).max() <= 1e-4)
 
 
 def _one_frame_of_reference(sources: list[Any]) -> None:

@@ -4,6 +4,7 @@ dciodvfy, geometry checked against the source series."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import logging
@@ -391,6 +392,42 @@ def test_prepared_parametric_map_equals_highdicoms_own(pred, compression):
     )
     direct = dicom_saliency.build_parametric_map(pred, first, opts, series_instance_uid=series)
     _assert_same_instance(pm, direct)
+
+
+def test_map_on_the_source_grid_takes_its_geometry_from_the_sources(pred, sources, monkeypatch):
+    """When every frame lies on a source instance, highdicom is not given the planes' geometry
+    (it would match each frame against every source, and then use the sources' own): the map is
+    the one built with the geometry given, element for element and pixel for pixel."""
+    sal = pred.explanation.get_saliency(MULTI[0])
+    opts = ExportOptions()
+    series = "1.2.826.0.1.3680043.10.511.3.1"
+    geom = dicom_saliency.plane_geometry(sal.original.affine, int(sal.original.shape[2]))
+    shape = tuple(sal.original.shape[1::-1])
+    assert dicom_saliency._frames_on_sources(sources, geom, shape)
+    fast = dicom_saliency.build_parametric_map(pred, sal, opts, series_instance_uid=series)
+    monkeypatch.setattr(dicom_saliency, "_frames_on_sources", lambda *args: False)
+    given = dicom_saliency.build_parametric_map(pred, sal, opts, series_instance_uid=series)
+    _assert_same_instance(fast, given)
+
+
+def test_frames_off_the_sources_are_given_their_geometry(pred, sources):
+    """A grid that is not the sources' own (shifted, resampled, fewer slices, another frame
+    size, a source without geometry) is given to highdicom as computed."""
+    sal = pred.explanation.get_saliency(MULTI[0])
+    affine, n = sal.original.affine, int(sal.original.shape[2])
+    shape = tuple(sal.original.shape[1::-1])
+    on = dicom_saliency._frames_on_sources
+    geom = dicom_saliency.plane_geometry(affine, n)
+    shifted = affine.copy()
+    shifted[:3, 3] += [0.0, 0.0, 0.01]  # 0.01 mm: highdicom would match it, it is not the same
+    finer = affine @ np.diag([0.5, 1.0, 1.0, 1.0])
+    assert not on(sources, dicom_saliency.plane_geometry(shifted, n), shape)
+    assert not on(sources, dicom_saliency.plane_geometry(finer, n), shape)
+    assert not on(sources[:-1], geom, shape)
+    assert not on(sources, geom, (shape[0], shape[1] + 1))
+    bare = [copy.deepcopy(ds) for ds in sources]
+    del bare[3].ImagePositionPatient
+    assert not on(bare, geom, shape)
 
 
 def _dcmtk_decoded(path: Path, tmp_path: Path) -> bytes | None:
