@@ -17,7 +17,7 @@ from medfuse.export import (
     prepare_context,
     register_exporter,
 )
-from medfuse.export.base import output_path
+from medfuse.export.base import default_workers, output_path
 from medfuse.prediction import Prediction
 from medfuse.registry import exporters
 
@@ -124,3 +124,11 @@ def test_every_exporter_of_an_output_set_gets_one_context(register, tmp_path):
     ctx_for_volume = ExportContext(opts, volume=object())  # made for another study
     with pytest.raises(ConfigError, match="another study"):
         export_each(pred, tmp_path, ["test_plain"], opts, context=ctx_for_volume)
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(None, 1), (1, 1), (2, 1), (3, 1), (16, 8)])
+def test_exporters_take_half_the_cpus_by_default(monkeypatch, cpus, threads):
+    """Their heavy parts have thread pools of their own; on two cores one exporter thread
+    beat two (docs/exports.md)."""
+    monkeypatch.setattr("os.cpu_count", lambda: cpus)
+    assert default_workers() == threads
