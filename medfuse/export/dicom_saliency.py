@@ -334,7 +334,7 @@ def _frames_on_sources(sources: list[Any], geom: dict[str, Any], frame_shape: tu
     highdicom then takes the planes' geometry from the sources itself. Given the positions
     instead, it matches every frame against every source and, finding them all, puts the
     sources' own geometry in their place: the same dataset, but the matching is quadratic
-    (0.96-1.0 s against 0.57-0.64 s to build the map at 512² × 300, docs/benchmarks.md). The
+    (0.64-0.68 s against 0.42 s to build the map at 512² × 300, docs/benchmarks.md). The
     tolerances are tighter than highdicom's (1e-3 mm for positions, 1e-5 for the direction
     cosines, a relative 1e-4 for the spacing), so a grid that passes here would have matched
     there too."""
@@ -402,7 +402,7 @@ def prepare(context: ExportContext) -> PreparedMap | None:
     """The ``prepare`` hook of ``dicom_saliency``: build the parametric map of the context's
     study before its prediction exists, for :func:`export_dicom_saliency` to retarget to the
     first exported map (as it retargets the first map to the others). What highdicom spends
-    its second on (the per-frame functional groups, matching the frames to the source
+    its time on (the per-frame functional groups and their references to the source
     instances) depends on the source series and the grid only; ``medfuse run`` does it in a
     thread while the model runs. None when there is nothing to prepare (no DICOM source, or no
     image map expected: ``context.image_maps``). Uses ``context.model`` (the prediction's model
