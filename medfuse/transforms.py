@@ -246,8 +246,8 @@ def _float32_c_order(array: Any) -> np.ndarray:
     it here slab by slab of :data:`_SLAB` slices (each slab's copy cache-friendly, converted to
     float32 on the way) takes about half of that, and MONAI's copy is then a no-op (an
     orientation that only flips axes keeps the order). The buffer is torch's, not numpy's: numpy
-    asks for transparent huge pages, whose first allocation in a process stalled 4 s here (see
-    ``medfuse.cli.entry``). Same values, bit for bit."""
+    asks for transparent huge pages, whose first allocation in a process stalled 4 s here
+    (:mod:`medfuse._pages`). Same values, bit for bit."""
     import numpy as np
     import torch
 

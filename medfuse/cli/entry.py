@@ -16,12 +16,11 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``medfuse`` command; returns its exit status."""
-    # numpy asks the kernel for transparent huge pages for large arrays (madvise). With THP
-    # defrag on "madvise", as here, the first touch of such an array can stall in direct
-    # compaction: a 315 MB volume's first allocation in a process took 4.2-4.5 s against 0.5 s
-    # with 4 KiB pages, and `medfuse convert` 1.9-3.1 s of wall against 0.6-1.8 s
-    # (docs/benchmarks.md). The command owns its process, so it turns them off unless the user
-    # set NUMPY_MADVISE_HUGEPAGE; read by numpy when it is first imported, below.
+    # numpy's transparent-huge-page advice can stall a volume's first allocation for seconds
+    # (why, and the figures: medfuse._pages). The command owns its process, so it turns the
+    # advice off unless the user set NUMPY_MADVISE_HUGEPAGE; `medfuse convert` took 1.9-3.1 s
+    # of wall with it against 0.6-1.8 s without (docs/benchmarks.md). Read by numpy when it is
+    # first imported, below.
     os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["convert"]:
