@@ -24,6 +24,11 @@ parameters and the shape and spacing after it):
 volumes without a modality, e.g. MedMNIST3D): one channel, linear scaling to [0, 1], padding
 with the low end of the range so that padded voxels become 0.
 
+Steps 1 and 2 run lazily (MONAI's lazy resampling): one resampling of the volume as it is stored
+(a DICOM volume's slice stack, without a transposing copy), on the grid the two steps define; the
+values equal those of the two steps run one after the other to float32 rounding of the sampling
+coordinates.
+
 The geometric steps are tracked through the MONAI ``MetaTensor`` affine, so the model grid's
 RAS affine is known exactly and ``inv(A_original) @ A_model`` maps model voxels to original
 voxels (:attr:`PreprocessingRecord.model_to_original`).
@@ -66,6 +71,8 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
     "abdomen": (60.0, 400.0),
 }
 _MODES = ("bilinear", "nearest")
+#: axis labels of the orientation codes (RAS: +x towards the patient's right, ...)
+_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 _MR_NORMS = ("zscore", "percentile", "none")
 
 
@@ -234,30 +241,29 @@ def _affine_np(img: Any) -> np.ndarray:
     return np.asarray(img.affine.detach().cpu().numpy(), dtype=np.float64)
 
 
-#: slices per slab of :func:`_float32_c_order`'s copy (fastest of 4–64 at 512² × 300)
-_SLAB = 16
+def _in_memory_order(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` ``[C, *spatial]`` and its affine with the spatial axes permuted into memory order
+    (largest stride first), so that the array is C-contiguous where its buffer is.
 
+    A volume read from DICOM is a transposed view of its slice stack (Fortran order); given as it
+    is, MONAI's resampling copies the whole grid into C order first (0.6-0.7 s at 512² × 300).
+    Given in the stack's order with the columns of the affine permuted alike, the voxels and
+    their world positions are the same, and the orientation step, applied lazily, composes the
+    permutation into the one resampling.
 
-def _float32_c_order(array: Any) -> np.ndarray:
-    """``array`` as float32, C-ordered where it is a 3D Fortran-ordered array.
-
-    A volume read from DICOM is a transposed view of its slice stack (Fortran order). MONAI's
-    resampling makes it C-ordered with one strided ``.contiguous()`` over the whole grid; copying
-    it here slab by slab of :data:`_SLAB` slices (each slab's copy cache-friendly, converted to
-    float32 on the way) takes about half of that, and MONAI's copy is then a no-op (an
-    orientation that only flips axes keeps the order). The buffer is torch's, not numpy's: numpy
-    asks for transparent huge pages, whose first allocation in a process stalled 4 s here
-    (:mod:`medfuse._pages`). Same values, bit for bit."""
+    nibabel picks each axis's nearest orientation in turn; where two axes tie (45°), the pick
+    can depend on the axes' order: there the volume is copied into C order instead."""
     import numpy as np
-    import torch
+    from nibabel.orientations import io_orientation
 
-    a = np.asarray(array)
-    if a.ndim != 3 or a.flags.c_contiguous or not a.flags.f_contiguous:
-        return np.asarray(a, dtype=np.float32)
-    out = torch.empty(a.shape, dtype=torch.float32).numpy()
-    for z in range(0, a.shape[2], _SLAB):
-        out[:, :, z : z + _SLAB] = a[:, :, z : z + _SLAB]
-    return out
+    spatial = sorted(range(1, data.ndim), key=lambda i: -abs(data.strides[i]))
+    if spatial == list(range(1, data.ndim)):
+        return data, affine
+    cols = [i - 1 for i in spatial]
+    permuted = affine[:, [*cols, 3]]
+    if not np.array_equal(io_orientation(permuted), io_orientation(affine)[cols]):
+        return np.ascontiguousarray(data), affine
+    return data.transpose(0, *spatial), permuted
 
 
 def preprocess(
@@ -278,43 +284,55 @@ def preprocess(
         ScaleIntensityRange,
         ScaleIntensityRangePercentiles,
         Spacing,
+        apply_pending,
     )
+    from nibabel.orientations import aff2axcodes
 
     cfg = _as_config(config)
     modality = cfg._modality(volume.modality)
-    arr = _float32_c_order(volume.array)
+    arr = np.asarray(volume.array).astype(np.float32, copy=False)  # keeps the memory layout
     data = arr[None] if arr.ndim == 3 else np.moveaxis(arr, 3, 0)
-    if not np.all(np.isfinite(data)):
+    # a sum is finite when every voxel is (or it overflowed: then the exact test decides)
+    if not math.isfinite(float(data.sum())) and not np.all(np.isfinite(data)):
         log.warning("volume has non-finite voxels; they are set to 0 before preprocessing")
         data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     if min(data.strides) < 0:  # torch takes any layout but negative strides
         data = np.ascontiguousarray(data)
-    img = MetaTensor(
-        torch.from_numpy(data),
-        affine=torch.as_tensor(volume.affine, dtype=torch.float64),
-    )
-    steps: list[dict[str, Any]] = []
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    steps: list[dict[str, Any]] = [
+        {
+            "name": "input",
+            "params": {"modality": modality, "orientation": volume.orientation},
+            "shape": [int(s) for s in data.shape],
+            "spacing": _spacing_of(affine),
+        }
+    ]
 
     def record(name: str, params: dict[str, Any]) -> None:
         steps.append(
             {
                 "name": name,
                 "params": params,
-                "shape": [int(s) for s in img.shape],
-                "spacing": _spacing_of(_affine_np(img)),
+                "shape": [int(img.shape[0]), *(int(s) for s in img.peek_pending_shape())],
+                "spacing": _spacing_of(img.peek_pending_affine()),
             }
         )
 
-    record("input", {"modality": modality, "orientation": volume.orientation})
+    # Orientation and Spacing run lazily: the voxels' memory order, the orientation and the voxel
+    # size become one resampling of the volume as stored (MONAI's lazy resampling).
+    stored, stored_affine = _in_memory_order(data, affine)
+    img = MetaTensor(torch.from_numpy(stored), affine=torch.as_tensor(stored_affine))
+    axcodes = cfg.orientation or "".join(aff2axcodes(affine, _LABELS))  # else the volume's own
+    img = Orientation(axcodes=axcodes, labels=_LABELS, lazy=True)(img)
     if cfg.orientation is not None:
-        img = Orientation(axcodes=cfg.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S")))(img)
         record("orientation", {"axcodes": cfg.orientation})
     if cfg.spacing is not None:
         mode = cfg.interpolation
-        img = Spacing(pixdim=cfg.spacing, mode=mode, padding_mode="border", dtype=torch.float32)(
-            img
-        )
+        img = Spacing(
+            pixdim=cfg.spacing, mode=mode, padding_mode="border", dtype=torch.float32, lazy=True
+        )(img)
         record("spacing", {"pixdim": list(cfg.spacing), "mode": mode})
+    img = apply_pending(img, overrides={"dtype": torch.float32})[0]  # else float64
     if cfg.foreground_crop:
         if modality == "CT":
             thr = -500.0 if cfg.foreground_threshold is None else float(cfg.foreground_threshold)
@@ -350,7 +368,7 @@ def preprocess(
             pad_value = generic_range[0]
         img = ResizeWithPadOrCrop(cfg.spatial_size, mode="constant", value=pad_value)(img)
         record("pad_crop", {"spatial_size": list(cfg.spatial_size), "pad_value": pad_value})
-    affine = _affine_np(img)
+    model_affine = _affine_np(img)
     if modality == "CT":
         ranges = cfg.window_ranges()
         chans = [
@@ -385,13 +403,13 @@ def preprocess(
             "name": "intensity",
             "params": params,
             "shape": list(out.shape),
-            "spacing": _spacing_of(affine),
+            "spacing": _spacing_of(model_affine),
         }
     )
     rec = PreprocessingRecord(
         original_shape=tuple(int(s) for s in volume.shape),
-        original_affine=np.asarray(volume.affine, dtype=np.float64).tolist(),
-        model_affine=affine.tolist(),
+        original_affine=affine.tolist(),
+        model_affine=model_affine.tolist(),
         output_shape=tuple(int(s) for s in out.shape),
         steps=steps,
         config=cfg.to_dict(),

@@ -4,7 +4,6 @@ back within one voxel), CT windows, MR normalisation, foreground crop, records, 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -91,9 +90,11 @@ def test_any_memory_layout_preprocesses_alike(layout):
     arr = np.random.default_rng(0).normal(0, 300, (20, 18, 10)).astype(np.float32)
     view = np.asfortranarray(arr) if layout == "F" else np.ascontiguousarray(arr[::-1])[::-1]
     cfg = PreprocessingConfig(spacing=(2.0, 2.0, 2.0), spatial_size=(12, 12, 12))
-    want, _ = preprocess(Volume(arr, geo.affine_ras, modality="CT"), cfg)
-    got, _ = preprocess(Volume(view, geo.affine_ras, modality="CT"), cfg)
-    np.testing.assert_array_equal(got.numpy(), want.numpy())
+    want, want_rec = preprocess(Volume(arr, geo.affine_ras, modality="CT"), cfg)
+    got, got_rec = preprocess(Volume(view, geo.affine_ras, modality="CT"), cfg)
+    assert got_rec.steps == want_rec.steps
+    # a Fortran-ordered volume is resampled as stored: equal within float32 rounding
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-6)
 
 
 def test_ct_windows_are_channels_in_unit_range():
@@ -182,20 +183,75 @@ def test_batch_with_missing_image():
         preprocess_batch([vol], PreprocessingConfig())
 
 
-def test_fortran_ordered_volume_is_copied_once_to_c_order_with_the_same_result():
-    """A DICOM volume is a transposed view of its slice stack. Preprocessing copies it to C order
-    slab by slab (so MONAI's resampling need not copy the whole grid again); the tensor and the
-    record are those of the same volume given in C order, bit for bit."""
-    from medfuse.transforms import _float32_c_order
+def _eager_monai(vol, spacing):
+    """MONAI's eager path on a C-ordered copy, the reference for the lazy one: Orientation, then
+    Spacing (when ``spacing`` is given), each resampling on its own."""
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, Spacing
 
-    rng = np.random.default_rng(3)
-    stack = rng.integers(-1000, 400, size=(37, 48, 40), dtype=np.int16)  # (slices, rows, cols)
-    fortran = stack.transpose(2, 1, 0)
-    c = _float32_c_order(fortran)
-    assert c.flags.c_contiguous and c.dtype == np.float32
-    np.testing.assert_array_equal(c, fortran)
-    affine = np.diag([-0.7, -0.7, 1.25, 1.0])
-    cfg = PreprocessingConfig(spacing=(2.0, 2.0, 2.0), spatial_size=(24, 24, 24))
-    a, rec_a = preprocess(Volume(fortran, affine, modality="CT"), cfg)
-    b, rec_b = preprocess(Volume(np.ascontiguousarray(fortran), affine, modality="CT"), cfg)
-    assert torch.equal(a, b) and asdict(rec_a) == asdict(rec_b)
+    img = MetaTensor(
+        torch.from_numpy(np.ascontiguousarray(vol.array, dtype=np.float32)[None]),
+        affine=torch.as_tensor(vol.affine, dtype=torch.float64),
+    )
+    img = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(img)
+    if spacing is not None:
+        img = Spacing(spacing, mode="bilinear", padding_mode="border", dtype=torch.float32)(img)
+    return img
+
+
+@pytest.mark.parametrize(("orientation", "position", "oblique"), ORIENTATIONS)
+def test_a_slice_stack_is_resampled_as_stored_like_monais_eager_transforms(
+    orientation, position, oblique
+):
+    """A DICOM volume is a transposed view of its slice stack (Fortran order). MONAI gets the
+    stack as it is stored, with the affine's columns permuted alike, and resamples it once
+    (orientation and spacing applied lazily). The grid and the record's shapes and spacings are
+    those of MONAI's eager Orientation then Spacing; the model affine agrees to 1e-12 mm (an
+    oblique one's products are summed in another order) and the voxels within float32 rounding
+    of the sampling coordinates."""
+    from medfuse.transforms import _in_memory_order
+
+    geo = make_geometry(
+        (40, 36, 24),
+        (0.7, 0.7, 1.25),
+        orientation=orientation,
+        patient_position=position,
+        oblique_deg=oblique,
+    )
+    stack = np.random.default_rng(3).normal(-300, 400, size=(24, 36, 40)).astype(np.float32)
+    vol = Volume(stack.transpose(2, 1, 0), geo.affine_ras, modality="MR")
+    stored, _ = _in_memory_order(vol.array[None], vol.affine)
+    assert stored.flags.c_contiguous and np.shares_memory(stored, stack)  # no copy
+    cfg = PreprocessingConfig(spacing=(2.0, 2.0, 2.0), modality="MR", mr_normalization="none")
+    x, rec = preprocess(vol, cfg)
+    oriented, want = _eager_monai(vol, None), _eager_monai(vol, cfg.spacing)
+    assert [s["shape"] for s in rec.steps] == [
+        [1, 40, 36, 24],
+        list(oriented.shape),
+        list(want.shape),
+        list(want.shape),
+    ]
+    assert rec.steps[2]["spacing"] == [2.0, 2.0, 2.0]
+    np.testing.assert_allclose(rec.model_affine, want.affine.numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(x.numpy(), want.numpy(), rtol=0, atol=1e-5 * np.ptp(stack))
+    # the same volume given in C order: the same record
+    _, rec_c = preprocess(Volume(np.ascontiguousarray(vol.array), vol.affine, modality="MR"), cfg)
+    np.testing.assert_allclose(rec_c.model_affine, rec.model_affine, rtol=0, atol=1e-12)
+    assert rec_c.steps == rec.steps
+
+
+def test_at_an_orientation_tie_the_stack_is_copied_rather_than_reoriented_otherwise():
+    """nibabel picks each axis's nearest orientation axis in turn; where two axes tie (45°, exact
+    here) the pick can follow the order of the axes. There the volume is given to MONAI in C order
+    so that the orientation is the one of the volume as given."""
+    from nibabel.orientations import io_orientation
+
+    from medfuse.transforms import _in_memory_order
+
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([(1, 1, 0), (0, 0, 1), (-1, 1, 0)], dtype=float).T  # columns
+    data = np.zeros((4, 5, 6), dtype=np.float32).transpose(2, 1, 0)[None]
+    permuted = affine[:, [2, 1, 0, 3]]
+    assert not np.array_equal(io_orientation(permuted), io_orientation(affine)[[2, 1, 0]])
+    got, got_affine = _in_memory_order(data, affine)
+    assert got.flags.c_contiguous and got.shape == data.shape and got_affine is affine
