@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CT_WINDOWS",
+    "PREPROCESS_VERSION",
     "PreprocessingConfig",
     "preprocess",
     "preprocess_batch",
@@ -70,6 +71,9 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
     "brain": (40.0, 80.0),
     "abdomen": (60.0, 400.0),
 }
+#: Bump when :func:`preprocess` gives other values for the same volume and config (the caches
+#: of preprocessed inputs key on it). 2: orientation and spacing in one lazy resampling.
+PREPROCESS_VERSION = 2
 _MODES = ("bilinear", "nearest")
 #: axis labels of the orientation codes (RAS: +x towards the patient's right, ...)
 _LABELS = (("L", "R"), ("P", "A"), ("I", "S"))

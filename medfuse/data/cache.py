@@ -5,10 +5,11 @@ transforms (:func:`medfuse.transforms.preprocess`); the float16 result ``[C, X, 
 written atomically to ``<cache>/images/<kk>/<key>.npy`` beside a small ``<key>.json`` of
 non-identifying facts (shape, spacing, modality, manufacturer, value range, reader warnings).
 
-The key is the SHA-256 of the cache version, the input's fingerprint and the preprocessing
-config. The fingerprint is the resolved path, size and modification time of the file, or of
-every file in a DICOM folder (as build tools do: a changed, added or removed file changes the
-key; the bytes are not hashed, so a cache check costs one ``stat`` per file). A second build of
+The key is the SHA-256 of the cache version, the input's fingerprint, the preprocessing config
+and :data:`~medfuse.transforms.PREPROCESS_VERSION`. The fingerprint is the resolved path, size
+and modification time of the file, or of every file in a DICOM folder (as build tools do: a
+changed, added or removed file changes the key; the bytes are not hashed, so a cache check
+costs one ``stat`` per file). A second build of
 the same manifest finds every key and reads nothing.
 
 The default cache folder is ``$MEDFUSE_CACHE_DIR``, else ``~/.cache/medfuse``; keys are global,
@@ -91,7 +92,9 @@ class ImageCache:
         )
 
     def key(self, image: str | os.PathLike) -> str:
-        return _key(input_fingerprint(image), self.preprocessing.to_dict())
+        from ..transforms import PREPROCESS_VERSION
+
+        return _key(input_fingerprint(image), self.preprocessing.to_dict(), PREPROCESS_VERSION)
 
     def array_path(self, key: str) -> Path:
         return self.folder / "images" / key[:2] / f"{key}.npy"

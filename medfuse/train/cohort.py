@@ -901,10 +901,13 @@ class FusionCohort(CohortCases):
         return render_case_with_masks(self.cases[i], self.config.shape)[2]
 
     def _cache_key(self, cfg: Any) -> str:
+        from ..transforms import PREPROCESS_VERSION
+
         return hashlib.sha256(
             json.dumps(
                 {
                     "pre": cfg.to_dict(),
+                    "pre_version": PREPROCESS_VERSION,
                     "cohort": self.config.fingerprint(),
                     "n": len(self),
                     "image_version": IMAGE_VERSION,

@@ -184,6 +184,20 @@ def test_dataset_build_cache_reuse_and_broken_study(tmp_path):
         ds.inputs({**pre, "spatial_size": [4, 4, 4]})
 
 
+def test_image_cache_key_follows_the_preprocessing_version(tmp_path, monkeypatch):
+    """Inputs cached by an earlier version of ``preprocess`` (other values for the same config)
+    are not reused."""
+    import medfuse.transforms
+    from medfuse.data.cache import ImageCache
+
+    _nifti(tmp_path / "v.nii.gz", 0)
+    cache = ImageCache(tmp_path / "cache", {"spacing": [4.0, 4.0, 4.0], "modality": "MR"})
+    key = cache.key(tmp_path / "v.nii.gz")
+    assert cache.key(tmp_path / "v.nii.gz") == key
+    monkeypatch.setattr(medfuse.transforms, "PREPROCESS_VERSION", 1)
+    assert cache.key(tmp_path / "v.nii.gz") != key
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["local", "ray"])
 def test_parallel_build_equals_serial(tmp_path, engine):
