@@ -255,3 +255,9 @@ def test_at_an_orientation_tie_the_stack_is_copied_rather_than_reoriented_otherw
     assert not np.array_equal(io_orientation(permuted), io_orientation(affine)[[2, 1, 0]])
     got, got_affine = _in_memory_order(data, affine)
     assert got.flags.c_contiguous and got.shape == data.shape and got_affine is affine
+    # and preprocessing orients the volume as it does the same volume given in C order
+    arr = np.random.default_rng(1).normal(0, 1, (6, 5, 4)).astype(np.float32)
+    cfg = PreprocessingConfig(modality="MR", mr_normalization="none")
+    x_f, rec_f = preprocess(Volume(np.asfortranarray(arr), affine, modality="MR"), cfg)
+    x_c, rec_c = preprocess(Volume(arr, affine, modality="MR"), cfg)
+    assert rec_f.steps == rec_c.steps and torch.equal(x_f, x_c)
