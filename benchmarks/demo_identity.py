@@ -73,9 +73,15 @@ def run(cmd: list[str], **kw: Any) -> str:
 
 
 def pinned_assets(base: str, dest: Path) -> Path:
-    """The base commit's shipped workflows and models under ``dest`` (extracted once)."""
+    """The base commit's shipped workflows and models under ``dest`` (extracted again when the
+    base commit's assets differ from those extracted last time)."""
     root = dest / "assets"
-    if not (root / ".complete").exists():
+    tree = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", f"{base}:medfuse/assets"],
+        capture_output=True, check=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    marker = root / ".complete"
+    if not marker.exists() or marker.read_text() != tree:
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         data = subprocess.run(
@@ -85,7 +91,7 @@ def pinned_assets(base: str, dest: Path) -> Path:
         ).stdout  # fmt: skip
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(root, filter="data")
-        (root / ".complete").touch()
+        marker.write_text(tree)
     return root / "medfuse" / "assets"
 
 
