@@ -119,3 +119,26 @@ def test_lung_ct_tumour_boxes_land_on_the_mass(shared_data):
         assert ras[:, 0].min() > 20 and ras[:, 0].max() < 105  # patient right (R > 0)
         assert 175 <= ras[0, 2] <= 249
     assert all(-300 <= m <= -150 for m in means), means
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", CASES)
+def test_preprocessing_resamples_as_monais_eager_steps(shared_data, expected_geometry, name,
+                                                       eager_monai):  # fmt: skip
+    """On every real series (each a Fortran-ordered slice stack, oblique and prone ones
+    included), the lazy resampling of :func:`medfuse.transforms.preprocess` gives the grid of
+    MONAI's eager Orientation then Spacing, with the model affine to 1e-9 mm and the values to
+    1e-5 of the series' range (float32 rounding of the sampling coordinates)."""
+    from medfuse.transforms import PreprocessingConfig, preprocess
+
+    _, vol = _load(shared_data, expected_geometry[name], name)
+    first = vol.array if vol.array.ndim == 3 else vol.array[..., 0]  # a mosaic series is 4D
+    assert first.flags.f_contiguous
+    vol = medfuse.types.Volume(first, vol.affine, modality="MR")
+    cfg = PreprocessingConfig(spacing=(2.0, 2.0, 2.0), modality="MR", mr_normalization="none")
+    x, rec = preprocess(vol, cfg)
+    want = eager_monai(vol, cfg.spacing)
+    assert tuple(x.shape) == tuple(want.shape)
+    np.testing.assert_allclose(rec.model_affine, want.affine.numpy(), rtol=0, atol=1e-9)
+    span = float(first.max() - first.min())
+    np.testing.assert_allclose(x.numpy(), want.numpy(), rtol=0, atol=1e-5 * span)

@@ -183,25 +183,9 @@ def test_batch_with_missing_image():
         preprocess_batch([vol], PreprocessingConfig())
 
 
-def _eager_monai(vol, spacing):
-    """MONAI's eager path on a C-ordered copy, the reference for the lazy one: Orientation, then
-    Spacing (when ``spacing`` is given), each resampling on its own."""
-    from monai.data import MetaTensor
-    from monai.transforms import Orientation, Spacing
-
-    img = MetaTensor(
-        torch.from_numpy(np.ascontiguousarray(vol.array, dtype=np.float32)[None]),
-        affine=torch.as_tensor(vol.affine, dtype=torch.float64),
-    )
-    img = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(img)
-    if spacing is not None:
-        img = Spacing(spacing, mode="bilinear", padding_mode="border", dtype=torch.float32)(img)
-    return img
-
-
 @pytest.mark.parametrize(("orientation", "position", "oblique"), ORIENTATIONS)
 def test_a_slice_stack_is_resampled_as_stored_like_monais_eager_transforms(
-    orientation, position, oblique
+    orientation, position, oblique, eager_monai
 ):
     """A DICOM volume is a transposed view of its slice stack (Fortran order). MONAI gets the
     stack as it is stored, with the affine's columns permuted alike, and resamples it once
@@ -224,7 +208,7 @@ def test_a_slice_stack_is_resampled_as_stored_like_monais_eager_transforms(
     assert stored.flags.c_contiguous and np.shares_memory(stored, stack)  # no copy
     cfg = PreprocessingConfig(spacing=(2.0, 2.0, 2.0), modality="MR", mr_normalization="none")
     x, rec = preprocess(vol, cfg)
-    oriented, want = _eager_monai(vol, None), _eager_monai(vol, cfg.spacing)
+    oriented, want = eager_monai(vol, None), eager_monai(vol, cfg.spacing)
     assert [s["shape"] for s in rec.steps] == [
         [1, 40, 36, 24],
         list(oriented.shape),
