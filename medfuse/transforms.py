@@ -297,7 +297,9 @@ def preprocess(
     arr = np.asarray(volume.array).astype(np.float32, copy=False)  # keeps the memory layout
     data = arr[None] if arr.ndim == 3 else np.moveaxis(arr, 3, 0)
     # a sum is finite when every voxel is (or it overflowed: then the exact test decides)
-    if not math.isfinite(float(data.sum())) and not np.all(np.isfinite(data)):
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(data.sum())
+    if not math.isfinite(total) and not np.all(np.isfinite(data)):
         log.warning("volume has non-finite voxels; they are set to 0 before preprocessing")
         data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     if min(data.strides) < 0:  # torch takes any layout but negative strides

@@ -4,6 +4,7 @@ back within one voxel), CT windows, MR normalisation, foreground crop, records, 
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -245,3 +246,24 @@ def test_at_an_orientation_tie_the_stack_is_copied_rather_than_reoriented_otherw
     x_f, rec_f = preprocess(Volume(np.asfortranarray(arr), affine, modality="MR"), cfg)
     x_c, rec_c = preprocess(Volume(arr, affine, modality="MR"), cfg)
     assert rec_f.steps == rec_c.steps and torch.equal(x_f, x_c)
+
+
+def test_non_finite_voxels_are_zeroed_with_a_warning_and_large_finite_ones_kept(caplog):
+    """A NaN or infinite voxel is set to 0 before resampling, with a warning; a volume of finite
+    values whose float32 sum overflows is left as it is (the sum only decides when it is
+    finite)."""
+    geo = make_geometry((20, 18, 10), (1.0, 1.2, 2.0))
+    cfg = PreprocessingConfig(modality="MR", mr_normalization="none")
+    bad = np.random.default_rng(0).normal(0, 1, (20, 18, 10)).astype(np.float32)
+    bad[3, 4, 5], bad[0, 0, 0] = np.nan, np.inf
+    with caplog.at_level("WARNING", logger="medfuse.transforms"):
+        x, _ = preprocess(Volume(bad, geo.affine_ras, modality="MR"), cfg)
+    assert torch.isfinite(x).all() and "non-finite voxels" in caplog.text
+    caplog.clear()
+    huge = np.full((20, 18, 10), 3e38, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(huge.sum())
+    with caplog.at_level("WARNING", logger="medfuse.transforms"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no numpy overflow warning either
+        x, _ = preprocess(Volume(huge, geo.affine_ras, modality="MR"), cfg)
+    assert "non-finite" not in caplog.text and float(x.min()) == pytest.approx(3e38)
