@@ -27,7 +27,9 @@ with the low end of the range so that padded voxels become 0.
 Steps 1 and 2 run lazily (MONAI's lazy resampling): one resampling of the volume as it is stored
 (a DICOM volume's slice stack, without a transposing copy), on the grid the two steps define; the
 values equal those of the two steps run one after the other to float32 rounding of the sampling
-coordinates.
+coordinates. With ``interpolation="nearest"`` they run one after the other, as MONAI's eager
+transforms: a sample half-way between two voxels (1 mm to 1.5 mm puts half of them there) would
+otherwise go to the other voxel.
 
 The geometric steps are tracked through the MONAI ``MetaTensor`` affine, so the model grid's
 RAS affine is known exactly and ``inv(A_original) @ A_model`` maps model voxels to original
@@ -325,20 +327,25 @@ def preprocess(
         )
 
     # Orientation and Spacing run lazily: the voxels' memory order, the orientation and the voxel
-    # size become one resampling of the volume as stored (MONAI's lazy resampling).
-    stored, stored_affine = _in_memory_order(data, affine)
+    # size become one resampling of the volume as stored (MONAI's lazy resampling). Not for
+    # nearest neighbour: a sample half-way between two voxels would go to the other one.
+    lazy = cfg.interpolation != "nearest"
+    stored, stored_affine = (
+        _in_memory_order(data, affine) if lazy else (np.ascontiguousarray(data), affine)
+    )
     img = MetaTensor(torch.from_numpy(stored), affine=torch.as_tensor(stored_affine))
     axcodes = cfg.orientation or "".join(aff2axcodes(affine, _LABELS))  # else the volume's own
-    img = Orientation(axcodes=axcodes, labels=_LABELS, lazy=True)(img)
+    img = Orientation(axcodes=axcodes, labels=_LABELS, lazy=lazy)(img)
     if cfg.orientation is not None:
         record("orientation", {"axcodes": cfg.orientation})
     if cfg.spacing is not None:
         mode = cfg.interpolation
         img = Spacing(
-            pixdim=cfg.spacing, mode=mode, padding_mode="border", dtype=torch.float32, lazy=True
+            pixdim=cfg.spacing, mode=mode, padding_mode="border", dtype=torch.float32, lazy=lazy
         )(img)
         record("spacing", {"pixdim": list(cfg.spacing), "mode": mode})
-    img = apply_pending(img, overrides={"dtype": torch.float32})[0]  # else float64
+    if lazy:
+        img = apply_pending(img, overrides={"dtype": torch.float32})[0]  # else float64
     if cfg.foreground_crop:
         if modality == "CT":
             thr = -500.0 if cfg.foreground_threshold is None else float(cfg.foreground_threshold)

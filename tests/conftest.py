@@ -25,9 +25,9 @@ def expected_geometry(shared_data) -> dict:
     return json.loads((shared_data / "expected_geometry.json").read_text())
 
 
-def _eager_monai(vol, spacing):
+def _eager_monai(vol, spacing, mode="bilinear"):
     """MONAI's eager path on a C-ordered copy of ``vol``: Orientation to RAS, then Spacing to
-    ``spacing`` (when given, bilinear, border padding), each resampling on its own: the
+    ``spacing`` (when given; ``mode``, border padding), each resampling on its own: the
     reference for :func:`medfuse.transforms.preprocess`, which applies them lazily."""
     import numpy as np
     import torch
@@ -40,11 +40,11 @@ def _eager_monai(vol, spacing):
     )
     img = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(img)
     if spacing is not None:
-        img = Spacing(spacing, mode="bilinear", padding_mode="border", dtype=torch.float32)(img)
+        img = Spacing(spacing, mode=mode, padding_mode="border", dtype=torch.float32)(img)
     return img
 
 
 @pytest.fixture(scope="session")
 def eager_monai():
-    """:func:`_eager_monai`: ``eager_monai(volume, spacing) -> MetaTensor``."""
+    """:func:`_eager_monai`: ``eager_monai(volume, spacing, mode="bilinear") -> MetaTensor``."""
     return _eager_monai
