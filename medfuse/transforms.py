@@ -330,11 +330,11 @@ def preprocess(
     # size become one resampling of the volume as stored (MONAI's lazy resampling). Not for
     # nearest neighbour: a sample half-way between two voxels would go to the other one.
     lazy = cfg.interpolation != "nearest"
-    stored, stored_affine = (
-        _in_memory_order(data, affine) if lazy else (np.ascontiguousarray(data), affine)
-    )
+    stored, stored_affine = _in_memory_order(data, affine) if lazy else (data, affine)
     img = MetaTensor(torch.from_numpy(stored), affine=torch.as_tensor(stored_affine))
-    axcodes = cfg.orientation or "".join(aff2axcodes(affine, _LABELS))  # else the volume's own
+    # else the volume's own axis order, by nibabel's reckoning as MONAI's Orientation's (not
+    # Volume.orientation's, which pairs the axes of a strongly sheared affine differently)
+    axcodes = cfg.orientation or "".join(aff2axcodes(affine, _LABELS))
     img = Orientation(axcodes=axcodes, labels=_LABELS, lazy=lazy)(img)
     if cfg.orientation is not None:
         record("orientation", {"axcodes": cfg.orientation})

@@ -9,8 +9,8 @@ The key is the SHA-256 of the cache version, the input's fingerprint, the prepro
 and :data:`~medfuse.transforms.PREPROCESS_VERSION`. The fingerprint is the resolved path, size
 and modification time of the file, or of every file in a DICOM folder (as build tools do: a
 changed, added or removed file changes the key; the bytes are not hashed, so a cache check
-costs one ``stat`` per file). A second build of
-the same manifest finds every key and reads nothing.
+costs one ``stat`` per file). A second build of the same manifest finds every key and reads
+nothing.
 
 The default cache folder is ``$MEDFUSE_CACHE_DIR``, else ``~/.cache/medfuse``; keys are global,
 so one folder can serve many manifests.
