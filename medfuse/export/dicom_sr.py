@@ -357,10 +357,18 @@ def _descriptor_source(ds: Any) -> Any:
 def build_sr(
     prediction: Prediction, options: ExportOptions, context: ExportContext | None = None
 ) -> Any:
-    """The highdicom ``Comprehensive3DSR`` dataset (not written; ``context``: the output
-    set's, whose source headers it references; default a new one)."""
+    """The SR document as it is written: a pydicom ``Dataset`` built by highdicom's
+    ``Comprehensive3DSR`` (read it back with ``highdicom.sr.srread`` for its content tree).
+    ``context``: the output set's, whose source headers it references; default a new one.
+
+    The Image Library joins the content tree after highdicom has built the document. highdicom
+    deep-copies and parses the whole tree, and searches it for image references to check them
+    against the evidence; with one entry per source image, that was 0.5 s of a 300-slice
+    study's 0.66 s. The library's references are the evidence's own instances, so the check
+    holds by construction, and the file is the same byte for byte (tested)."""
     from highdicom.coding_schemes import CodingSchemeIdentificationItem
     from highdicom.sr import Comprehensive3DSR, MeasurementReport
+    from pydicom import Dataset
 
     from .context import ExportContext
 
@@ -381,9 +389,7 @@ def build_sr(
         procedure_reported=_cc(PROCEDURES.get(modality, IMAGING_PROCEDURE)),
         imaging_measurements=groups,
     )
-    content = report[0].ContentSequence
-    content.insert(len(content) - 1, _image_library(sources))  # before Imaging Measurements
-    content.append(_disclaimer_container(prediction))
+    report[0].ContentSequence.append(_disclaimer_container(prediction))
     model = prediction.model or {}
     sr = Comprehensive3DSR(
         evidence=sources,
@@ -403,7 +409,12 @@ def build_sr(
         device_serial_number=(str(model.get("sha256") or "") or None),
     )
     sr.PreliminaryFlag = "PRELIMINARY"
-    return sr
+    content = sr.ContentSequence
+    content.insert(len(content) - 2, _image_library(sources))  # before Imaging Measurements
+    document = Dataset()
+    document.update(sr)
+    document.file_meta = sr.file_meta
+    return document
 
 
 @exporters.register("dicom_sr")

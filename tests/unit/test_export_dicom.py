@@ -257,6 +257,53 @@ def test_rle_source_sr(model):
     assert _evidence_uids(sr) == {(s.SOPClassUID, s.SOPInstanceUID) for s in sources}
 
 
+def test_sr_equals_highdicoms_own_build(pred, sources):
+    """``build_sr`` adds the Image Library after highdicom has built the document: the file
+    must be the one highdicom writes when given the whole content tree, byte for byte."""
+    doc = dicom_sr.build_sr(pred, ExportOptions())
+    root = pydicom.Dataset()
+    for kw in ("ConceptNameCodeSequence", "ContentTemplateSequence", "ValueType"):
+        root[kw] = doc[kw]
+    root.ContinuityOfContent, root.ContentSequence = doc.ContinuityOfContent, doc.ContentSequence
+    names = [item.ConceptNameCodeSequence[0].CodeMeaning for item in root.ContentSequence]
+    assert names[-3:] == ["Image Library", "Imaging Measurements", "Qualitative Evaluations"]
+    direct = hd.sr.Comprehensive3DSR(
+        evidence=sources,
+        content=root,
+        series_instance_uid=doc.SeriesInstanceUID,
+        series_number=doc.SeriesNumber,
+        sop_instance_uid=doc.SOPInstanceUID,
+        instance_number=doc.InstanceNumber,
+        manufacturer=doc.Manufacturer,
+        is_complete=False,
+        is_final=False,
+        is_verified=False,
+        series_description=doc.SeriesDescription,
+        coding_schemes=[
+            hd.coding_schemes.CodingSchemeIdentificationItem(
+                dicom_sr.PRIVATE_SCHEME, name=dicom_sr.PRIVATE_SCHEME_NAME
+            )
+        ],
+        manufacturer_model_name=doc.ManufacturerModelName,
+        software_versions=doc.SoftwareVersions,
+        device_serial_number=doc.DeviceSerialNumber,
+    )
+    direct.PreliminaryFlag = "PRELIMINARY"
+    for kw in ("ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime"):
+        doc[kw] = direct[kw]  # the clock at each build
+    for ours, theirs in zip(
+        doc.ContributingEquipmentSequence, direct.ContributingEquipmentSequence, strict=True
+    ):
+        if "ContributionDateTime" in theirs:
+            ours.ContributionDateTime = theirs.ContributionDateTime
+    written = []
+    for ds in (doc, direct):
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        written.append(buf.getvalue())
+    assert written[0] == written[1]
+
+
 # -- Parametric Map ---------------------------------------------------------------------------------
 def test_saliency_map_overlays_the_source(pred, exported, sources):
     paths = exported["dicom_saliency"]
