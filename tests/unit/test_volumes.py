@@ -218,3 +218,27 @@ def test_int16_stack_is_scaled_slab_by_slab_and_checked(tmp_path, monkeypatch):
         )
     with pytest.raises(ExportError, match="one scale per array"):
         volumes.write_nifti_int16_stack(maps, scales[:1], np.eye(4), path, scl_slope=1)
+
+
+def test_maps_resampled_into_one_reused_buffer_are_written_exactly(tmp_path, monkeypatch):
+    """Maps (``OriginalGridMap``) are computed a slab at a time into one reused float32 buffer:
+    with many gzip members compressed in threads, each block must keep its own slab, in a
+    float32 map and in an int16 stack alike."""
+    import nibabel as nib
+
+    from medfuse.io import volumes
+    from medfuse.regrid import OriginalGridMap
+
+    monkeypatch.setattr(volumes, "_BLOCK_BYTES", 4096)  # two slices a block: many in flight
+    rng = np.random.default_rng(3)
+    arrays = [rng.normal(0, s, (23, 19, 31)).astype(np.float32) for s in (1, 4)]
+    maps = [OriginalGridMap.from_volume(Volume(a, np.eye(4), modality="OT")) for a in arrays]
+    single = tmp_path / "map.nii.gz"
+    volumes.write_nifti_map(maps[0], single)
+    np.testing.assert_array_equal(np.asarray(nib.load(single).dataobj), arrays[0])
+    scales = [32767 / float(np.abs(a).max()) for a in arrays]
+    stack = tmp_path / "stack.nii.gz"
+    volumes.write_nifti_int16_stack(maps, scales, np.eye(4), stack, scl_slope=1 / 32767)
+    stored = np.asarray(nib.load(stack).dataobj.get_unscaled())
+    for v, (a, scale) in enumerate(zip(arrays, scales, strict=True)):
+        np.testing.assert_array_equal(stored[..., v], np.rint(a * np.float32(scale)))
