@@ -414,6 +414,26 @@ def _assert_same_instance(pm, direct):
 
 
 @pytest.mark.parametrize("compression", ["jpeg-ls", "none"])
+def test_maps_written_with_frame_groups_encoded_once_are_pydicoms_files(pred, compression):
+    """The exporter encodes the per-frame functional groups once per study and writes the
+    bytes into every map: each file is the one ``save_as`` writes, byte for byte, the second
+    map's with the first map's encoding."""
+    first, second = (pred.explanation.get_saliency(label) for label in MULTI[:2])
+    opts = ExportOptions(dicom_saliency_compression=compression)
+    series = "1.2.826.0.1.3680043.10.511.3.1"
+    pm = dicom_saliency.build_parametric_map(pred, first, opts, series_instance_uid=series)
+    groups = dicom_saliency.encoded_frame_groups(pm)
+    for sal in (first, second):
+        if sal is second:
+            dicom_saliency.retarget_parametric_map(pm, pred, second, instance_number=2)
+        ours, theirs = io.BytesIO(), io.BytesIO()
+        dicom_saliency.save_map(pm, ours, groups)
+        pm.save_as(theirs, enforce_file_format=True)
+        assert ours.getvalue() == theirs.getvalue()
+        assert pydicom.dcmread(io.BytesIO(ours.getvalue())).InstanceNumber == (sal is second) + 1
+
+
+@pytest.mark.parametrize("compression", ["jpeg-ls", "none"])
 def test_prepared_parametric_map_equals_highdicoms_own(pred, compression):
     """A map built from the source series alone, before the prediction (what ``medfuse run``
     does while the model runs), retargeted to the first label: what highdicom builds for that
@@ -432,8 +452,10 @@ def test_prepared_parametric_map_equals_highdicoms_own(pred, compression):
     copy = dataclasses.replace(pred.case.volume)  # the same series, another volume object
     assert dicom_saliency._take_template(pred, opts, prepared(copy, pred.model)) is None
     ctx = prepared(pred.case.volume, pred.model)
-    pm = dicom_saliency._take_template(pred, opts, ctx)
-    assert pm is not None and dicom_saliency._take_template(pred, opts, ctx) is None
+    part = dicom_saliency._take_template(pred, opts, ctx)
+    assert part is not None and dicom_saliency._take_template(pred, opts, ctx) is None
+    pm = part.pm
+    assert part.frame_groups == dicom_saliency.encoded_frame_groups(pm)
     dicom_saliency.retarget_parametric_map(
         pm, pred, first, instance_number=1, series_instance_uid=series
     )
