@@ -69,11 +69,13 @@ __all__ = [
     "SERIES_NUMBER",
     "PreparedMap",
     "build_parametric_map",
+    "encoded_frame_groups",
     "file_name",
     "lut_label",
     "plane_geometry",
     "prepare",
     "retarget_parametric_map",
+    "save_map",
 ]
 
 log = logging.getLogger(__name__)
@@ -490,6 +492,7 @@ def save_map(pm: Any, fh: Any, frame_groups: bytes) -> None:
     place of encoding the per-frame functional groups again: the same bytes (tested). pydicom
     writes what comes before them and the pixel data after them."""
     from pydicom import Dataset
+    from pydicom.charset import default_encoding
     from pydicom.filebase import DicomFileLike
     from pydicom.filewriter import correct_ambiguous_vr_element, write_dataset
     from pydicom.valuerep import AMBIGUOUS_VR
@@ -504,7 +507,7 @@ def save_map(pm: Any, fh: Any, frame_groups: bytes) -> None:
     fh.write(frame_groups)
     fp = DicomFileLike(fh)
     fp.is_little_endian, fp.is_implicit_VR = True, False
-    write_dataset(fp, tail, pm.get("SpecificCharacterSet") or "iso8859")
+    write_dataset(fp, tail, pm.get("SpecificCharacterSet") or default_encoding)
 
 
 def retarget_parametric_map(

@@ -409,8 +409,8 @@ def build_sr(
         device_serial_number=(str(model.get("sha256") or "") or None),
     )
     sr.PreliminaryFlag = "PRELIMINARY"
-    content = sr.ContentSequence
-    content.insert(len(content) - 2, _image_library(sources))  # before Imaging Measurements
+    content = sr.ContentSequence  # ..., Imaging Measurements, Qualitative Evaluations
+    content.insert(len(content) - 2, _image_library(sources))
     document = Dataset()
     document.update(sr)
     document.file_meta = sr.file_meta
