@@ -154,6 +154,8 @@ def series_uid(prediction: Prediction, maps: list[Saliency]) -> str:
 STORED_MAX = 65535
 #: transfer syntax of ``ExportOptions.dicom_saliency_compression = "jpeg-ls"`` (the default)
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+#: (5200,9230) Per-Frame Functional Groups Sequence
+FRAME_GROUPS_TAG = 0x52009230
 
 
 def _value_mapping(sal: Saliency) -> tuple[float, float]:
@@ -410,7 +412,7 @@ class PreparedMap:
 
     key: tuple
     pm: Any
-    frame_groups: bytes
+    frame_groups: bytes | None
 
 
 def prepare(context: ExportContext) -> PreparedMap | None:
@@ -443,7 +445,8 @@ def prepare(context: ExportContext) -> PreparedMap | None:
         placeholder=True,
     )
     pm.PixelData = b""  # highdicom's encoding of the zeros: not needed
-    return PreparedMap(_template_key(context.model, context.options), pm, encoded_frame_groups(pm))
+    groups = encoded_frame_groups(pm) if FRAME_GROUPS_TAG in pm else None
+    return PreparedMap(_template_key(context.model, context.options), pm, groups)
 
 
 def _take_template(
@@ -467,10 +470,6 @@ def _take_template(
         return None
     log.debug("dicom_saliency: the parametric map prepared before the prediction is used")
     return part
-
-
-#: (5200,9230) Per-Frame Functional Groups Sequence
-FRAME_GROUPS_TAG = 0x52009230
 
 
 def encoded_frame_groups(pm: Any) -> bytes:
@@ -699,7 +698,7 @@ def export_dicom_saliency(
             out = deid.deidentify(pm, ctx.uids, deid.pseudonym(prediction))
         path = output_path(out_dir, name)
         with atomic_open(path) as fh:
-            if out is pm:  # retargeting leaves the frame groups as they are: encoded once
+            if out is pm and FRAME_GROUPS_TAG in pm:  # retargeting leaves them: encoded once
                 frame_groups = frame_groups or encoded_frame_groups(pm)
                 save_map(pm, fh, frame_groups)
             else:  # a de-identified copy: its own UIDs
