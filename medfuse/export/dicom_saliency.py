@@ -445,8 +445,7 @@ def prepare(context: ExportContext) -> PreparedMap | None:
         placeholder=True,
     )
     pm.PixelData = b""  # highdicom's encoding of the zeros: not needed
-    groups = encoded_frame_groups(pm) if FRAME_GROUPS_TAG in pm else None
-    return PreparedMap(_template_key(context.model, context.options), pm, groups)
+    return PreparedMap(_template_key(context.model, context.options), pm, encoded_frame_groups(pm))
 
 
 def _take_template(
@@ -472,30 +471,37 @@ def _take_template(
     return part
 
 
-def encoded_frame_groups(pm: Any) -> bytes:
+def encoded_frame_groups(pm: Any) -> bytes | None:
     """``pm``'s Per-Frame Functional Groups Sequence as pydicom writes it in Explicit VR Little
-    Endian (the element whole: tag, VR, length, items). The maps of one study share it; writing
-    it cost 0.086 s per 512² × 300 map, most of a map's write (:func:`save_map`)."""
+    Endian (the element whole: tag, VR, length, items); None when ``pm`` has none. The maps of
+    one study share it; writing it cost 0.086 s per 512² × 300 map, most of a map's write
+    (:func:`save_map`)."""
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_data_element
 
+    if FRAME_GROUPS_TAG not in pm:
+        return None
     fp = DicomBytesIO()
     fp.is_little_endian, fp.is_implicit_VR = True, False
     write_data_element(fp, pm[FRAME_GROUPS_TAG], pm.get("SpecificCharacterSet"))
     return fp.getvalue()
 
 
-def save_map(pm: Any, fh: Any, frame_groups: bytes) -> None:
+def save_map(pm: Any, fh: Any, frame_groups: bytes | None) -> None:
     """``pm.save_as(fh, enforce_file_format=True)``, with ``frame_groups`` (what
     :func:`encoded_frame_groups` gave for ``pm``, or for a map of the same study) written in
     place of encoding the per-frame functional groups again: the same bytes (tested). pydicom
-    writes what comes before them and the pixel data after them."""
+    writes what comes before them and the pixel data after them (all of it when
+    ``frame_groups`` is None)."""
     from pydicom import Dataset
     from pydicom.charset import default_encoding
     from pydicom.filebase import DicomFileLike
     from pydicom.filewriter import correct_ambiguous_vr_element, write_dataset
     from pydicom.valuerep import AMBIGUOUS_VR
 
+    if frame_groups is None:
+        pm.save_as(fh, enforce_file_format=True)
+        return
     head = Dataset({e.tag: e for e in pm.elements() if e.tag < FRAME_GROUPS_TAG})
     tail = Dataset({e.tag: e for e in pm.elements() if e.tag > FRAME_GROUPS_TAG})
     for elem in tail.values():  # the pixel data's VR follows BitsAllocated, which is in ``pm``
@@ -698,7 +704,7 @@ def export_dicom_saliency(
             out = deid.deidentify(pm, ctx.uids, deid.pseudonym(prediction))
         path = output_path(out_dir, name)
         with atomic_open(path) as fh:
-            if out is pm and FRAME_GROUPS_TAG in pm:  # retargeting leaves them: encoded once
+            if out is pm:  # retargeting leaves the frame groups as they are: encoded once
                 frame_groups = frame_groups or encoded_frame_groups(pm)
                 save_map(pm, fh, frame_groups)
             else:  # a de-identified copy: its own UIDs
