@@ -13,6 +13,10 @@ Grad-CAM and modality contributions, per-stage breakdown, against a naive sequen
   differs... and nothing overlaps: the exporters run one after another, ``workers=1``).
 * **peak RSS**: ``medfuse run`` on a 512² × ``--rss-slices`` CT as a whole process (cold), its
   peak resident memory (the process's own ``VmHWM``, Linux; target ≤ 3 GB).
+* **in a batch**: ``medfuse run`` as a whole process on ``--batch`` copies of the study (hard
+  links) and on 3 of them, with one process (``--workers 1``) and with the worker processes
+  ``run.workers: auto`` picks for the batch; a study's share once the processes have started is
+  (wall(batch) − wall(3)) / (batch − 3), the same worker count in both runs.
 
 Target (issue 27): medfuse ≤ 2.0 s per warm study on this 2-core CPU, peak RSS ≤ 3 GB at
 512² × 500 (≤ 0.5 s warm on a CUDA GPU: benchmarks/gpu.py).
@@ -181,6 +185,58 @@ def peak_rss(study: Path) -> tuple[float, int]:
     return wall, peak
 
 
+def batch_runs(study: Path, n: int) -> dict[int, float]:
+    """Seconds per study in a batch of ``n`` copies of ``study`` once the processes have started,
+    by worker count: 1 and ``auto_workers(n)`` (see the module docstring)."""
+    from medfuse.workflows.engines import auto_workers
+
+    tmp = Path(tempfile.mkdtemp(prefix="medfuse-bench-batch-"))
+    wf = tmp / "wf.json"
+    wf.write_text(json.dumps(WORKFLOW))
+    for size in (3, n):
+        for i in range(size):
+            dst = tmp / f"batch{size}" / f"s{i}"
+            (dst / "dicom").mkdir(parents=True)
+            shutil.copy2(study / "report.txt", dst / "report.txt")
+            for f in (study / "dicom").iterdir():
+                try:
+                    os.link(f, dst / "dicom" / f.name)
+                except OSError:
+                    shutil.copy2(f, dst / "dicom" / f.name)
+    exe = Path(sys.executable).with_name("medfuse")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "medfuse"]
+    per_study: dict[int, float] = {}
+    for workers in sorted({1, auto_workers(n)}):
+        walls = {}
+        for size in (3, n):
+            out = tmp / f"out{workers}_{size}"
+            t0 = time.perf_counter()
+            subprocess.run(
+                [
+                    *cmd,
+                    "run",
+                    str(wf),
+                    "-i",
+                    str(tmp / f"batch{size}"),
+                    "-o",
+                    str(out),
+                    "--workers",
+                    str(workers),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=True,
+            )
+            walls[size] = time.perf_counter() - t0
+        per_study[workers] = (walls[n] - walls[3]) / (n - 3)
+        print(
+            f"  batch, {workers} worker process{'es' if workers > 1 else ''}: {walls[n]:.1f} s "
+            f"for {n} studies, {walls[3]:.1f} s for 3 → {per_study[workers]:.2f} s a study"
+        )
+    shutil.rmtree(tmp, ignore_errors=True)
+    return per_study
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -189,6 +245,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss-slices", type=int, default=500, help="0 skips the memory run")
+    ap.add_argument("--batch", type=int, default=9, help="studies in the batch runs; 0 skips")
     ap.add_argument("--cache", type=Path, default=REPO / ".bench")
     ap.add_argument("--record", action="store_true", help="append the result to docs/benchmarks.md")
     args = ap.parse_args()
@@ -236,6 +293,18 @@ def main() -> None:
             f"{cold:.1f} s) = {rss / 2**30:.2f} GiB (target ≤ 3 GB: "
             f"{'met' if rss <= 3e9 else 'NOT met'})"
         )
+    batch_txt = ""
+    if args.batch > 3:
+        print(f"\nin a batch of {args.batch} (whole processes; auto = the default run.workers):")
+        per_study = batch_runs(study, args.batch)
+        best = min(per_study, key=per_study.get)
+        batch_txt = "; ".join(f"×{w}: {s:.2f}" for w, s in sorted(per_study.items()))
+        print(
+            f"medfuse per study in a batch = {per_study[best]:.2f} s with {best} worker "
+            f"process(es), {per_study[1] / per_study[best]:.2f}× one process (target ≤ "
+            f"{WARM_TARGET_S} s: {'met' if per_study[best] <= WARM_TARGET_S else 'NOT met'}; "
+            "the single-study figure above is the one without worker processes)"
+        )
     if args.record:
         from load import record_row
 
@@ -243,7 +312,8 @@ def main() -> None:
         row = (
             f"| {time.strftime('%Y-%m-%d')} | {platform.machine()}, {os.cpu_count()} CPUs, "
             f"{'CUDA' if torch.cuda.is_available() else 'CPU'} | {args.size}²×{args.slices} | "
-            f"{m_wall:.2f} | {n_wall:.2f} | {m_wall / n_wall:.2f} | {top} | {rss_txt} |"
+            f"{m_wall:.2f} | {n_wall:.2f} | {m_wall / n_wall:.2f} | {top} | {rss_txt} | "
+            f"{batch_txt or '—'} |"
         )
         record_row(REPO / "docs" / "benchmarks.md", "<!-- rows: benchmarks/end_to_end.py -->", row)
     shutil.rmtree(work, ignore_errors=True)

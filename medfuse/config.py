@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -184,8 +184,9 @@ class ExportSection(_Strict):
 class RunSection(_Strict):
     """How studies are scheduled (command-line options override these)."""
 
-    #: Worker processes (each loads the model once); 1 runs in this process.
-    workers: int = Field(1, ge=1, le=64)
+    #: Worker processes (each loads the model once); 1 runs in this process; "auto": one per
+    #: CPU core, at most one per two studies to run and per 2 GiB of available memory.
+    workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
     #: Torch threads per worker (None: CPUs / workers).
     threads: int | None = Field(None, ge=1, le=256)
     #: "local" (this machine) or "ray" (Ray actors; needs ``medfuse[ray]``).

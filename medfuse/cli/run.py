@@ -49,7 +49,14 @@ def run_cmd(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     workers: int | None = typer.Option(
-        None, "--workers", "-w", min=1, max=64, help="Worker processes (default: the workflow's)."
+        None,
+        "--workers",
+        "-w",
+        min=1,
+        max=64,
+        help="Worker processes; 1 runs in this process (default: the workflow's run.workers, "
+        "auto unless set: one per CPU core, at most one per two studies to run and per 2 GiB "
+        "of available memory).",
     ),
     force: bool = typer.Option(False, "--force", help="Redo studies that already finished."),
     engine: str | None = typer.Option(
@@ -162,10 +169,11 @@ def _print_summary(summary) -> None:
         table.add_row(task.key, str(task.path), "done before", "", "", "")
     console = Console()
     console.print(table)
+    workers = f" in {summary.workers} worker processes" if summary.workers > 1 else ""
     console.print(
         f"{len(summary.ok)} ok, {len(summary.partial)} partial, {len(summary.failed)} failed, "
         f"{len(summary.skipped)} skipped "
-        f"in {summary.wall_s:.1f} s; outputs in {summary.out_dir}/<study>/, "
+        f"in {summary.wall_s:.1f} s{workers}; outputs in {summary.out_dir}/<study>/, "
         f"status in {summary.out_dir}/status.jsonl",
         highlight=False,
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,15 @@ if TYPE_CHECKING:
     from .discovery import StudyTask
     from .state import StudyRecord
 
-__all__ = ["Engine", "ProcessEngine", "RayEngine", "SerialEngine", "make_engine", "setup_model"]
+__all__ = [
+    "Engine",
+    "ProcessEngine",
+    "RayEngine",
+    "SerialEngine",
+    "auto_workers",
+    "make_engine",
+    "setup_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +228,46 @@ class RayEngine:
         finally:
             if started:
                 ray.shutdown()
+
+
+#: ``run.workers: auto`` gives every worker process at least this many studies: a worker's
+#: start-up (imports, the model) costs about one or two studies (docs/scaling.md)
+AUTO_STUDIES_PER_WORKER = 2
+#: ... and at most one worker per this much available memory (a worker's peak RSS: 1.3 GiB
+#: with a 512² × 500 CT, docs/benchmarks.md)
+AUTO_MEMORY_PER_WORKER = 2 * 1024**3
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to new processes (Linux ``MemAvailable``), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def auto_workers(n_studies: int) -> int:
+    """Worker processes for ``run.workers: auto`` and ``n_studies`` to run: one per usable CPU,
+    but at most one per :data:`AUTO_STUDIES_PER_WORKER` studies and one per
+    :data:`AUTO_MEMORY_PER_WORKER` of available memory; 1 (this process) for a small batch.
+
+    Most of a study's work (DICOM headers, highdicom, pydicom, the PDF) holds Python's GIL, so
+    one process uses about one core; on 2 cores, two worker processes ran a batch of 512² × 300
+    CT studies 2.4× faster than one (docs/benchmarks.md)."""
+    memory = _available_memory()
+    by_memory = max(1, memory // AUTO_MEMORY_PER_WORKER) if memory else usable_cpus()
+    return max(1, min(usable_cpus(), by_memory, n_studies // AUTO_STUDIES_PER_WORKER, 64))
 
 
 def make_engine(name: str, workers: int, threads: int | None, address: str | None = None) -> Engine:

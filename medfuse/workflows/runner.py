@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ..config import Workflow
 from ..errors import InputError
 from .discovery import StudyTask, discover_studies
-from .engines import make_engine
+from .engines import auto_workers, make_engine, usable_cpus
 from .state import StudyRecord, append_status, clean_partials, read_status, run_lock
 
 __all__ = ["RunSummary", "run_workflow"]
@@ -36,6 +37,8 @@ class RunSummary:
     records: list[StudyRecord]
     skipped: list[StudyTask]
     wall_s: float
+    #: worker processes the studies ran in (1: this process)
+    workers: int = 1
 
     @property
     def ok(self) -> list[StudyRecord]:
@@ -82,7 +85,7 @@ def run_workflow(
     inputs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     *,
-    workers: int | None = None,
+    workers: int | Literal["auto"] | None = None,
     force: bool = False,
     engine: str | None = None,
     address: str | None = None,
@@ -91,7 +94,8 @@ def run_workflow(
 ) -> RunSummary:
     """Run ``workflow`` over every study under ``inputs``, writing into ``out_dir``.
 
-    ``workers``: processes (default: the workflow's ``run.workers``). ``force`` redoes finished
+    ``workers``: processes (default: the workflow's ``run.workers``; ``"auto"``:
+    :func:`~.engines.auto_workers`). ``force`` redoes finished
     studies (and every format of a ``partial`` one, whose failed formats alone are redone
     otherwise). ``engine``: ``"local"`` (this machine: in-process, or worker processes) or
     ``"ray"`` (Ray actors; ``address`` of an existing cluster, default a local one); default the
@@ -107,16 +111,28 @@ def run_workflow(
     )
     if not tasks:
         raise InputError("no studies found", path=Path(inputs[0]) if inputs else None)
-    n_workers = max(1, min(workers or workflow.run.workers, len(tasks)))
-    threads = workflow.run.threads or max(1, (os.cpu_count() or 1) // n_workers)
+    requested = workers or workflow.run.workers
     records: list[StudyRecord] = []
+    n_workers = 1
     with run_lock(out):
         clean_partials(out)
         todo, skipped = _to_do(tasks, out, force)
+        if todo:
+            n_workers = (
+                auto_workers(len(todo)) if requested == "auto" else min(int(requested), len(todo))
+            )
         if on_start is not None:
             on_start(len(todo), len(skipped))
-        log.info("%d studies: %d to run, %d already finished", len(tasks), len(todo), len(skipped))
+        log.info(
+            "%d studies: %d to run, %d already finished; %d worker process%s",
+            len(tasks),
+            len(todo),
+            len(skipped),
+            n_workers,
+            "es" if n_workers > 1 else " (this one)",
+        )
         if todo:
+            threads = workflow.run.threads or max(1, usable_cpus() // n_workers)
             runner = make_engine(
                 engine or workflow.run.engine,
                 n_workers,
@@ -134,4 +150,4 @@ def run_workflow(
                     on_result(rec)
     order = {t.key: i for i, t in enumerate(tasks)}
     records.sort(key=lambda r: order.get(r.key, 0))
-    return RunSummary(out, records, skipped, time.perf_counter() - t0)
+    return RunSummary(out, records, skipped, time.perf_counter() - t0, n_workers)

@@ -110,10 +110,12 @@ def _check_outputs(out: Path) -> None:
 def test_batch_of_100_with_5_broken(batch, tmp_path):
     from medfuse.config import load_workflow
     from medfuse.workflows import read_status, run_workflow
+    from medfuse.workflows.engines import auto_workers
 
     out = tmp_path / "out"
     summary = run_workflow(load_workflow(batch["workflow"]), [batch["studies"]], out)
     assert len(summary.records) == N_STUDIES
+    assert summary.workers == auto_workers(N_STUDIES)  # the default, run.workers: auto
     assert len(summary.ok) == N_STUDIES - len(BROKEN)
     failed = {Path(r["input"]).name: r for r in summary.failed}
     assert sorted(failed) == sorted(f"patient_{i:03d}" for i in BROKEN)

@@ -327,6 +327,18 @@ def test_two_worker_processes(batch, tmp_path):
     )
     assert [r["status"] for r in summary.records] == ["ok", "ok"]
     assert len(read_status(tmp_path)) == 2
+    assert summary.workers == 2
+
+
+def test_auto_workers_keeps_a_small_batch_in_this_process(batch, tmp_path):
+    """``run.workers: auto`` (the default) starts no worker process for fewer than two studies
+    per worker; finished studies do not count."""
+    wf = load_workflow(FAST)
+    assert wf.run.workers == "auto"
+    inputs = [batch / "a_with_report", batch / "b_no_report"]
+    assert run_workflow(wf, inputs, tmp_path).workers == 1
+    summary = run_workflow(wf, inputs, tmp_path, workers=2)  # both finished: nothing runs
+    assert summary.workers == 1 and len(summary.skipped) == 2
 
 
 def test_mr_example_workflow_with_a_saved_mr_model(tmp_path):

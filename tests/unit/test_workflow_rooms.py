@@ -75,3 +75,34 @@ def test_one_engine_interface():
     assert make_engine("ray", 2, 1, "ray://head:10001") == RayEngine(2, 1, "ray://head:10001")
     for engine in (SerialEngine(), ProcessEngine(2), RayEngine(2)):
         assert callable(engine.run)
+
+
+@pytest.mark.parametrize(
+    ("cpus", "gib_available", "studies", "workers"),
+    [
+        (2, 24, 1, 1),  # one study: this process
+        (2, 24, 3, 1),  # under two studies per worker
+        (2, 24, 4, 2),
+        (2, 24, 500, 2),  # one per core
+        (16, 5, 500, 2),  # one per 2 GiB available
+        (16, 1, 500, 1),
+        (16, None, 9, 4),  # memory unknown: CPUs and studies decide
+        (128, 512, 10_000, 64),  # the schema's maximum
+    ],
+)
+def test_auto_workers(monkeypatch, cpus, gib_available, studies, workers):
+    from medfuse.workflows import engines
+
+    monkeypatch.setattr(engines, "usable_cpus", lambda: cpus)
+    memory = None if gib_available is None else gib_available * 1024**3
+    monkeypatch.setattr(engines, "_available_memory", lambda: memory)
+    assert engines.auto_workers(studies) == workers
+
+
+def test_available_memory_is_read_where_the_platform_says_it():
+    from medfuse.workflows.engines import _available_memory, usable_cpus
+
+    memory = _available_memory()
+    if Path("/proc/meminfo").exists():
+        assert memory is not None and memory > 0
+    assert usable_cpus() >= 1
