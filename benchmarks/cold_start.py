@@ -104,11 +104,6 @@ def run(cmd: list[str]) -> tuple[float, int]:
     return wall, usage.ru_maxrss * 1024
 
 
-def medfuse_cmd() -> list[str]:
-    exe = Path(sys.executable).with_name("medfuse")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "medfuse"]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -121,14 +116,17 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="append the row to docs/benchmarks.md")
     args = ap.parse_args()
 
+    from load import medfuse_bin
+
     study = make_study(args.cache, args.size, args.slices)
+    medfuse = medfuse_bin()
     work = Path(tempfile.mkdtemp(prefix="medfuse-bench-cold-"))
     times: dict[str, list[float]] = {"medfuse": [], "MONAI-only": []}
     rss: dict[str, int] = {}
     stages: list[dict[str, float]] = []
     for rep in range(args.repeats + 1):  # round 0 warms the page cache and is not counted
         out = work / f"out{rep}"
-        jobs = {"medfuse": [*medfuse_cmd(), "run", str(WORKFLOW), "-i", str(study), "-o", str(out)]}
+        jobs = {"medfuse": [*medfuse, "run", str(WORKFLOW), "-i", str(study), "-o", str(out)]}
         if not args.no_monai:
             jobs["MONAI-only"] = [sys.executable, "-c", MONAI_ONLY, str(study / "dicom")]
         for name, cmd in jobs.items():

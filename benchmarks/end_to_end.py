@@ -188,6 +188,8 @@ def peak_rss(study: Path) -> tuple[float, int]:
 def batch_runs(study: Path, n: int) -> dict[int, float]:
     """Seconds per study in a batch of ``n`` copies of ``study`` once the processes have started,
     by worker count: 1 and ``auto_workers(n)`` (see the module docstring)."""
+    from load import medfuse_bin
+
     from medfuse.workflows.engines import auto_workers
 
     tmp = Path(tempfile.mkdtemp(prefix="medfuse-bench-batch-"))
@@ -203,8 +205,7 @@ def batch_runs(study: Path, n: int) -> dict[int, float]:
                     os.link(f, dst / "dicom" / f.name)
                 except OSError:
                     shutil.copy2(f, dst / "dicom" / f.name)
-    exe = Path(sys.executable).with_name("medfuse")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "medfuse"]
+    cmd = medfuse_bin()
     per_study: dict[int, float] = {}
     for workers in sorted({1, auto_workers(n)}):
         walls = {}

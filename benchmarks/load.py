@@ -16,6 +16,7 @@ per series size to docs/benchmarks.md, with the machine's load average (``uptime
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import platform
 import shutil
@@ -78,7 +79,11 @@ def dcm2niix_bin() -> str:
 
 
 def medfuse_bin() -> list[str]:
-    """The ``medfuse`` console script of this interpreter (what a user types)."""
+    """The ``medfuse`` console script of this interpreter (what a user types), after compiling
+    the checkout's bytecode as ``pip install`` compiles an installed package's: run with
+    ``PYTHONDONTWRITEBYTECODE`` set (as on this project's machines), the checkout would otherwise
+    compile each medfuse module it imports at every start (0.4 s of a cold ``medfuse run``)."""
+    compileall.compile_dir(REPO / "medfuse", quiet=1)
     exe = Path(sys.executable).with_name("medfuse")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "medfuse"]
 

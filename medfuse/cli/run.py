@@ -169,7 +169,7 @@ def _print_summary(summary) -> None:
         table.add_row(task.key, str(task.path), "done before", "", "", "")
     console = Console()
     console.print(table)
-    workers = f" in {summary.workers} worker processes" if summary.workers > 1 else ""
+    workers = f" ({summary.workers} worker processes)" if summary.workers > 1 else ""
     console.print(
         f"{len(summary.ok)} ok, {len(summary.partial)} partial, {len(summary.failed)} failed, "
         f"{len(summary.skipped)} skipped "
