@@ -196,6 +196,14 @@ class RunSection(_Strict):
     #: Device for the model: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d{1,2})?)$")
 
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, v: Any) -> Any:
+        ok = v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 64)
+        if not ok:
+            raise ValueError(f"a number of worker processes from 1 to 64, or auto; got {v!r}")
+        return v
+
 
 class Workflow(_Strict):
     """A workflow file (see the module docstring and ``docs/workflows.md``)."""
