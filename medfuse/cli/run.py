@@ -87,6 +87,7 @@ def run_cmd(
 ) -> None:
     from ..config import load_workflow
     from ..workflows import discover_studies, run_workflow
+    from ..workflows.engines import resolve_workers
 
     wf = load_workflow(workflow)
     if engine not in (None, "local", "ray"):
@@ -99,7 +100,11 @@ def run_cmd(
         tasks = discover_studies(
             inputs, readable_keys=wf.export.include_phi, report_names=wf.reports.filenames
         )
-        typer.echo(f"workflow {wf.name!r} is valid: model {wf.model!r}, {len(tasks)} studies")
+        n = resolve_workers(workers or wf.run.workers, len(tasks))
+        typer.echo(
+            f"workflow {wf.name!r} is valid: model {wf.model!r}, {len(tasks)} studies; "
+            f"{'up to ' if n > 1 else ''}{n} worker process{'es' if n > 1 else ' (this one)'}"
+        )
         for t in tasks:
             typer.echo(f"  {t.key}  <-  {t.path}")
         return

@@ -38,6 +38,7 @@ __all__ = [
     "SerialEngine",
     "auto_workers",
     "make_engine",
+    "resolve_workers",
     "setup_model",
 ]
 
@@ -268,6 +269,14 @@ def auto_workers(n_studies: int) -> int:
     memory = _available_memory()
     by_memory = max(1, memory // AUTO_MEMORY_PER_WORKER) if memory else usable_cpus()
     return max(1, min(usable_cpus(), by_memory, n_studies // AUTO_STUDIES_PER_WORKER, 64))
+
+
+def resolve_workers(requested: int | str, n_studies: int) -> int:
+    """Worker processes for ``n_studies`` to run: ``requested`` (``run.workers`` or
+    ``--workers``), no more than the studies, or :func:`auto_workers` for ``"auto"``."""
+    if requested == "auto":
+        return auto_workers(n_studies)
+    return max(1, min(int(requested), n_studies))
 
 
 def make_engine(name: str, workers: int, threads: int | None, address: str | None = None) -> Engine:

@@ -21,7 +21,7 @@ from typing import Literal
 from ..config import Workflow
 from ..errors import InputError
 from .discovery import StudyTask, discover_studies
-from .engines import auto_workers, make_engine, usable_cpus
+from .engines import make_engine, resolve_workers, usable_cpus
 from .state import StudyRecord, append_status, clean_partials, read_status, run_lock
 
 __all__ = ["RunSummary", "run_workflow"]
@@ -111,16 +111,13 @@ def run_workflow(
     )
     if not tasks:
         raise InputError("no studies found", path=Path(inputs[0]) if inputs else None)
-    requested = workers or workflow.run.workers
     records: list[StudyRecord] = []
     n_workers = 1
     with run_lock(out):
         clean_partials(out)
         todo, skipped = _to_do(tasks, out, force)
         if todo:
-            n_workers = (
-                auto_workers(len(todo)) if requested == "auto" else min(int(requested), len(todo))
-            )
+            n_workers = resolve_workers(workers or workflow.run.workers, len(todo))
         if on_start is not None:
             on_start(len(todo), len(skipped))
         log.info(

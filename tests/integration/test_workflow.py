@@ -310,10 +310,16 @@ def test_cli_run_exit_status_and_dry_run(tmp_path, capsys, batch):
     wf = tmp_path / "wf.yaml"
     import yaml
 
+    from medfuse.workflows.engines import auto_workers
+
     wf.write_text(yaml.safe_dump(FAST))
     assert cli(["run", str(wf), "-i", str(batch), "-o", str(tmp_path / "o"), "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "4 studies" in printed and "a_with_report" in printed
+    n = auto_workers(4)
+    assert (f"up to {n} worker processes" if n > 1 else "1 worker process (this one)") in printed
+    assert cli(["run", str(wf), "-i", str(batch), "-o", "o", "--dry-run", "-w", "3"]) == 0
+    assert "4 studies; up to 3 worker processes" in capsys.readouterr().out
     # a single good study: exit 0; the broken one: exit 1 with the reason printed
     good = cli(["run", str(wf), "-i", str(batch / "b_no_report"), "-o", str(tmp_path / "o")])
     assert good == 0

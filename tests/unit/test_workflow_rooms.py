@@ -106,3 +106,14 @@ def test_available_memory_is_read_where_the_platform_says_it():
     if Path("/proc/meminfo").exists():
         assert memory is not None and memory > 0
     assert usable_cpus() >= 1
+
+
+def test_resolve_workers(monkeypatch):
+    from medfuse.workflows import engines
+
+    monkeypatch.setattr(engines, "auto_workers", lambda n: min(n // 2, 2) or 1)
+    assert engines.resolve_workers(4, 10) == 4
+    assert engines.resolve_workers(4, 2) == 2  # no more processes than studies
+    assert engines.resolve_workers(1, 100) == 1
+    assert engines.resolve_workers("auto", 100) == 2
+    assert engines.resolve_workers("auto", 1) == 1
