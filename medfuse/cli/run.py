@@ -82,7 +82,10 @@ def run_cmd(
         "removed, UIDs replaced consistently within each study's outputs.",
     ),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Validate the workflow and list the studies; run nothing."
+        False,
+        "--dry-run",
+        help="Validate the workflow, list the studies and say how many worker processes would "
+        "run them; run nothing.",
     ),
 ) -> None:
     from ..config import load_workflow
