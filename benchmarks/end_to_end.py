@@ -206,33 +206,24 @@ def batch_runs(study: Path, n: int) -> dict[int, float]:
                 except OSError:
                     shutil.copy2(f, dst / "dicom" / f.name)
     cmd = medfuse_bin()
-    per_study: dict[int, float] = {}
-    for workers in sorted({1, auto_workers(n)}):
-        walls = {}
-        for size in (3, n):
-            out = tmp / f"out{workers}_{size}"
+    counts = sorted({1, auto_workers(n)})
+    walls: dict[tuple[int, int], float] = {}
+    for size in (3, n):  # the worker counts alternate
+        for workers in counts:
+            args = ["-i", str(tmp / f"batch{size}"), "-o", str(tmp / f"out{workers}_{size}")]
             t0 = time.perf_counter()
             subprocess.run(
-                [
-                    *cmd,
-                    "run",
-                    str(wf),
-                    "-i",
-                    str(tmp / f"batch{size}"),
-                    "-o",
-                    str(out),
-                    "--workers",
-                    str(workers),
-                ],
+                [*cmd, "run", str(wf), *args, "--workers", str(workers)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 check=True,
             )
-            walls[size] = time.perf_counter() - t0
-        per_study[workers] = (walls[n] - walls[3]) / (n - 3)
+            walls[workers, size] = time.perf_counter() - t0
+    per_study = {w: (walls[w, n] - walls[w, 3]) / (n - 3) for w in counts}
+    for w in counts:
         print(
-            f"  batch, {workers} worker process{'es' if workers > 1 else ''}: {walls[n]:.1f} s "
-            f"for {n} studies, {walls[3]:.1f} s for 3 → {per_study[workers]:.2f} s a study"
+            f"  batch, {w} worker process{'es' if w > 1 else ''}: {walls[w, n]:.1f} s "
+            f"for {n} studies, {walls[w, 3]:.1f} s for 3 → {per_study[w]:.2f} s a study"
         )
     shutil.rmtree(tmp, ignore_errors=True)
     return per_study
