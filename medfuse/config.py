@@ -32,6 +32,7 @@ from .errors import ConfigError
 from .explain.methods import DEFAULT_METHODS
 
 __all__ = [
+    "MAX_WORKERS",
     "ExplainSection",
     "ExportSection",
     "InputSection",
@@ -181,12 +182,16 @@ class ExportSection(_Strict):
         )
 
 
+#: The most worker processes a run may have (``run.workers``, ``--workers``, ``auto``)
+MAX_WORKERS = 64
+
+
 class RunSection(_Strict):
     """How studies are scheduled (command-line options override these)."""
 
     #: Worker processes (each loads the model once); 1 runs in this process; "auto": one per
     #: CPU core, at most one per two studies to run and per 2 GiB of available memory.
-    workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
+    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] | Literal["auto"] = "auto"
     #: Torch threads per worker (None: CPUs / workers).
     threads: int | None = Field(None, ge=1, le=256)
     #: "local" (this machine) or "ray" (Ray actors; needs ``medfuse[ray]``).
@@ -199,9 +204,13 @@ class RunSection(_Strict):
     @field_validator("workers", mode="before")
     @classmethod
     def _workers(cls, v: Any) -> Any:
-        ok = v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 64)
+        ok = v == "auto" or (
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_WORKERS
+        )
         if not ok:
-            raise ValueError(f"a number of worker processes from 1 to 64, or auto; got {v!r}")
+            raise ValueError(
+                f"a number of worker processes from 1 to {MAX_WORKERS}, or auto; got {v!r}"
+            )
         return v
 
 

@@ -266,9 +266,11 @@ def auto_workers(n_studies: int) -> int:
     Most of a study's work (DICOM headers, highdicom, pydicom, the PDF) holds Python's GIL, so
     one process uses about one core; on 2 cores, two worker processes ran a batch of 512² × 300
     CT studies 1.5–2.4× faster than one (docs/scaling.md)."""
+    from ..config import MAX_WORKERS
+
     memory = _available_memory()
     by_memory = max(1, memory // AUTO_MEMORY_PER_WORKER) if memory else usable_cpus()
-    return max(1, min(usable_cpus(), by_memory, n_studies // AUTO_STUDIES_PER_WORKER, 64))
+    return max(1, min(usable_cpus(), by_memory, n_studies // AUTO_STUDIES_PER_WORKER, MAX_WORKERS))
 
 
 def resolve_workers(requested: int | str, n_studies: int) -> int:
