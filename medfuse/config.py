@@ -200,6 +200,10 @@ class RunSection(_Strict):
     address: str | None = Field(None, max_length=256)
     #: Device for the model: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d{1,2})?)$")
+    #: When the studies run in this process, write the DICOM outputs (SR, parametric maps) in a
+    #: second process beside it: "auto", for studies of 512² × 32 voxels or more with two CPUs
+    #: or more; true, for every study; false, never.
+    export_worker: bool | Literal["auto"] = "auto"
 
     @field_validator("workers", mode="before")
     @classmethod
@@ -211,6 +215,13 @@ class RunSection(_Strict):
             raise ValueError(
                 f"a number of worker processes from 1 to {MAX_WORKERS}, or auto; got {v!r}"
             )
+        return v
+
+    @field_validator("export_worker", mode="before")
+    @classmethod
+    def _export_worker(cls, v: Any) -> Any:
+        if not (isinstance(v, bool) or v == "auto"):
+            raise ValueError(f"true, false or auto; got {v!r}")
         return v
 
 

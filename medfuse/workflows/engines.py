@@ -29,6 +29,7 @@ from .study import error_record, load_study, process_study
 if TYPE_CHECKING:
     from ..config import Workflow
     from .discovery import StudyTask
+    from .export_worker import ExportWorker
     from .state import StudyRecord
 
 __all__ = [
@@ -70,25 +71,49 @@ def setup_model(workflow: Workflow, threads: int | None) -> Any:
 
 @dataclass
 class SerialEngine:
-    """In this process, reading the next study in a thread while the current one computes."""
+    """In this process, reading the next study in a thread while the current one computes;
+    the DICOM exports in a second process as ``export_worker`` asks (:meth:`export_worker_for`)."""
 
     threads: int | None = None
+    #: ``run.export_worker``: "auto", True or False
+    export_worker: bool | str = "auto"
 
     def run(
         self, tasks: Sequence[StudyTask], workflow: Workflow, out_dir: Path
     ) -> Iterator[StudyRecord]:
-        model = setup_model(workflow, self.threads)
-        csv_cache: dict = {}
-        with cf.ThreadPoolExecutor(1, thread_name_prefix="medfuse-prefetch") as pool:
-            pending = pool.submit(load_study, tasks[0], workflow, csv_cache) if tasks else None
-            for i in range(len(tasks)):
-                item = pending.result()  # type: ignore[union-attr]
-                pending = (
-                    pool.submit(load_study, tasks[i + 1], workflow, csv_cache)
-                    if i + 1 < len(tasks)
-                    else None
-                )
-                yield process_study(item, model, workflow, out_dir)
+        worker = self.export_worker_for(workflow)
+        if worker is not None:
+            worker.start()  # its imports overlap the model's loading
+        try:
+            model = setup_model(workflow, self.threads)
+            csv_cache: dict = {}
+            with cf.ThreadPoolExecutor(1, thread_name_prefix="medfuse-prefetch") as pool:
+                pending = pool.submit(load_study, tasks[0], workflow, csv_cache) if tasks else None
+                for i in range(len(tasks)):
+                    item = pending.result()  # type: ignore[union-attr]
+                    pending = (
+                        pool.submit(load_study, tasks[i + 1], workflow, csv_cache)
+                        if i + 1 < len(tasks)
+                        else None
+                    )
+                    yield process_study(item, model, workflow, out_dir, worker)
+        finally:
+            if worker is not None:
+                worker.close()
+
+    def export_worker_for(self, workflow: Workflow) -> ExportWorker | None:
+        """The run's :class:`~.export_worker.ExportWorker`, or None. ``True``: one for every
+        study, waited for. ``"auto"``: one when this process may use two CPUs or more, for
+        studies of :data:`~.export_worker.AUTO_MIN_VOXELS` or more that come once it has
+        started. ``False``, or no format it can write: none."""
+        from .export_worker import AUTO_MIN_VOXELS, ExportWorker
+
+        mode = self.export_worker
+        if not mode or not ExportWorker.capable(workflow.export.formats):
+            return None
+        if mode != "auto":
+            return ExportWorker(min_voxels=0, wait=True)
+        return ExportWorker(AUTO_MIN_VOXELS) if usable_cpus() >= 2 else None
 
 
 # worker-process state (one model per worker process, loaded once by its initializer)
@@ -281,11 +306,17 @@ def resolve_workers(requested: int | str, n_studies: int) -> int:
     return max(1, min(int(requested), n_studies))
 
 
-def make_engine(name: str, workers: int, threads: int | None, address: str | None = None) -> Engine:
+def make_engine(
+    name: str,
+    workers: int,
+    threads: int | None,
+    address: str | None = None,
+    export_worker: bool | str = "auto",
+) -> Engine:
     """``"ray"``: :class:`RayEngine`; ``"local"``: :class:`ProcessEngine` with more than one
-    worker, else :class:`SerialEngine`."""
+    worker, else :class:`SerialEngine` (``export_worker``: ``run.export_worker``)."""
     if name == "ray":
         return RayEngine(workers, threads, address)
     if workers > 1:
         return ProcessEngine(workers, threads)
-    return SerialEngine(threads)
+    return SerialEngine(threads, export_worker)

@@ -135,6 +135,7 @@ def run_workflow(
                 n_workers,
                 threads,
                 address or workflow.run.address,
+                workflow.run.export_worker,
             )
             for rec in runner.run(todo, workflow, out):
                 rec = append_status(out, rec)

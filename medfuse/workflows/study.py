@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,8 +29,9 @@ from .state import TMP_PREFIX, StudyRecord, commit_folder, copy_outputs
 
 if TYPE_CHECKING:
     from ..config import Workflow
-    from ..export import ExportContext, ExportOptions
+    from ..export import ExportContext, ExportOptions, ExportResult
     from .discovery import StudyTask
+    from .export_worker import ExportWorker
 
 __all__ = ["LoadedStudy", "error_record", "load_study", "process_study", "start_prepare"]
 
@@ -99,12 +101,17 @@ def _rounded(timings: dict[str, float]) -> dict[str, float]:
 
 
 def start_prepare(
-    case: Any, model: Any, workflow: Workflow, options: ExportOptions
+    case: Any,
+    model: Any,
+    workflow: Workflow,
+    options: ExportOptions,
+    formats: Sequence[str] | None = None,
 ) -> tuple[ExportContext, threading.Thread]:
-    """The study's export context, and the thread (started) that runs every chosen format's
-    ``prepare`` hook on it beside the model (:func:`medfuse.export.prepare_context`): the
-    export work that needs the source study but no prediction, such as highdicom's structure
-    of the parametric map. A hook that fails only costs its time."""
+    """The study's export context, and the thread (started) that runs the ``prepare`` hook of
+    every format in ``formats`` (default: the workflow's) on it beside the model
+    (:func:`medfuse.export.prepare_context`): the export work that needs the source study but
+    no prediction, such as highdicom's structure of the parametric map. A hook that fails only
+    costs its time."""
     from ..explain.api import SALIENCY_METHODS
     from ..export import ExportContext
     from ..prediction import model_info
@@ -121,7 +128,7 @@ def start_prepare(
     def run() -> None:
         from ..export import run_prepare_hooks
 
-        run_prepare_hooks(context, workflow.export.formats)
+        run_prepare_hooks(context, workflow.export.formats if formats is None else formats)
 
     thread = threading.Thread(target=run, name="medfuse-prepare-export", daemon=True)
     thread.start()
@@ -164,12 +171,35 @@ def _failure(fmt: str, exc: BaseException, tmp: Path, final: Path) -> dict[str, 
     return {"error_type": type(exc).__name__, "reason": str(exc).replace(str(tmp), str(final))}
 
 
-def process_study(item: LoadedStudy, model: Any, workflow: Workflow, out_dir: Path) -> StudyRecord:
+def _merged(formats: list[str], *results: ExportResult) -> ExportResult:
+    """One :class:`~medfuse.export.ExportResult` of several, each of some of ``formats``, in
+    the order of ``formats``."""
+    from ..export import ExportResult
+
+    def join(parts: list[dict[str, Any]]) -> dict[str, Any]:
+        every = {k: v for part in parts for k, v in part.items()}
+        return {f: every[f] for f in formats if f in every}
+
+    return ExportResult(
+        join([r.written for r in results]),
+        join([r.failed for r in results]),
+        join([r.timings for r in results]),
+    )
+
+
+def process_study(
+    item: LoadedStudy,
+    model: Any,
+    workflow: Workflow,
+    out_dir: Path,
+    export_worker: ExportWorker | None = None,
+) -> StudyRecord:
     """Predict, explain and export one loaded study into ``out_dir/<key>/``; the status record:
     ``ok``, ``partial`` (some formats failed: the others are written and the record names each
-    failed format and why) or ``error`` (nothing written)."""
+    failed format and why) or ``error`` (nothing written). With ``export_worker``, the formats
+    it takes are prepared and written there, beside this process (:mod:`.export_worker`)."""
     from ..export import export_each
-    from ..prediction import predict
+    from ..prediction import model_info, predict
     from ..types import Case
 
     task = item.task
@@ -183,7 +213,16 @@ def process_study(item: LoadedStudy, model: Any, workflow: Workflow, out_dir: Pa
         case = Case(volume=volume, report=item.report, study=item.study, key=task.key)
         methods = list(workflow.explain.methods)
         options = workflow.export.options()
-        context, prepared = start_prepare(case, model, workflow, options)
+        retry = _retry_formats(task, workflow, options, out_dir)
+        sha = str(model_info(model).get("sha256") or "")
+        if retry and not (task.retry_model_sha256 == sha and task.retry_created):
+            retry = []  # another model since: every output is redone
+        formats = retry or list(workflow.export.formats)
+        apart = export_worker.formats(formats, volume) if export_worker is not None else []
+        context, prepared = start_prepare(
+            case, model, workflow, options, [f for f in formats if f not in apart]
+        )
+        handover = export_worker.prepare(context, apart, task.key) if apart else None
         pred = predict(
             model,
             case,
@@ -200,17 +239,17 @@ def process_study(item: LoadedStudy, model: Any, workflow: Workflow, out_dir: Pa
         prepared.join()
         final = out_dir / task.key
         tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{task.key}-", dir=out_dir)).resolve()
-        formats = _retry_formats(task, workflow, options, out_dir)
-        sha = str((pred.model or {}).get("sha256") or "")
-        if formats and task.retry_model_sha256 == sha and task.retry_created:
+        if retry:
             pred.created = task.retry_created  # the same derived identifiers as the others
-        elif formats:
-            formats = []  # another model since: every output is redone
-        if formats:
             copy_outputs(final, tmp)
+        if handover is not None:
+            export_worker.export(handover, pred, tmp)  # type: ignore[union-attr]
         result = export_each(
-            pred, tmp, formats or workflow.export.formats, options, context=context
+            pred, tmp, [f for f in formats if f not in apart], options, context=context
         )
+        if handover is not None:
+            theirs = export_worker.collect(handover, pred, tmp, options, context)  # type: ignore[union-attr]
+            result = _merged(formats, result, theirs)
         failed = {f: _failure(f, e, tmp, final) for f, e in result.failed.items()}
         outputs = sorted(
             str(p.relative_to(tmp)).replace(os.sep, "/") for p in tmp.rglob("*") if p.is_file()
@@ -235,7 +274,7 @@ def process_study(item: LoadedStudy, model: Any, workflow: Workflow, out_dir: Pa
             report=item.report_source,
             positive=[f.label for f in pred.positive],
             outputs=outputs,
-            retried=formats or None,
+            retried=retry or None,
             warnings=list(pred.warnings),
             timings_s=_rounded(timings),
         )
@@ -246,7 +285,7 @@ def process_study(item: LoadedStudy, model: Any, workflow: Workflow, out_dir: Pa
                 failed=failed,
                 error_type=first_failed["error_type"],
                 reason=(
-                    f"{len(failed)} of {len(formats or workflow.export.formats)} formats failed "
+                    f"{len(failed)} of {len(formats)} formats failed "
                     f"({', '.join(failed)}), the others were written: "
                     + "; ".join(f"{f}: {v['reason']}" for f, v in failed.items())
                 ),
