@@ -222,7 +222,9 @@ def process_study(
         context, prepared = start_prepare(
             case, model, workflow, options, [f for f in formats if f not in apart]
         )
-        handover = export_worker.prepare(context, apart, task.key) if apart else None
+        handover = None
+        if export_worker is not None and apart:
+            handover = export_worker.prepare(context, apart, task.key)
         pred = predict(
             model,
             case,
@@ -242,13 +244,13 @@ def process_study(
         if retry:
             pred.created = task.retry_created  # the same derived identifiers as the others
             copy_outputs(final, tmp)
-        if handover is not None:
-            export_worker.export(handover, pred, tmp)  # type: ignore[union-attr]
+        if export_worker is not None and handover is not None:
+            export_worker.export(handover, pred, tmp)
         result = export_each(
             pred, tmp, [f for f in formats if f not in apart], options, context=context
         )
-        if handover is not None:
-            theirs = export_worker.collect(handover, pred, tmp, options, context)  # type: ignore[union-attr]
+        if export_worker is not None and handover is not None:
+            theirs = export_worker.collect(handover, pred, tmp, options, context)
             result = _merged(formats, result, theirs)
         failed = {f: _failure(f, e, tmp, final) for f, e in result.failed.items()}
         outputs = sorted(
