@@ -38,6 +38,7 @@ __all__ = [
     "RayEngine",
     "SerialEngine",
     "auto_workers",
+    "exit_with_parent",
     "make_engine",
     "resolve_workers",
     "setup_model",
@@ -116,6 +117,23 @@ class SerialEngine:
         return ExportWorker(AUTO_MIN_VOXELS) if usable_cpus() >= 2 else None
 
 
+def exit_with_parent(interval_s: float = 1.0) -> None:
+    """In a worker process: end it once its parent has gone (killed with SIGKILL, say), rather
+    than leave it waiting for work that never comes (a daemon thread checks every
+    ``interval_s``)."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="medfuse-parent-watch", daemon=True).start()
+
+
 # worker-process state (one model per worker process, loaded once by its initializer)
 _WORKER: dict[str, Any] = {}
 
@@ -123,6 +141,7 @@ _WORKER: dict[str, Any] = {}
 def _worker_init(workflow_data: dict[str, Any], threads: int | None) -> None:
     from ..config import Workflow
 
+    exit_with_parent()
     wf = Workflow.model_validate(workflow_data)
     _WORKER.update(workflow=wf, model=setup_model(wf, threads), csv={})
 

@@ -278,6 +278,9 @@ _STATE: dict[str, Any] = {}
 
 
 def _init(level: int) -> None:
+    from .engines import exit_with_parent
+
+    exit_with_parent()
     # the exporters and the libraries they import when first called, before any study
     import highdicom.pm
     import highdicom.sr  # noqa: F401

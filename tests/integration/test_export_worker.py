@@ -180,3 +180,46 @@ def test_a_workflow_with_the_worker_writes_the_same_outputs(tmp_path):
     assert apart.outputs == here.outputs and "sr.dcm" in apart.outputs
     assert any(o.startswith("saliency/") and o.endswith(".dcm") for o in apart.outputs)
     assert [k for k in apart.timings_s if k.startswith("export_")] == [f"export_{f}" for f in ALL]
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def test_the_worker_ends_with_its_parent(tmp_path):
+    """A run killed with SIGKILL leaves no export worker behind, waiting for work forever."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import time\n"
+        "from medfuse.workflows.export_worker import ExportWorker\n"
+        "if __name__ == '__main__':\n"
+        "    worker = ExportWorker()\n"
+        "    worker.start()\n"
+        "    while worker.pid is None:\n"
+        "        time.sleep(0.1)\n"
+        "    print(worker.pid, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        assert _alive(pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"the export worker {pid} outlived its parent by 30 s")
