@@ -85,12 +85,12 @@ def run_cmd(
         False,
         "--dry-run",
         help="Validate the workflow, list the studies and say how many worker processes would "
-        "run them; run nothing.",
+        "run them (and whether an export worker would write the DICOM outputs); run nothing.",
     ),
 ) -> None:
     from ..config import load_workflow
     from ..workflows import discover_studies, run_workflow
-    from ..workflows.engines import resolve_workers
+    from ..workflows.engines import SerialEngine, resolve_workers
 
     wf = load_workflow(workflow)
     if engine not in (None, "local", "ray"):
@@ -104,9 +104,19 @@ def run_cmd(
             inputs, readable_keys=wf.export.include_phi, report_names=wf.reports.filenames
         )
         n = resolve_workers(workers or wf.run.workers, len(tasks))
+        helper = SerialEngine(export_worker=wf.run.export_worker).export_worker_for(wf)
+        beside = ""
+        if n == 1 and helper is not None:
+            which = (
+                f"studies of {helper.min_voxels:,} voxels or more"
+                if helper.min_voxels
+                else "every study"
+            )
+            beside = f", and an export worker for the DICOM outputs of {which}"
         typer.echo(
             f"workflow {wf.name!r} is valid: model {wf.model!r}, {len(tasks)} studies; "
             f"{'up to ' if n > 1 else ''}{n} worker process{'es' if n > 1 else ' (this one)'}"
+            f"{beside}"
         )
         for t in tasks:
             typer.echo(f"  {t.key}  <-  {t.path}")

@@ -223,3 +223,22 @@ def test_the_worker_ends_with_its_parent(tmp_path):
     if _alive(pid):
         os.kill(pid, signal.SIGKILL)
         pytest.fail(f"the export worker {pid} outlived its parent by 30 s")
+
+
+def test_dry_run_says_whether_the_export_worker_runs(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    import medfuse.workflows.engines as engines
+    from medfuse.cli.main import main as cli
+
+    monkeypatch.setattr(engines, "usable_cpus", lambda: 2)
+    for mode, said in ((True, True), ("auto", True), (False, False)):
+        wf = tmp_path / f"wf_{mode}.yaml"
+        wf.write_text(
+            yaml.safe_dump(
+                {"name": "w", "model": "chest_ct_demo", "run": {"workers": 1, "export_worker": mode}}
+            )
+        )
+        assert cli(["run", str(wf), "-i", str(CT), "-o", str(tmp_path / "o"), "--dry-run"]) == 0
+        printed = capsys.readouterr().out
+        assert ("an export worker for the DICOM outputs" in printed) == said, printed
