@@ -2,9 +2,11 @@
 out_dir)`` yields each study's :class:`~.state.StudyRecord` as it finishes), three engines:
 
 * :class:`SerialEngine`: in this process, reading the next study in a thread while the
-  current one computes;
-* :class:`ProcessEngine`: across worker processes (spawned; each loads the model once); a
-  worker that dies fails only the studies it held, and the pool is restarted;
+  current one computes, and writing the DICOM outputs in the export worker beside it
+  (:mod:`.export_worker`);
+* :class:`ProcessEngine`: across worker processes (spawned; each loads the model once, and ends
+  when this process does: :func:`exit_with_parent`); a worker that dies fails only the studies
+  it held, and the pool is restarted;
 * :class:`RayEngine`: across Ray actors (``medfuse[ray]``), on a local or remote cluster.
 
 :func:`make_engine` picks one from the run's settings. Every engine runs a study the same way
