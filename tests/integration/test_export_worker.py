@@ -1,7 +1,9 @@
 """The export worker (:mod:`medfuse.workflows.export_worker`): the DICOM outputs written in its
-own process are the files this process writes, byte for byte (de-identified ones too: one UID
-map for the output set); a worker that dies costs time, not outputs; its log records reach this
-process's handlers; a format replaced in this process stays here; ``run.export_worker``."""
+own process are the files this process writes, element for element, pixel data included, less
+what highdicom makes anew for every file (de-identified ones too: one UID map for the output
+set); a worker that dies costs time, not outputs, and one whose parent is killed ends; its log
+records reach this process's handlers; a format replaced in this process stays here;
+``run.export_worker`` and ``--dry-run``."""
 
 from __future__ import annotations
 
