@@ -90,7 +90,7 @@ def run_cmd(
 ) -> None:
     from ..config import load_workflow
     from ..workflows import discover_studies, run_workflow
-    from ..workflows.engines import SerialEngine, resolve_workers
+    from ..workflows.engines import SerialEngine, make_engine, resolve_workers
 
     wf = load_workflow(workflow)
     if engine not in (None, "local", "ray"):
@@ -104,9 +104,10 @@ def run_cmd(
             inputs, readable_keys=wf.export.include_phi, report_names=wf.reports.filenames
         )
         n = resolve_workers(workers or wf.run.workers, len(tasks))
-        helper = SerialEngine(export_worker=wf.run.export_worker).export_worker_for(wf)
+        chosen = make_engine(engine or wf.run.engine, n, None, None, wf.run.export_worker)
+        helper = chosen.export_worker_for(wf) if isinstance(chosen, SerialEngine) else None
         beside = ""
-        if n == 1 and helper is not None:
+        if helper is not None:
             which = (
                 f"studies of {helper.min_voxels:,} voxels or more"
                 if helper.min_voxels

@@ -238,9 +238,17 @@ def test_dry_run_says_whether_the_export_worker_runs(tmp_path, capsys, monkeypat
         wf = tmp_path / f"wf_{mode}.yaml"
         wf.write_text(
             yaml.safe_dump(
-                {"name": "w", "model": "chest_ct_demo", "run": {"workers": 1, "export_worker": mode}}
+                {
+                    "name": "w",
+                    "model": "chest_ct_demo",
+                    "run": {"workers": 1, "export_worker": mode},
+                }
             )
         )
         assert cli(["run", str(wf), "-i", str(CT), "-o", str(tmp_path / "o"), "--dry-run"]) == 0
         printed = capsys.readouterr().out
         assert ("an export worker for the DICOM outputs" in printed) == said, printed
+        # Ray actors run the studies: no export worker, whatever the setting
+        args = ["run", str(wf), "-i", str(CT), "-o", str(tmp_path / "o"), "--dry-run"]
+        assert cli([*args, "--engine", "ray"]) == 0
+        assert "export worker" not in capsys.readouterr().out
