@@ -162,6 +162,19 @@ _FACTOR_CUES: dict[str, set[str]] = {
         "or",
         "follow",
         "up",
+        # grammar 4: the wording of the sample reports and its recommendations
+        "focal",
+        "suspicious",
+        "measuring",
+        "seen",
+        "lobulated",
+        "part",
+        "recommended",
+        "tissue",
+        "sampling",
+        "ct",
+        "months",
+        "3",
     },
     "consolidation": {
         "consolidation",
@@ -177,7 +190,7 @@ _FACTOR_CUES: dict[str, set[str]] = {
         "of",
     },
     "effusion": {"pleural", "effusion", "effusions", "small", "bilateral", "right", "left"},
-    "emphysema": {"emphysema", "emphysematous", "centrilobular", "changes"},
+    "emphysema": {"emphysema", "emphysematous", "centrilobular", "changes", "diffuse", "there"},
     "cardiomegaly": {"heart", "enlarged", "cardiomegaly", "size", "is", "the", "cardiac"},
     "headache": {
         "headache",

@@ -254,8 +254,8 @@ def cohort_cmd(
     grammar: int | None = typer.Option(
         None,
         "--grammar",
-        help="Report grammar (default 3, which has no label shortcuts: "
-        "benchmarks/shortcut_audit.py; 2 is the earlier one).",
+        help="Report grammar (default 4: no label shortcuts, benchmarks/shortcut_audit.py, and "
+        "the wording of real reports; 3 writes 'mm' only beside lesions; 2 has shortcuts).",
     ),
 ) -> None:
     """Draw the synthetic fusion cohort (labels needing image, report or both; censored risk)."""

@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = [
     "HISTORIES_MR",
+    "article",
     "chest_ct_report",
     "mr_brain_report",
     "mr_lesion_impression",
@@ -74,7 +75,7 @@ _HISTORIES_CT = (
 HISTORIES_MR = ("Headache.", "Dizziness.", "Follow-up.", "Seizure.")
 
 
-def _a(n: int) -> str:
+def article(n: int) -> str:
     """English article before a spoken number: "an 8 mm", "an 18 mm", "a 12 mm"."""
     s = str(n)
     return "an" if s.startswith("8") or s in ("11", "18") else "a"
@@ -84,8 +85,8 @@ def _lesion_phrase(les: dict) -> str:
     d = les["diameter_mm"]
     img = f" (series {les['series_number']}, image {les['instance_number']})"
     if les["kind"] == "mass":
-        return f"There is {_a(d)} {d} mm spiculated mass in the {les['location']}{img}."
-    return f"There is {_a(d)} {d} mm solid pulmonary nodule in the {les['location']}{img}."
+        return f"There is {article(d)} {d} mm spiculated mass in the {les['location']}{img}."
+    return f"There is {article(d)} {d} mm solid pulmonary nodule in the {les['location']}{img}."
 
 
 def chest_ct_report(
@@ -167,7 +168,9 @@ def mr_lesion_sentence(les: dict, *, image_ref: bool = True) -> str:
     ``image_ref``, ``series_number`` / ``instance_number``)."""
     d = les["diameter_mm"]
     ref = f" (series {les['series_number']}, image {les['instance_number']})" if image_ref else ""
-    return f"There is {_a(d)} {d} mm T1-hyperintense focal lesion in the {les['location']}{ref}."
+    return (
+        f"There is {article(d)} {d} mm T1-hyperintense focal lesion in the {les['location']}{ref}."
+    )
 
 
 def mr_lesion_impression(les: dict) -> str:

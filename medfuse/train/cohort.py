@@ -52,6 +52,11 @@ image findings and the image alone cannot tell the history. One history in three
 sentence that bears on no label ("Chest pain.", "Staging."). Grammar version 2 (the terse
 phrasings "Smoker, screening.", "Weight loss.", "Shortness of breath." and the neutral
 sentences) changed only the report text: a saved cohort of another version is drawn again.
+Grammar 3 (:func:`write_report_v3`) removed the template tokens that told labels apart, and
+grammar 4 (:func:`write_report_v4`, the default) writes grammar 3's facts in the wording of real
+and sample reports: technique lines with a slice thickness and measurements of vessels and
+nodes in any report (so "mm" says nothing about a lesion), several phrasings per finding, and
+impression items for mentioned findings of either polarity.
 Image version 2 (:data:`IMAGE_VERSION`, part of the input cache key) placed lesions in aerated
 lung and kept consolidations whole and clear of them; in version 1 about one lesion in five lay
 in an effusion or inside a consolidation, where no reader could see it (the image-level lesion
@@ -89,8 +94,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..models.labels import CHEST_CT_LABEL_SOURCES, CHEST_CT_LABELS
+from ..synth.report import article, report_text
 from ..synth.report import pick as _pick
-from ..synth.report import report_text
 
 __all__ = [
     "FUSION_LABELS",
@@ -103,6 +108,8 @@ __all__ = [
     "render_case",
     "render_case_with_masks",
     "write_report",
+    "write_report_v3",
+    "write_report_v4",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,7 +124,7 @@ COHORT_FILE = "cohort.json"
 #: Version of the report code: a saved cohort written by another version is drawn again
 GRAMMAR_VERSION = 3
 #: The report grammars :class:`FusionCohortConfig` can write (``grammar``)
-GRAMMAR_VERSIONS = (2, 3)
+GRAMMAR_VERSIONS = (2, 3, 4)
 #: Version of the image generator (part of the input cache key): 2 places lesions in aerated
 #: lung only, keeps consolidations clear of them and never paints a consolidation sliver; 3
 #: paints consolidations as patchy airspace opacity (~-100 HU) instead of 25 HU soft tissue.
@@ -189,10 +196,11 @@ class FusionCohortConfig(CohortParams):
     p_lesion: float = 0.4
     p_consolidation: float = 0.4
     p_infection: float = 0.45
-    #: report grammar (:data:`GRAMMAR_VERSIONS`): 3, the default and the grammar the shipped
-    #: ``chest_ct_demo`` learned, has no label shortcuts (``benchmarks/shortcut_audit.py``); 2
-    #: leaks labels through template words (the model trained on it learned them)
-    grammar: int = 3
+    #: report grammar (:data:`GRAMMAR_VERSIONS`): 4, the default and the grammar the shipped
+    #: ``chest_ct_demo`` learned, is grammar 3 in the wording of real and sample reports; 3 has
+    #: no label shortcuts (``benchmarks/shortcut_audit.py``) but writes "mm" only beside lesions;
+    #: 2 leaks labels through template words (the model trained on it learned them)
+    grammar: int = 4
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -294,7 +302,7 @@ def draw_case(config: FusionCohortConfig, index: int) -> dict[str, Any]:
     report_present, image_present = draw_presence(rng, cfg)
     flips.update({k: bool(rng.random() < cfg.label_noise) for k in _ADDED_LABELS})
     noisy = {k: int(v ^ flips[k]) for k, v in clean.items()}
-    writer = write_report_v3 if cfg.grammar == 3 else write_report
+    writer = {2: write_report, 3: write_report_v3, 4: write_report_v4}[cfg.grammar]
     text = writer(factors, _case_rng(cfg.seed, index, 1), cfg.mention_rate, index + 1)
     return {
         "index": index,
@@ -375,16 +383,17 @@ def _assemble_report(
     findings: Sequence[str],
     impression: Sequence[str],
     case_number: int,
+    technique: str = "Axial CT images of the chest without intravenous contrast.",
 ) -> str:
-    """The report text both grammars share: sections around the FINDINGS lines and numbered
-    IMPRESSION items (the comparison sentence is drawn here, after the findings, in both)."""
+    """The report text the grammars share: sections around the FINDINGS lines and numbered
+    IMPRESSION items (the comparison sentence is drawn here, after the findings, in all)."""
     comparison = _pick(rng, _COMPARISON).format(
         y=int(rng.integers(2, 24)), yr=int(rng.integers(2015, 2024))
     )
     return report_text(
         exam="CT CHEST WITHOUT CONTRAST",
         history=history,
-        technique="Axial CT images of the chest without intravenous contrast.",
+        technique=technique,
         comparison=comparison,
         findings=findings,
         impression=impression,
@@ -577,12 +586,8 @@ def _image_ref(rng: np.random.Generator) -> str:
     return f" (series {int(rng.integers(1, 4))}, image {int(rng.integers(5, 61))})"
 
 
-def write_report_v3(
-    factors: dict[str, Any], rng: np.random.Generator, mention_rate: float, case_number: int
-) -> str:
-    """A referral-style chest CT report in grammar 3 (the comment above): the same facts as
-    :func:`write_report`, without tokens that tell a label apart other than the facts' words."""
-    f = factors
+def _v3_history(f: dict[str, Any], rng: np.random.Generator) -> str:
+    """The CLINICAL HISTORY of grammars 3 and 4: each fact stated for both polarities."""
     who = f"{f['age']}-year-old {'man' if f['sex'] == 'M' else 'woman'}"
     nums = {
         "d": int(rng.integers(2, 15)),
@@ -604,7 +609,21 @@ def write_report_v3(
         hist.append(_pick(rng, _NEUTRAL))
     hist = [h.format(**nums) for h in hist]
     rng.shuffle(hist)
-    history = f"{who}. " + " ".join(hist)
+    return f"{who}. " + " ".join(hist)
+
+
+def _with_image_refs(rng: np.random.Generator, sentences: list[str]) -> list[str]:
+    """Image references "(series s, image n)" on about a third of ``sentences``, whatever they say."""
+    return [s[:-1] + _image_ref(rng) + "." if rng.random() < 0.35 else s for s in sentences]
+
+
+def write_report_v3(
+    factors: dict[str, Any], rng: np.random.Generator, mention_rate: float, case_number: int
+) -> str:
+    """A referral-style chest CT report in grammar 3 (the comment above): the same facts as
+    :func:`write_report`, without tokens that tell a label apart other than the facts' words."""
+    f = factors
+    history = _v3_history(f, rng)
 
     lungs: list[str] = []  # (sentence) per organ system, in a shuffled order below
     heart: list[str] = []
@@ -623,15 +642,7 @@ def write_report_v3(
             lungs.append("No pulmonary nodule or mass.")
             impression.append("No pulmonary nodule or mass.")
     if mention():
-        if not f["consolidation"]:
-            lungs.append(_pick(rng, ("No consolidation.", "The lungs are clear of consolidation.")))
-        elif rng.random() < 0.4:
-            lungs.append(
-                f"Possible airspace opacity in the {f['consolidation_side']} lung, "
-                "which may represent consolidation."
-            )
-        else:
-            lungs.append(f"Consolidation in the {f['consolidation_side']} lung.")
+        lungs.append(_consolidation_sentence(f, rng))
     if mention():
         if f["effusion"]:
             side = {"both": "bilateral", "left": "left", "right": "right"}[f["effusion"]]
@@ -653,8 +664,8 @@ def write_report_v3(
     if rng.random() < 0.3:
         fillers.append("Unchanged appearance compared with the prior examination.")
     # image references on any sentence, positive, negative or neutral alike
-    lungs = [s[:-1] + _image_ref(rng) + "." if rng.random() < 0.35 else s for s in lungs]
-    fillers = [s[:-1] + _image_ref(rng) + "." if rng.random() < 0.35 else s for s in fillers]
+    lungs = _with_image_refs(rng, lungs)
+    fillers = _with_image_refs(rng, fillers)
     rng.shuffle(lungs)
     if rng.random() < 0.5:  # the organ-system layout of the sample reports
 
@@ -677,6 +688,176 @@ def write_report_v3(
     if not impression or rng.random() < 0.5:
         impression.append(_pick(rng, _V3_IMPRESSION_FILLER))
     return _assemble_report(rng, history, body, impression, case_number)
+
+
+def _consolidation_sentence(f: dict[str, Any], rng: np.random.Generator) -> str:
+    """Grammars 3 and 4: a mentioned consolidation, stated, hedged (two in five) or negated."""
+    if not f["consolidation"]:
+        return _pick(rng, ("No consolidation.", "The lungs are clear of consolidation."))
+    if rng.random() < 0.4:
+        return (
+            f"Possible airspace opacity in the {f['consolidation_side']} lung, "
+            "which may represent consolidation."
+        )
+    return f"Consolidation in the {f['consolidation_side']} lung."
+
+
+# -- report grammar 4: grammar 3 in the wording of real and sample reports --------------------------
+# Grammar 3 wrote "mm" only in lesion sentences and one technique line without a slice
+# thickness, so the demo model trained on it read "reconstructed at 5 mm." in the sample reports
+# as lesion evidence. Grammar 4 keeps grammar 3's rules (the comment above) and adds what real
+# chest CT reports carry: technique lines with a slice thickness, measurements that are not
+# lesions (great vessels, lymph nodes), the phrasings of the sample reports ("solid pulmonary
+# nodule", "spiculated mass", "measuring", follow-up recommendations), impression items for
+# every mentioned finding, positive or negative, and a "Pleura:" heading.
+_V4_TECHNIQUE = (
+    "Axial CT images of the chest without intravenous contrast.",
+    "Axial CT images of the chest were obtained without intravenous contrast and reconstructed at"
+    " {t} mm.",
+    "Helical CT of the chest without intravenous contrast, {t} mm axial reconstructions.",
+    "Low-dose CT of the chest without contrast, {t} mm slices.",
+    "Contiguous {t} mm axial images of the chest without intravenous contrast, with coronal and"
+    " sagittal reformats.",
+)
+_V4_THICKNESS_MM = ("0.625", "1", "1.25", "1.5", "2", "2.5", "3", "5")
+#: measurements that are not lesions, written in any report (the numbers are in mm)
+_V4_MEASURED = (
+    ("The main pulmonary artery measures {n} mm.", 22, 31),
+    ("The ascending aorta measures {n} mm.", 28, 39),
+    ("Mediastinal lymph nodes measure up to {n} mm in short axis.", 4, 10),
+    ("The trachea measures {n} mm in transverse diameter.", 14, 23),
+)
+_V4_LESION = (
+    "There is {a} {d} mm {adj}{kind} in the {lobe}.",
+    "{Lobe} {adj}{kind} measuring {d} mm.",
+    "A {d} mm {adj}{kind} is seen in the {lobe}.",
+    "{d} mm {adj}{kind} in the {lobe}.",
+)
+_V4_ADJECTIVES = {
+    "nodule": ("", "solid ", "solid pulmonary ", "pulmonary ", "part-solid ", "lobulated "),
+    "mass": ("", "spiculated ", "lobulated ", "pulmonary "),
+}
+_V4_FOLLOW_UP = {
+    "nodule": "Follow-up CT in 3 months is recommended.",
+    "mass": "Tissue sampling is recommended.",
+}
+_V4_NO_LESION = (
+    "No pulmonary nodule or mass.",
+    "No focal lesion. No pulmonary nodule or mass.",
+    "No suspicious pulmonary nodule.",
+)
+
+
+def write_report_v4(
+    factors: dict[str, Any], rng: np.random.Generator, mention_rate: float, case_number: int
+) -> str:
+    """A chest CT report in grammar 4 (the comment above): grammar 3's facts and history in the
+    wording of real and sample reports."""
+    f = factors
+    history = _v3_history(f, rng)
+    lungs: list[str] = []
+    pleura: list[str] = []
+    heart: list[str] = []
+    impression: list[str] = []
+
+    def mention() -> bool:
+        return bool(rng.random() < mention_rate)
+
+    def impress(positive: str, negative: str, present: bool) -> None:
+        if rng.random() < 0.5:  # the same rate for both polarities
+            impression.append(positive if present else negative)
+
+    if mention():
+        if f["lesion"]:
+            d = round(f["lesion_diameter_mm"])
+            kind = "mass" if d > 30 else "nodule"
+            lobe = f["lesion_lobe"]
+            adj = _pick(rng, _V4_ADJECTIVES[kind])
+            sentence = _pick(rng, _V4_LESION).format(
+                a=article(d), d=d, adj=adj, kind=kind, lobe=lobe, Lobe=lobe.capitalize()
+            )
+            lungs.append(sentence)
+            item = f"{d} mm {lobe} {adj}{kind}."
+            if rng.random() < 0.5:
+                item += " " + _V4_FOLLOW_UP[kind]
+            impression.append(item)
+        else:
+            lungs.append(_pick(rng, _V4_NO_LESION))
+            impression.append(_pick(rng, ("No pulmonary nodule or mass.", "No focal lesion.")))
+    if mention():
+        lungs.append(_consolidation_sentence(f, rng))
+    if mention():
+        side = {"both": "bilateral", "left": "left", "right": "right", None: ""}[f["effusion"]]
+        plural = "s" if f["effusion"] == "both" else ""
+        positive = f"Small {side} pleural effusion{plural}."
+        pleura.append(
+            positive
+            if f["effusion"]
+            else _pick(rng, ("No pleural effusion.", "No pleural effusion or pneumothorax."))
+        )
+        impress(positive, "No pleural effusion.", bool(f["effusion"]))
+    if mention():
+        if f["emphysema"]:
+            lungs.append(
+                _pick(
+                    rng,
+                    (
+                        "Centrilobular emphysema.",
+                        "Emphysematous changes.",
+                        "There is diffuse centrilobular emphysema.",
+                    ),
+                )
+            )
+        else:
+            lungs.append("No emphysema.")
+        impress("Emphysema.", "No emphysema.", f["emphysema"])
+    if mention():
+        if f["cardiomegaly"]:
+            heart.append(_pick(rng, ("The heart is enlarged.", "Cardiomegaly.")))
+        else:
+            heart.append(_pick(rng, ("Heart size is normal.", "The heart is normal in size.")))
+        impress("Cardiomegaly.", "Normal heart size.", f["cardiomegaly"])
+    measured = [
+        m.format(n=int(rng.integers(lo, hi)))
+        for m, lo, hi in (_V4_MEASURED[i] for i in rng.permutation(len(_V4_MEASURED)))
+        if rng.random() < 0.3
+    ]
+    k = int(rng.integers(1, 3))
+    fillers = [str(x) for x in rng.choice(_V3_FILLER, size=k, replace=False)] + measured
+    if any("pneumothorax" in x for x in pleura):  # said once
+        fillers = [x for x in fillers if "pneumothorax" not in x]
+    if rng.random() < 0.3:
+        fillers.append("Unchanged appearance compared with the prior examination.")
+    lungs = _with_image_refs(rng, lungs)
+    fillers = _with_image_refs(rng, fillers)
+    rng.shuffle(lungs)
+    if rng.random() < 0.5:  # the organ-system layout of the sample reports
+
+        def organ(sentence: str) -> int:
+            low = sentence.lower()
+            if "osseous" in low:
+                return 3
+            if "pneumothorax" in low:
+                return 1
+            heart_words = ("mediastin", "pericard", "aorta", "artery")
+            return 2 if any(w in low for w in heart_words) else 0
+
+        parts: list[list[str]] = [list(lungs), list(pleura), list(heart), []]
+        for x in fillers:
+            parts[organ(x)].append(x)
+        heads = ("Lungs and airways: ", "Pleura: ", "Heart and mediastinum: ",
+                 "Bones and soft tissues: ")  # fmt: skip
+        empty = ("The lungs are aerated.", "No pneumothorax.", "No mediastinal mass.",
+                 "No acute osseous abnormality.")  # fmt: skip
+        body = [h + " ".join(p or [e]) for h, p, e in zip(heads, parts, empty, strict=True)]
+    else:
+        sentences = lungs + pleura + heart + fillers
+        rng.shuffle(sentences)
+        body = [" ".join(sentences)]
+    if not impression or rng.random() < 0.5:
+        impression.append(_pick(rng, _V3_IMPRESSION_FILLER))
+    technique = _pick(rng, _V4_TECHNIQUE).format(t=_pick(rng, _V4_THICKNESS_MM))
+    return _assemble_report(rng, history, body, impression, case_number, technique=technique)
 
 
 # -- images ----------------------------------------------------------------------------------------

@@ -48,6 +48,24 @@ def test_label_model_and_sources():
     assert mentions < 0.35
 
 
+def test_grammar_4_writes_mm_without_a_lesion():
+    """Grammar 4 writes slice thicknesses and vessel / node measurements in any report, so "mm"
+    alone says nothing about a lesion (grammar 3 wrote it only in lesion sentences, and the demo
+    model trained on it read "reconstructed at 5 mm." as lesion evidence)."""
+    cfg = FusionCohortConfig(n=400, seed=3, report_missing=0.0, label_noise=0.0, grammar=4)
+    cases = [draw_case(cfg, i) for i in range(400)]
+    without = [c["report"] for c in cases if not c["factors"]["lesion"]]
+    with_lesion = [c["report"] for c in cases if c["factors"]["lesion"]]
+    rate = [np.mean([" mm" in r for r in reports]) for reports in (without, with_lesion)]
+    assert rate[0] > 0.6 and abs(rate[0] - rate[1]) < 0.15, rate
+    mentioned = [c for c in cases if c["factors"]["lesion"] and "nodule" in c["report"]]
+    assert mentioned and any("Pleura: " in c["report"] for c in cases)
+    # grammar 3 keeps its one technique line, without a thickness
+    g3 = draw_case(FusionCohortConfig(n=1, seed=3, grammar=3), 0)["report"]
+    assert "TECHNIQUE: Axial CT images of the chest without intravenous contrast." in g3
+    assert " mm" not in g3.split("FINDINGS:")[0]
+
+
 def test_noise_and_missingness_rates():
     cohort = make_fusion_cohort(
         n=1000, seed=2, label_noise=0.1, report_missing=0.2, image_missing=0.1
