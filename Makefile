@@ -60,9 +60,10 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
 
-# Demo model (synthetic data only): train on CPU (seeded, one thread: ~20 min, plus the image-only
-# and text-only models for the fusion targets the first time, ~15 min), then ship it as
-# medfuse/assets/models/chest_ct_demo (weights + tokenizer + card with calibration and metrics).
+# Demo model (synthetic data only): train on CPU (seeded, one thread: ~25 min, plus the image-only
+# and text-only models for the fusion targets the first time and after a cohort change, ~25 min),
+# then ship it as medfuse/assets/models/chest_ct_demo (weights + tokenizer + card with calibration
+# and metrics) and print what it reads in the reports (benchmarks/wording_shift.py).
 DEMO_MODEL := medfuse/assets/models/chest_ct_demo
 .PHONY: train-demo
 train-demo: $(STAMP)
@@ -72,6 +73,7 @@ train-demo: $(STAMP)
 	   out/train/chest_ct_demo/model/tokenizer.json $(DEMO_MODEL)/
 	$(PY) benchmarks/fusion_targets.py --fusion $(DEMO_MODEL) --record-card --write-doc docs/model_card.md
 	$(PY) benchmarks/image_missing_auroc.py --record-card
+	$(PY) benchmarks/wording_shift.py
 
 # Brain MR demo model (synthetic data only): the one trainer on configs/train/brain_mr_demo.yaml
 # (CPU, seeded, one torch thread), then the held-back MR test cohort and the sample case checked

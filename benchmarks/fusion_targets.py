@@ -34,9 +34,16 @@ def _single(config: Path, variant: str, out_root: Path, epochs: int | None) -> P
     from medfuse.train.trainer import load_train_config, train
 
     folder = out_root / variant
-    if (folder / "model" / "card.json").is_file():
-        return folder / "model"
     cfg = load_train_config(config)
+    card = folder / "model" / "card.json"
+    if card.is_file():
+        drawn = json.loads(card.read_text())["training_data"].get("cohort", {})
+        wanted = {k: v for k, v in dict(cfg.data.cohort or {}).items() if k != "kind"}
+        if all(json.dumps(drawn.get(k)) == json.dumps(v) for k, v in wanted.items()):
+            return folder / "model"
+        logging.getLogger("fusion_targets").info(
+            "%s in %s was trained on another cohort; training it again", variant, folder
+        )
     cfg.out_dir = str(folder)
     cfg.model.name = f"chest_ct_demo_{variant}"
     cfg.model.overrides = {**cfg.model.overrides, **ABLATION_VARIANTS[variant]}

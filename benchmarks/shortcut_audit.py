@@ -376,7 +376,7 @@ def audit(
 
 
 def chest_reports(
-    n: int, seed: int = 0, grammar: int = 3
+    n: int, seed: int = 0, grammar: int = 4
 ) -> tuple[list[str], np.ndarray, list[str]]:
     """Reports and clean labels of ``n`` chest fusion cohort cases (no report missing)."""
     from medfuse.train.cohort import FUSION_LABELS, FusionCohortConfig, draw_case
@@ -441,9 +441,16 @@ SAMPLE_CASES = {
 IMAGE_REFERENCE = frozenset({"series", "image", "images"})
 
 
-def is_shortcut_phrase(text: str) -> bool:
-    """A phrase made only of punctuation, numbers, stopwords and image-reference words."""
+#: report sections that never state a finding (a phrase there is template, not evidence)
+NO_FINDING_SECTIONS = ("EXAMINATION:", "TECHNIQUE:", "COMPARISON:")
+
+
+def is_shortcut_phrase(text: str, sentence: str = "") -> bool:
+    """A phrase made only of punctuation, numbers, stopwords and image-reference words, or one
+    in a sentence of a section that states no finding (:data:`NO_FINDING_SECTIONS`)."""
     words = re.findall(r"[a-z]+", text.lower())
+    if sentence.lstrip().startswith(NO_FINDING_SECTIONS):
+        return True
     return not words or all(w in STOPWORDS or w in IMAGE_REFERENCE for w in words)
 
 
@@ -451,7 +458,7 @@ def sample_case_phrases(model_name: str, k: int = 3) -> list[tuple[str, str, lis
     """``(case, label, top-k phrases, ok)`` for every positive label of every sample case of
     ``model_name`` whose report contributes (integrated gradients on the report tokens, words
     summed and merged as in the exports): ``ok`` when none of the phrases is punctuation, a
-    number or a stopword."""
+    number, a stopword or in the technique, examination or comparison line."""
     from pathlib import Path
 
     import medfuse
@@ -473,8 +480,9 @@ def sample_case_phrases(model_name: str, k: int = 3) -> list[tuple[str, str, lis
         for f in pred.positive:
             if expl is None or expl.get_tokens(f.label) is None:
                 continue
-            phrases = [p.text for p in expl.report_phrases(f.label, k)]  # as the exports list them
-            out.append((case, f.label, phrases, not any(map(is_shortcut_phrase, phrases))))
+            top = expl.report_phrases(f.label, k)  # as the exports list them
+            ok = not any(is_shortcut_phrase(p.text, p.sentence) for p in top)
+            out.append((case, f.label, [p.text for p in top], ok))
     return out
 
 
@@ -499,7 +507,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--n", type=int, default=None, help="reports per cohort (2,000 chest, 1,000 MR)"
     )
     ap.add_argument("--top", type=int, default=10, help="rows of the most informative tokens")
-    ap.add_argument("--grammar", type=int, default=3, help="report grammar version (2: before)")
+    ap.add_argument(
+        "--grammar",
+        type=int,
+        default=None,
+        help="report grammar version (default: chest 4, MR 3; 2: before the audit)",
+    )
     ap.add_argument(
         "--sample-cases",
         metavar="MODEL",
@@ -511,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = 0
     for name in args.sample_cases:
         print(f"\n## top report phrases of {name} on its sample cases\n")
-        print("| case | label | top 3 phrases | no punctuation / number / stopword |")
+        print("| case | label | top 3 phrases | no punctuation / number / stopword / technique |")
         print("|---|---|---|---|")
         for case, label, phrases, ok in sample_case_phrases(name):
             shown = "; ".join(f"“{p}”" for p in phrases)
@@ -520,10 +533,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("chest", "mr") if args.cohort == "both" else (args.cohort,):
         n = args.n or (2000 if name == "chest" else 1000)
         reports = chest_reports if name == "chest" else mr_reports
-        texts, y, labels = reports(n, grammar=args.grammar)
+        grammar = args.grammar or (4 if name == "chest" else 3)
+        texts, y, labels = reports(n, grammar=grammar)
         flags, top, probe = audit(texts, y, labels)
         print(
-            f"\n## {name} cohort, grammar {args.grammar}: {n} reports, tokens in at least "
+            f"\n## {name} cohort, grammar {grammar}: {n} reports, tokens in at least "
             f"{MIN_COUNT} of them\n"
         )
         print(f"Flagged (outside the label's cue lexicon, MI ≥ {MI_FLAG} bits): {len(flags)}\n")

@@ -59,43 +59,48 @@ def _logits(model, reports: list[str]) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def measure(model_ref: str = "chest_ct_demo", n: int = 500, n_boot: int = 1000) -> dict:
-    """``{"auroc": {grammar: {label: {"value", "ci"}}}, "edits": {edit: {label: {...}}}}``."""
-    import torch
-
-    import medfuse
+def _cohort(n: int, grammar: int) -> tuple[list[str], list[dict]]:
     from medfuse.train.cohort import FusionCohortConfig, draw_case
     from medfuse.train.evaluate import TEST_SEED
+
+    cfg = FusionCohortConfig(
+        n=n, seed=TEST_SEED, label_noise=0.0, report_missing=0.0, image_missing=0.0,
+        grammar=grammar,
+    )  # fmt: skip
+    cases = [draw_case(cfg, i) for i in range(n)]
+    return [c["report"] for c in cases], [c["labels"] for c in cases]
+
+
+def auroc_by_grammar(model, n: int = 500, n_boot: int = 1000) -> dict:
+    """``{grammar: {label: {"value", "ci"}}}``: report-only AUROC with the same cases' reports
+    written in grammar 3 and in grammar 4."""
     from medfuse.train.metrics import auroc, bootstrap_ci
 
-    torch.set_num_threads(1)
-    model = medfuse.load_model(model_ref).eval()
-    reports: dict[int, list[str]] = {}
-    y = None
+    out = {}
     for grammar in (3, 4):
-        cfg = FusionCohortConfig(
-            n=n, seed=TEST_SEED, label_noise=0.0, report_missing=0.0, image_missing=0.0,
-            grammar=grammar,
-        )  # fmt: skip
-        cases = [draw_case(cfg, i) for i in range(n)]
-        reports[grammar] = [c["report"] for c in cases]
-        y = np.array([[c["labels"][k] for k in model.labels] for c in cases], dtype=np.int64)
-    assert y is not None
-    res: dict = {"auroc": {}, "edits": {}}
-    for grammar, texts in reports.items():
-        logit = _logits(model, texts)
-        res["auroc"][grammar] = {
+        reports, labels = _cohort(n, grammar)
+        y = np.array([[c[k] for k in model.labels] for c in labels], dtype=np.int64)
+        logit = _logits(model, reports)
+        out[grammar] = {
             lab: bootstrap_ci(auroc, y[:, j], logit[:, j], n_boot=n_boot)
             for j, lab in enumerate(model.labels)
         }
-    base = _logits(model, reports[3])
+    return out
+
+
+def edit_shift(model, n: int = 500, n_boot: int = 1000) -> dict:
+    """``{edit: {label: {"value", "ci", "n"}}}``: the mean logit change, report only, when each of
+    :data:`EDITS` is made to the test cohort's grammar-3 reports (95 % bootstrap CI)."""
+    reports, _ = _cohort(n, 3)
+    base = _logits(model, reports)
     rng = np.random.default_rng(0)
+    out = {}
     for name, edit in EDITS.items():
-        edited = [edit(r) for r in reports[3]]
-        changed = np.array([e != r for e, r in zip(edited, reports[3], strict=True)])
+        edited = [edit(r) for r in reports]
+        changed = np.array([e != r for e, r in zip(edited, reports, strict=True)])
         delta = (_logits(model, edited) - base)[changed]
         boots = delta[rng.integers(0, len(delta), size=(n_boot, len(delta)))].mean(axis=1)
-        res["edits"][name] = {
+        out[name] = {
             lab: {
                 "value": float(delta[:, j].mean()),
                 "ci": [float(np.quantile(boots[:, j], q)) for q in (0.025, 0.975)],
@@ -103,7 +108,17 @@ def measure(model_ref: str = "chest_ct_demo", n: int = 500, n_boot: int = 1000) 
             }
             for j, lab in enumerate(model.labels)
         }
-    return res
+    return out
+
+
+def load(model_ref: str):
+    """The model, in eval mode, on one torch thread (as the card's figures were measured)."""
+    import torch
+
+    import medfuse
+
+    torch.set_num_threads(1)
+    return medfuse.load_model(model_ref).eval()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,8 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", default="chest_ct_demo", help="a registered name or a folder")
     ap.add_argument("--n", type=int, default=500, help="test cases (default 500)")
     args = ap.parse_args(argv)
-    res = measure(args.model, args.n)
-    labels = list(res["auroc"][3])
+    model = load(args.model)
+    res = {"auroc": auroc_by_grammar(model, args.n), "edits": edit_shift(model, args.n)}
+    labels = list(model.labels)
     print("| label | report-only AUROC, grammar 3 | grammar 4 |\n|---|---|---|")
     for lab in labels:
         a, b = res["auroc"][3][lab], res["auroc"][4][lab]

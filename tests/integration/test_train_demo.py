@@ -14,6 +14,9 @@ DEMO = Path(medfuse.__file__).parent / "assets" / "models" / "chest_ct_demo"
 pytestmark = pytest.mark.skipif(not (DEMO / "card.json").is_file(), reason="demo model not built")
 
 
+MM_SHIFT_BOUND = 0.1  # fifth version: 0.033-0.049 (n = 500); the fourth 0.141-0.289
+
+
 def test_shipped_files_match_the_card():
     from medfuse.models.card import ModelCard
     from medfuse.models.weights import sha256_file
@@ -43,3 +46,19 @@ def test_demo_model_reproduces_its_metrics_on_a_fresh_cohort():
         want = np.mean([ref[n]["value"] for n in names])
         assert got >= want - 0.12, (src, got, want)
     assert res["c_index"]["value"] >= card.metrics["test"]["c_index"]["value"] - 0.12
+
+
+def test_demo_model_reads_no_lesion_in_a_slice_thickness_or_a_vessel_measurement():
+    """Edits that state no finding (benchmarks/wording_shift.py) leave the lesion labels where
+    they were: the fourth version, trained on grammar 3, raised lung_lesion's logit by 0.29 for
+    "reconstructed at 5 mm." in the technique line and by 0.16 for an aorta measurement."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "wording_shift.py"
+    spec = importlib.util.spec_from_file_location("wording_shift_bench", path)
+    ws = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ws)
+    shift = ws.edit_shift(ws.load("chest_ct_demo"), n=120, n_boot=200)
+    for edit in list(ws.EDITS)[:2]:
+        for label in ("lung_lesion", "suspected_malignancy"):
+            assert abs(shift[edit][label]["value"]) < MM_SHIFT_BOUND, (edit, label, shift[edit])

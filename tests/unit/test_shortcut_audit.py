@@ -85,3 +85,7 @@ def test_shortcut_phrases(sa):
         assert sa.is_shortcut_phrase(text), text
     for text in ("Smoker, screening.", "18 mm solid", "Headache.", "pack-years"):
         assert not sa.is_shortcut_phrase(text), text
+    # a phrase of the technique line is template whatever its words: no finding is stated there
+    technique = "TECHNIQUE: Axial CT images of the chest ... reconstructed at 5 mm."
+    assert sa.is_shortcut_phrase("at 5 mm.", technique)
+    assert not sa.is_shortcut_phrase("18 mm solid", "There is an 18 mm solid pulmonary nodule.")
