@@ -617,6 +617,49 @@ def _with_image_refs(rng: np.random.Generator, sentences: list[str]) -> list[str
     return [s[:-1] + _image_ref(rng) + "." if rng.random() < 0.35 else s for s in sentences]
 
 
+def _findings_body(
+    rng: np.random.Generator,
+    lungs: list[str],
+    heart: list[str],
+    fillers: list[str],
+    pleura: list[str] | None = None,
+) -> list[str]:
+    """The FINDINGS lines of grammars 3 and 4: a comparison sentence in three reports of ten,
+    image references on any sentence (positive, negative or neutral alike), then either the
+    organ-system layout of the sample reports (with a "Pleura:" heading when ``pleura`` is given)
+    or one paragraph in a shuffled order."""
+    fillers = list(fillers)
+    if rng.random() < 0.3:
+        fillers.append("Unchanged appearance compared with the prior examination.")
+    lungs = _with_image_refs(rng, lungs)
+    fillers = _with_image_refs(rng, fillers)
+    rng.shuffle(lungs)
+    if rng.random() >= 0.5:
+        sentences = lungs + (pleura or []) + heart + fillers
+        rng.shuffle(sentences)
+        return [" ".join(sentences)]
+    groups: list[tuple[str, list[str], str]] = [
+        ("Lungs and airways: ", list(lungs), "The lungs are aerated."),
+        ("Pleura: ", list(pleura or []), "No pneumothorax."),
+        ("Heart and mediastinum: ", list(heart), "No mediastinal mass."),
+        ("Bones and soft tissues: ", [], "No acute osseous abnormality."),
+    ]
+    if pleura is None:
+        del groups[1]
+    for x in fillers:
+        low = x.lower()
+        if "osseous" in low:
+            where = "Bones"
+        elif "pneumothorax" in low and pleura is not None:
+            where = "Pleura"
+        elif any(w in low for w in ("mediastin", "pericard", "aorta", "artery")):
+            where = "Heart"
+        else:
+            where = "Lungs"
+        next(g for g in groups if g[0].startswith(where))[1].append(x)
+    return [head + " ".join(parts or [empty]) for head, parts, empty in groups]
+
+
 def write_report_v3(
     factors: dict[str, Any], rng: np.random.Generator, mention_rate: float, case_number: int
 ) -> str:
@@ -661,30 +704,7 @@ def write_report_v3(
             heart.append("Heart size is normal.")
     k = int(rng.integers(1, 3))
     fillers = [str(x) for x in rng.choice(_V3_FILLER, size=k, replace=False)]
-    if rng.random() < 0.3:
-        fillers.append("Unchanged appearance compared with the prior examination.")
-    # image references on any sentence, positive, negative or neutral alike
-    lungs = _with_image_refs(rng, lungs)
-    fillers = _with_image_refs(rng, fillers)
-    rng.shuffle(lungs)
-    if rng.random() < 0.5:  # the organ-system layout of the sample reports
-
-        def organ(sentence: str) -> int:
-            low = sentence.lower()
-            if "osseous" in low:
-                return 2
-            return 1 if ("mediastin" in low or "pericard" in low) else 0
-
-        parts: list[list[str]] = [list(lungs), list(heart), []]
-        for x in fillers:
-            parts[organ(x)].append(x)
-        heads = ("Lungs and airways: ", "Heart and mediastinum: ", "Bones and soft tissues: ")
-        empty = ("The lungs are aerated.", "No mediastinal mass.", "No acute osseous abnormality.")
-        body = [h + " ".join(p or [e]) for h, p, e in zip(heads, parts, empty, strict=True)]
-    else:
-        sentences = lungs + heart + fillers
-        rng.shuffle(sentences)
-        body = [" ".join(sentences)]
+    body = _findings_body(rng, lungs, heart, fillers)
     if not impression or rng.random() < 0.5:
         impression.append(_pick(rng, _V3_IMPRESSION_FILLER))
     return _assemble_report(rng, history, body, impression, case_number)
@@ -826,34 +846,7 @@ def write_report_v4(
     fillers = [str(x) for x in rng.choice(_V3_FILLER, size=k, replace=False)] + measured
     if any("pneumothorax" in x for x in pleura):  # said once
         fillers = [x for x in fillers if "pneumothorax" not in x]
-    if rng.random() < 0.3:
-        fillers.append("Unchanged appearance compared with the prior examination.")
-    lungs = _with_image_refs(rng, lungs)
-    fillers = _with_image_refs(rng, fillers)
-    rng.shuffle(lungs)
-    if rng.random() < 0.5:  # the organ-system layout of the sample reports
-
-        def organ(sentence: str) -> int:
-            low = sentence.lower()
-            if "osseous" in low:
-                return 3
-            if "pneumothorax" in low:
-                return 1
-            heart_words = ("mediastin", "pericard", "aorta", "artery")
-            return 2 if any(w in low for w in heart_words) else 0
-
-        parts: list[list[str]] = [list(lungs), list(pleura), list(heart), []]
-        for x in fillers:
-            parts[organ(x)].append(x)
-        heads = ("Lungs and airways: ", "Pleura: ", "Heart and mediastinum: ",
-                 "Bones and soft tissues: ")  # fmt: skip
-        empty = ("The lungs are aerated.", "No pneumothorax.", "No mediastinal mass.",
-                 "No acute osseous abnormality.")  # fmt: skip
-        body = [h + " ".join(p or [e]) for h, p, e in zip(heads, parts, empty, strict=True)]
-    else:
-        sentences = lungs + pleura + heart + fillers
-        rng.shuffle(sentences)
-        body = [" ".join(sentences)]
+    body = _findings_body(rng, lungs, heart, fillers, pleura)
     if not impression or rng.random() < 0.5:
         impression.append(_pick(rng, _V3_IMPRESSION_FILLER))
     technique = _pick(rng, _V4_TECHNIQUE).format(t=_pick(rng, _V4_THICKNESS_MM))
