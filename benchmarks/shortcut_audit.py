@@ -17,9 +17,14 @@ tokens in the chest fusion cohort (:mod:`medfuse.train.cohort`) and the brain MR
   the lexicon only (70 % of the cohort) and scored on the rest. Its AUROC is near 0.5 when the
   non-cue text says nothing about the label; above :data:`PROBE_FLAG` the grammar leaks.
 
-    python benchmarks/shortcut_audit.py                 # both cohorts, 2,000 / 1,000 reports
+    python benchmarks/shortcut_audit.py                 # both cohorts (chest grammar 4, MR 3)
     python benchmarks/shortcut_audit.py --grammar 2     # the grammar before the fix
     python benchmarks/shortcut_audit.py --cohort chest --n 4000 --top 15
+    python benchmarks/shortcut_audit.py --cohort chest --sample-cases chest_ct_demo
+
+With ``--sample-cases`` it also lists the model's top report phrases on its sample cases and
+flags those made only of punctuation, numbers or stopwords, or taken from the technique,
+examination or comparison line, where no finding is stated.
 
 It prints Markdown tables (``docs/model_card.md`` holds the before / after tables) and exits
 non-zero when a token is flagged or a probe exceeds its bound.
