@@ -33,17 +33,9 @@ def _single(config: Path, variant: str, out_root: Path, epochs: int | None) -> P
     from medfuse.train.evaluate import ABLATION_VARIANTS
     from medfuse.train.trainer import load_train_config, train
 
+    log = logging.getLogger("fusion_targets")
     folder = out_root / variant
     cfg = load_train_config(config)
-    card = folder / "model" / "card.json"
-    if card.is_file():
-        drawn = json.loads(card.read_text())["training_data"].get("cohort", {})
-        wanted = {k: v for k, v in dict(cfg.data.cohort or {}).items() if k != "kind"}
-        if all(json.dumps(drawn.get(k)) == json.dumps(v) for k, v in wanted.items()):
-            return folder / "model"
-        logging.getLogger("fusion_targets").info(
-            "%s in %s was trained on another cohort; training it again", variant, folder
-        )
     cfg.out_dir = str(folder)
     cfg.model.name = f"chest_ct_demo_{variant}"
     cfg.model.overrides = {**cfg.model.overrides, **ABLATION_VARIANTS[variant]}
@@ -56,11 +48,17 @@ def _single(config: Path, variant: str, out_root: Path, epochs: int | None) -> P
     cfg.model.overrides.pop("fusion_kwargs", None)
     if epochs:
         cfg.optim.epochs = epochs
+    # the single model is reused while the recipe it was trained with is unchanged
+    recipe = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    stamp = folder / "recipe.json"
+    if (folder / "model" / "card.json").is_file() and stamp.is_file():
+        if stamp.read_text() == recipe:
+            return folder / "model"
+        log.info("%s: the recipe changed; training it again", variant)
     t0 = time.perf_counter()
     summary = train(cfg)
-    logging.getLogger("fusion_targets").info(
-        "%s trained in %.0f s", variant, time.perf_counter() - t0
-    )
+    stamp.write_text(recipe)
+    log.info("%s trained in %.0f s", variant, time.perf_counter() - t0)
     return Path(summary["model_dir"])
 
 
