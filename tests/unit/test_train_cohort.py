@@ -57,7 +57,7 @@ def test_grammar_4_writes_mm_without_a_lesion():
     without = [c["report"] for c in cases if not c["factors"]["lesion"]]
     with_lesion = [c["report"] for c in cases if c["factors"]["lesion"]]
     rate = [np.mean([" mm" in r for r in reports]) for reports in (without, with_lesion)]
-    assert rate[0] > 0.6 and abs(rate[0] - rate[1]) < 0.15, rate
+    assert rate[0] > 0.85 and abs(rate[0] - rate[1]) < 0.08, rate  # 2,000 reports: 0.950 / 0.963
     mentioned = [c for c in cases if c["factors"]["lesion"] and "nodule" in c["report"]]
     assert mentioned and any("Pleura: " in c["report"] for c in cases)
     # grammar 3 keeps its one technique line, without a thickness
