@@ -48,16 +48,21 @@ def _single(config: Path, variant: str, out_root: Path, epochs: int | None) -> P
     cfg.model.overrides.pop("fusion_kwargs", None)
     if epochs:
         cfg.optim.epochs = epochs
-    # the single model is reused while the recipe it was trained with is unchanged
-    recipe = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    # the single model is reused while the recipe it was trained with is unchanged, and its
+    # checkpoints are resumed only by a run of the same recipe
+    recipe = json.dumps(cfg.model_dump(mode="json", exclude={"resume"}), sort_keys=True)
     stamp = folder / "recipe.json"
-    if (folder / "model" / "card.json").is_file() and stamp.is_file():
-        if stamp.read_text() == recipe:
-            return folder / "model"
-        log.info("%s: the recipe changed; training it again", variant)
+    same = stamp.is_file() and stamp.read_text() == recipe
+    if same and (folder / "model" / "card.json").is_file():
+        return folder / "model"
+    if not same:
+        if stamp.is_file():
+            log.info("%s: the recipe changed; training it again", variant)
+        cfg.resume = False
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(recipe)
     t0 = time.perf_counter()
     summary = train(cfg)
-    stamp.write_text(recipe)
     log.info("%s trained in %.0f s", variant, time.perf_counter() - t0)
     return Path(summary["model_dir"])
 
