@@ -50,7 +50,7 @@ def _single(config: Path, variant: str, out_root: Path, epochs: int | None) -> P
         cfg.optim.epochs = epochs
     # the single model is reused while the recipe it was trained with is unchanged, and its
     # checkpoints are resumed only by a run of the same recipe
-    recipe = json.dumps(cfg.model_dump(mode="json", exclude={"resume"}), sort_keys=True)
+    recipe = json.dumps(cfg.model_dump(mode="json", exclude={"resume", "out_dir"}), sort_keys=True)
     stamp = folder / "recipe.json"
     same = stamp.is_file() and stamp.read_text() == recipe
     if same and (folder / "model" / "card.json").is_file():
