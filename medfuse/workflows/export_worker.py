@@ -141,8 +141,7 @@ class ExportWorker:
         array = getattr(volume, "array", None)
         if array is None or array.size < self.min_voxels:
             return []
-        if self._pool is None:
-            self.start()
+        self.start()
         if self.wait and self._ready is not None:
             cf.wait([self._ready])
         return self.capable(formats) if self.ready else []

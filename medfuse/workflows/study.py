@@ -219,9 +219,8 @@ def process_study(
             retry = []  # another model since: every output is redone
         formats = retry or list(workflow.export.formats)
         apart = export_worker.formats(formats, volume) if export_worker is not None else []
-        context, prepared = start_prepare(
-            case, model, workflow, options, [f for f in formats if f not in apart]
-        )
+        here = [f for f in formats if f not in apart]
+        context, prepared = start_prepare(case, model, workflow, options, here)
         handover = None
         if export_worker is not None and apart:
             handover = export_worker.prepare(context, apart, task.key)
@@ -246,9 +245,7 @@ def process_study(
             copy_outputs(final, tmp)
         if export_worker is not None and handover is not None:
             export_worker.export(handover, pred, tmp)
-        result = export_each(
-            pred, tmp, [f for f in formats if f not in apart], options, context=context
-        )
+        result = export_each(pred, tmp, here, options, context=context)
         if export_worker is not None and handover is not None:
             theirs = export_worker.collect(handover, pred, tmp, options, context)
             result = _merged(formats, result, theirs)
