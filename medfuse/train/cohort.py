@@ -369,6 +369,8 @@ _NEUTRAL = (
     "Staging.",
     "Pre-operative assessment.",
 )
+#: the words of an effusion's side (``factors["effusion"]``) in a report
+_EFFUSION_SIDE = {"both": "bilateral", "left": "left", "right": "right"}
 _COMPARISON = (
     "None.",
     "None available.",
@@ -458,7 +460,7 @@ def write_report(
     elif not f["consolidation"] and mention():
         findings.append(_pick(rng, ("No consolidation.", "The lungs are clear of consolidation.")))
     if f["effusion"] and mention():
-        side = {"both": "bilateral", "left": "left", "right": "right"}[f["effusion"]]
+        side = _EFFUSION_SIDE[f["effusion"]]
         findings.append(f"Small {side} pleural effusion.")
     elif not f["effusion"] and mention():
         findings.append("No pleural effusion.")
@@ -688,7 +690,7 @@ def write_report_v3(
         lungs.append(_consolidation_sentence(f, rng))
     if mention():
         if f["effusion"]:
-            side = {"both": "bilateral", "left": "left", "right": "right"}[f["effusion"]]
+            side = _EFFUSION_SIDE[f["effusion"]]
             lungs.append(f"Small {side} pleural effusion.")
         else:
             lungs.append("No pleural effusion.")
@@ -807,14 +809,12 @@ def write_report_v4(
     if mention():
         lungs.append(_consolidation_sentence(f, rng))
     if mention():
-        side = {"both": "bilateral", "left": "left", "right": "right", None: ""}[f["effusion"]]
-        plural = "s" if f["effusion"] == "both" else ""
-        positive = f"Small {side} pleural effusion{plural}."
-        pleura.append(
-            positive
-            if f["effusion"]
-            else _pick(rng, ("No pleural effusion.", "No pleural effusion or pneumothorax."))
-        )
+        positive = ""
+        if f["effusion"]:
+            plural = "s" if f["effusion"] == "both" else ""
+            positive = f"Small {_EFFUSION_SIDE[f['effusion']]} pleural effusion{plural}."
+        negatives = ("No pleural effusion.", "No pleural effusion or pneumothorax.")
+        pleura.append(positive or _pick(rng, negatives))
         impress(positive, "No pleural effusion.", bool(f["effusion"]))
     if mention():
         if f["emphysema"]:
