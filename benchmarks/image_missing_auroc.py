@@ -23,35 +23,51 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # shortcut_audit
 
-def measure(model_name: str = "chest_ct_demo", n: int = 500, n_boot: int = 1000) -> dict:
-    """``{label: {"value", "ci"}}``: AUROC of the model from the reports alone."""
+
+def load(model_ref: str):
+    """The model, in eval mode, on one torch thread (as the card's figures were measured)."""
     import torch
 
     import medfuse
-    from medfuse.train.cohort import FusionCohortConfig, draw_case
-    from medfuse.train.evaluate import TEST_SEED
-    from medfuse.train.metrics import auroc, bootstrap_ci
 
     torch.set_num_threads(1)
-    model = medfuse.load_model(model_name).eval()
-    grammar = int(model.card.training_data.get("cohort", {}).get("grammar", 2))
-    cfg = FusionCohortConfig(
-        n=n,
-        seed=TEST_SEED,
-        label_noise=0.0,
-        report_missing=0.0,
-        image_missing=0.0,
-        grammar=grammar,
-    )
-    cases = [draw_case(cfg, i) for i in range(n)]
-    reports = [c["report"] for c in cases]
-    y = np.array([[c["labels"][k] for k in model.labels] for c in cases], dtype=np.int64)
-    probs = []
+    return medfuse.load_model(model_ref).eval()
+
+
+def report_only_proba(model, reports: Sequence[str]) -> np.ndarray:
+    """``[n, labels]`` probabilities of ``model`` from ``reports`` alone (the image missing)."""
+    import torch
+
+    out = []
     with torch.no_grad():
-        for i in range(0, n, 100):
-            probs.append(model.predict_proba(**model.prepare(reports=reports[i : i + 100])).numpy())
-    p = np.concatenate(probs)
+        for i in range(0, len(reports), 100):
+            batch = model.prepare(reports=list(reports[i : i + 100]))
+            out.append(model.predict_proba(**batch).numpy())
+    return np.concatenate(out)
+
+
+def test_reports(n: int, grammar: int, labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The reports of the held-back test cohort's first ``n`` cases (seed ``TEST_SEED``, clean
+    labels) in ``grammar``, and their labels ``[n, len(labels)]``."""
+    from shortcut_audit import chest_reports
+
+    from medfuse.train.evaluate import TEST_SEED
+
+    texts, y, names = chest_reports(n, seed=TEST_SEED, grammar=grammar)
+    return texts, y[:, [names.index(k) for k in labels]].astype(np.int64)
+
+
+def measure(model, n: int = 500, n_boot: int = 1000, grammar: int | None = None) -> dict:
+    """``{label: {"value", "ci"}}``: AUROC of ``model`` from the reports alone, on reports in
+    ``grammar`` (default: the one its card says it learned)."""
+    from medfuse.train.metrics import auroc, bootstrap_ci
+
+    if grammar is None:
+        grammar = int(model.card.training_data.get("cohort", {}).get("grammar", 2))
+    reports, y = test_reports(n, grammar, model.labels)
+    p = report_only_proba(model, reports)
     return {
         lab: bootstrap_ci(auroc, y[:, j], p[:, j], n_boot=n_boot)
         for j, lab in enumerate(model.labels)
@@ -64,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--record-card", action="store_true", help="write it into the card.json")
     args = ap.parse_args(argv)
-    res = measure(args.model, args.n)
+    res = measure(load(args.model), args.n)
     print("| label | AUROC, image missing [95 % CI] |\n|---|---|")
     for lab, m in res.items():
         print(f"| {lab} | {m['value']:.3f} [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}] |")

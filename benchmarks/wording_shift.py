@@ -26,8 +26,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from image_missing_auroc import load, measure, report_only_proba, test_reports
 
 GRAMMAR_3_TECHNIQUE = "TECHNIQUE: Axial CT images of the chest without intravenous contrast."
 #: edits that state no finding: name -> text transformation of a grammar-3 report
@@ -48,50 +52,20 @@ EDITS: dict[str, Callable[[str], str]] = {
 
 
 def _logits(model, reports: list[str]) -> np.ndarray:
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(reports), 100):
-            p = model.predict_proba(**model.prepare(reports=reports[i : i + 100])).numpy()
-            out.append(p)
-    p = np.clip(np.concatenate(out), 1e-6, 1 - 1e-6)
+    p = np.clip(report_only_proba(model, reports), 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
-
-
-def _cohort(n: int, grammar: int) -> tuple[list[str], list[dict]]:
-    from medfuse.train.cohort import FusionCohortConfig, draw_case
-    from medfuse.train.evaluate import TEST_SEED
-
-    cfg = FusionCohortConfig(
-        n=n, seed=TEST_SEED, label_noise=0.0, report_missing=0.0, image_missing=0.0,
-        grammar=grammar,
-    )  # fmt: skip
-    cases = [draw_case(cfg, i) for i in range(n)]
-    return [c["report"] for c in cases], [c["labels"] for c in cases]
 
 
 def auroc_by_grammar(model, n: int = 500, n_boot: int = 1000) -> dict:
     """``{grammar: {label: {"value", "ci"}}}``: report-only AUROC with the same cases' reports
     written in grammar 3 and in grammar 4."""
-    from medfuse.train.metrics import auroc, bootstrap_ci
-
-    out = {}
-    for grammar in (3, 4):
-        reports, labels = _cohort(n, grammar)
-        y = np.array([[c[k] for k in model.labels] for c in labels], dtype=np.int64)
-        logit = _logits(model, reports)
-        out[grammar] = {
-            lab: bootstrap_ci(auroc, y[:, j], logit[:, j], n_boot=n_boot)
-            for j, lab in enumerate(model.labels)
-        }
-    return out
+    return {grammar: measure(model, n, n_boot, grammar) for grammar in (3, 4)}
 
 
 def edit_shift(model, n: int = 500, n_boot: int = 1000) -> dict:
     """``{edit: {label: {"value", "ci", "n"}}}``: the mean logit change, report only, when each of
     :data:`EDITS` is made to the test cohort's grammar-3 reports (95 % bootstrap CI)."""
-    reports, _ = _cohort(n, 3)
+    reports, _ = test_reports(n, 3, model.labels)
     base = _logits(model, reports)
     rng = np.random.default_rng(0)
     out = {}
@@ -109,16 +83,6 @@ def edit_shift(model, n: int = 500, n_boot: int = 1000) -> dict:
             for j, lab in enumerate(model.labels)
         }
     return out
-
-
-def load(model_ref: str):
-    """The model, in eval mode, on one torch thread (as the card's figures were measured)."""
-    import torch
-
-    import medfuse
-
-    torch.set_num_threads(1)
-    return medfuse.load_model(model_ref).eval()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
