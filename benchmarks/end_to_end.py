@@ -213,21 +213,15 @@ def batch_runs(study: Path, n: int) -> dict[str, float]:
     ways = {"1 process": (1, False), "1 process + export worker": (1, "auto")}
     if auto_workers(n) > 1:
         ways[f"{auto_workers(n)} worker processes"] = (auto_workers(n), "auto")
+    workflows = {}
+    for i, (way, (workers, export_worker)) in enumerate(ways.items()):
+        workflows[way] = tmp / f"wf{i}.json"
+        run = {"workers": workers, "export_worker": export_worker}
+        workflows[way].write_text(json.dumps({**WORKFLOW, "run": run}))
     walls: dict[tuple[str, int], float] = {}
     for size in (3, n):  # the ways alternate
-        for way, (workers, export_worker) in ways.items():
-            wf = tmp / f"wf_{export_worker}.json"
-            wf.write_text(
-                json.dumps(
-                    {**WORKFLOW, "run": {"workers": workers, "export_worker": export_worker}}
-                )
-            )
-            args = [
-                "-i",
-                str(tmp / f"batch{size}"),
-                "-o",
-                str(tmp / f"out{workers}{export_worker}_{size}"),
-            ]
+        for way, wf in workflows.items():
+            args = ["-i", str(tmp / f"batch{size}"), "-o", str(wf.with_suffix(f".out{size}"))]
             t0 = time.perf_counter()
             subprocess.run(
                 [*cmd, "run", str(wf), *args],
